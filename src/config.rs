@@ -1,0 +1,615 @@
+//! The configuration file: its defaults, its parsing and its validation.
+//!
+//! Defaults live here in code; the TOML file overrides them. Parsing goes in
+//! two steps: serde reads the file into `Raw*` structs (unknown keys are
+//! errors, so a typo never passes silently, and each value type checks its own
+//! syntax), then [`Config::from_raw`] checks what needs more than one value.
+//! Every error names the line and the dotted key, because the person reading it
+//! is on a console at a customer site with the file open in an editor.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::Role;
+
+/// Exit code for an invalid configuration (sysexits' EX_CONFIG). The unit file
+/// lists it in `RestartPreventExitStatus=` so systemd does not restart-loop.
+pub const EX_CONFIG: i32 = 78;
+
+/// Where `herald serve` looks when neither `--config` nor `$HERALD_CONFIG` is given.
+pub const SYSTEM_PATH: &str = "/etc/herald/herald.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub storage: Storage,
+    pub general: General,
+    pub accounts: Vec<AccountConfig>,
+    /// The file this came from, kept so SIGHUP can read it again.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub max_body: u64,
+    pub tls: Option<TlsFiles>,
+    pub metrics_auth: bool,
+    pub drain_timeout: Duration,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub dir: PathBuf,
+    pub max_size: u64,
+    pub retention: Duration,
+    pub cache_size: u64,
+    pub max_event_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct General {
+    pub name: String,
+    pub timezone: jiff::tz::TimeZone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountConfig {
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    /// Lower-case hex of SHA-256 of the token; the token itself is never stored.
+    pub token_sha256: [u8; 32],
+}
+
+/// A configuration error: the line (when known), the dotted key and what to do.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "config line {line}: ")?,
+            None => write!(f, "config: ")?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The built-in defaults, as `herald serve` uses them without a file.
+    pub fn defaults() -> Config {
+        Config::from_raw(RawConfig::default(), "", None).expect("built-in defaults are valid")
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            line: None,
+            key: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Config::parse(&text, Some(path.to_path_buf()))
+    }
+
+    pub fn parse(text: &str, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => {
+                    let (line, key) = key_at(text, span.start);
+                    (Some(line), key)
+                }
+                None => (None, String::new()),
+            };
+            ConfigError {
+                line,
+                key,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Config::from_raw(raw, text, source)
+    }
+
+    fn from_raw(raw: RawConfig, text: &str, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let err = |section: &str, key: &str, message: String| ConfigError {
+            line: line_of(text, section, key),
+            key: format!("{section}.{key}"),
+            message,
+        };
+        let s = raw.server;
+        let tls = match (s.tls_cert, s.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(_), None) => {
+                return Err(err(
+                    "server",
+                    "tls_cert",
+                    "is set but server.tls_key is not; set both to serve HTTPS, or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "server",
+                    "tls_key",
+                    "is set but server.tls_cert is not; set both to serve HTTPS, or neither".into(),
+                ));
+            }
+        };
+        if !(1024..=(256 << 20)).contains(&s.max_body.0) {
+            return Err(err(
+                "server",
+                "max_body",
+                format!("{} is out of range; use between 1KiB and 256MiB", s.max_body),
+            ));
+        }
+        if s.drain_timeout.0 > Duration::from_secs(60) {
+            return Err(err(
+                "server",
+                "drain_timeout",
+                format!(
+                    "{} is too long; systemd stops herald after 90s, use at most 60s",
+                    s.drain_timeout
+                ),
+            ));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = match s.public_url {
+            Some(url) => url.0.trim_end_matches('/').to_string(),
+            None => format!("{scheme}://{}", s.listen.0),
+        };
+
+        let st = raw.storage;
+        let dir = match st.dir {
+            Some(dir) => dir,
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd may pass several colon-separated directories; the first is ours.
+                Some(v) => PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or("herald-data")),
+                None => PathBuf::from("herald-data"),
+            },
+        };
+        if st.max_size.0 < (256 << 10) {
+            return Err(err(
+                "storage",
+                "max_size",
+                format!("{} is too small; use at least 256KiB", st.max_size),
+            ));
+        }
+        if st.cache_size.0 < (1 << 20) {
+            return Err(err(
+                "storage",
+                "cache_size",
+                format!("{} is too small; use at least 1MiB", st.cache_size),
+            ));
+        }
+        if st.max_event_size.0 < 1024 || st.max_event_size.0 > s.max_body.0 {
+            return Err(err(
+                "storage",
+                "max_event_size",
+                format!(
+                    "{} is out of range; use between 1KiB and server.max_body ({})",
+                    st.max_event_size, s.max_body
+                ),
+            ));
+        }
+
+        let g = raw.general;
+        let timezone = match g.timezone {
+            Some(name) => jiff::tz::TimeZone::get(&name).map_err(|_| {
+                err(
+                    "general",
+                    "timezone",
+                    format!("{name:?} is not a known IANA time zone like \"Europe/Zurich\""),
+                )
+            })?,
+            None => jiff::tz::TimeZone::system(),
+        };
+        let name = match g.name {
+            Some(name) if name.trim().is_empty() || name.len() > 64 => {
+                return Err(err("general", "name", "must be 1 to 64 characters".into()));
+            }
+            Some(name) => name,
+            None => hostname(),
+        };
+
+        let mut accounts: Vec<AccountConfig> = Vec::with_capacity(raw.accounts.len());
+        for (i, a) in raw.accounts.into_iter().enumerate() {
+            let at = |key: &str, message: String| ConfigError {
+                line: line_of_nth(text, "[[accounts]]", i, key),
+                key: format!("accounts[{i}].{key}"),
+                message,
+            };
+            if a.name.is_empty()
+                || a.name.len() > 64
+                || !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(at(
+                    "name",
+                    format!("{:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -", a.name),
+                ));
+            }
+            if accounts.iter().any(|b| b.name == a.name) {
+                return Err(at(
+                    "name",
+                    format!("{:?} is declared twice; account names must be unique", a.name),
+                ));
+            }
+            if !valid_email(&a.email) {
+                return Err(at(
+                    "email",
+                    format!("{:?} is not an e-mail address like ops@example.com", a.email),
+                ));
+            }
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(&a.token_sha256, &mut hash).is_err() {
+                return Err(at(
+                    "token_sha256",
+                    "must be 64 hex digits: the SHA-256 of the token, as `herald token` prints it".into(),
+                ));
+            }
+            accounts.push(AccountConfig {
+                name: a.name,
+                email: a.email,
+                role: a.role,
+                token_sha256: hash,
+            });
+        }
+
+        Ok(Config {
+            server: Server {
+                listen: s.listen.0,
+                max_body: s.max_body.0,
+                tls,
+                metrics_auth: s.metrics_auth,
+                drain_timeout: s.drain_timeout.0,
+                public_url,
+            },
+            storage: Storage {
+                dir,
+                max_size: st.max_size.0,
+                retention: st.retention.0,
+                cache_size: st.cache_size.0,
+                max_event_size: st.max_event_size.0,
+            },
+            general: General { name, timezone },
+            accounts,
+            source,
+        })
+    }
+}
+
+pub fn valid_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && s.len() <= 254
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        }
+        None => false,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "herald".to_string())
+}
+
+/// The 1-based line of byte `offset`, and the dotted key written there
+/// (`server.listen`), found from the nearest table header above it.
+fn key_at(text: &str, offset: usize) -> (usize, String) {
+    let offset = offset.min(text.len());
+    let line = text[..offset].matches('\n').count() + 1;
+    let mut section = String::new();
+    for l in text.lines().take(line - 1) {
+        if let Some(h) = header(l) {
+            section = h.to_string();
+        }
+    }
+    let here = text.lines().nth(line - 1).unwrap_or("");
+    if let Some(h) = header(here) {
+        return (line, h.to_string());
+    }
+    let key = here.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let key = match (section.is_empty(), key.is_empty()) {
+        (_, true) => section,
+        (true, false) => key.to_string(),
+        (false, false) => format!("{section}.{key}"),
+    };
+    (line, key)
+}
+
+fn header(line: &str) -> Option<&str> {
+    let l = line.trim();
+    let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+    let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()));
+    inner.map(str::trim)
+}
+
+/// The line where `key` is set inside `[section]`.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = "";
+    for (i, l) in text.lines().enumerate() {
+        if let Some(h) = header(l) {
+            current = h;
+        } else if current == section && assigns(l, key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// The line where `key` is set inside the `n`th `[[array]]` table (or the
+/// table's header when the key is missing).
+fn line_of_nth(text: &str, array_header: &str, n: usize, key: &str) -> Option<usize> {
+    let mut count = 0;
+    let mut inside = false;
+    let mut header_line = None;
+    for (i, l) in text.lines().enumerate() {
+        if l.trim() == array_header {
+            inside = count == n;
+            if inside {
+                header_line = Some(i + 1);
+            }
+            count += 1;
+        } else if header(l).is_some() {
+            inside = false;
+        } else if inside && assigns(l, key) {
+            return Some(i + 1);
+        }
+    }
+    header_line
+}
+
+fn assigns(line: &str, key: &str) -> bool {
+    line.split_once('=')
+        .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
+}
+
+// ---- the file as serde reads it -------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: RawServer,
+    storage: RawStorage,
+    general: RawGeneral,
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Listen,
+    max_body: Size,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_auth: bool,
+    drain_timeout: Dur,
+    public_url: Option<PublicUrl>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: Listen(SocketAddr::from(([127, 0, 0, 1], 8470))),
+            max_body: Size(1 << 20),
+            tls_cert: None,
+            tls_key: None,
+            metrics_auth: false,
+            drain_timeout: Dur(Duration::from_secs(10)),
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    dir: Option<PathBuf>,
+    max_size: Size,
+    retention: Dur,
+    cache_size: Size,
+    max_event_size: Size,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            dir: None,
+            max_size: Size(1 << 30),
+            retention: Dur(Duration::from_secs(5 * 86400)),
+            // redb's own default is 1 GiB: far too much for a 256 MiB gateway.
+            cache_size: Size(16 << 20),
+            max_event_size: Size(256 << 10),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawGeneral {
+    name: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    email: String,
+    role: Role,
+    token_sha256: String,
+}
+
+/// `host:port`, checked where it is read so the error points at the value.
+struct Listen(SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map(Listen)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8470")))
+    }
+}
+
+/// A size such as `"1MiB"` or `"512KiB"` (a bare integer counts bytes).
+#[derive(Clone, Copy)]
+struct Size(u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", bytesize::ByteSize(self.0).display().iec_short())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(Size(n)),
+            Either::Text(s) => bytesize::ByteSize::from_str(&s)
+                .map(|b| Size(b.0))
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a size like \"16MiB\" or \"512KiB\""))),
+        }
+    }
+}
+
+/// A duration such as `"60s"`, `"5m"`, `"2h"`, `"5d"`; zero is refused.
+#[derive(Clone, Copy)]
+struct Dur(Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration as config and requests write them (`"60s"`, `"5d"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{s:?} is zero; give a positive duration like \"60s\"")),
+        Err(_) => Err(format!(
+            "{s:?} is not a duration like \"60s\", \"5m\", \"2h\" or \"5d\""
+        )),
+    }
+}
+
+struct PublicUrl(String);
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.parse::<hyper::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => Ok(PublicUrl(s)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{s:?} is not an http(s) URL like https://gateway.example.com:8470"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_and_small() {
+        let c = Config::parse("", None).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8470");
+        assert_eq!(c.server.max_body, 1 << 20);
+        assert_eq!(c.storage.cache_size, 16 << 20);
+        assert_eq!(c.storage.retention, Duration::from_secs(5 * 86400));
+        assert_eq!(c.server.public_url, "http://127.0.0.1:8470");
+    }
+
+    #[test]
+    fn bad_listen_names_line_and_key() {
+        let e = Config::parse("[server]\nlisten = \"not-an-address\"\n", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config line 2: server.listen: \"not-an-address\" is not an address like 127.0.0.1:8470"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = Config::parse("[storage]\nretention = \"5d\"\nretension = \"6d\"\n", None).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key, "storage.retension");
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn post_checks_find_their_line() {
+        let e = Config::parse("[server]\n\ntls_cert = \"/x.pem\"\n", None).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key, "server.tls_cert");
+        let e = Config::parse("[general]\ntimezone = \"Mars/Olympus\"\n", None).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "general.timezone"));
+    }
+
+    #[test]
+    fn accounts_are_checked_one_by_one() {
+        let good = format!("token_sha256 = \"{}\"", "ab".repeat(32));
+        let text = format!(
+            "[[accounts]]\nname = \"a\"\nemail = \"a@x.io\"\nrole = \"admin\"\n{good}\n\
+             [[accounts]]\nname = \"b\"\nemail = \"nope\"\nrole = \"technician\"\n{good}\n"
+        );
+        let e = Config::parse(&text, None).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(8), "accounts[1].email"));
+        let e = Config::parse(&text.replace("admin", "boss"), None).unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("boss"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        let c = Config::parse("[storage]\nretention = \"2h\"\nmax_size = \"2MiB\"\n", None).unwrap();
+        assert_eq!(c.storage.retention, Duration::from_secs(7200));
+        assert_eq!(c.storage.max_size, 2 << 20);
+        let e = Config::parse("[storage]\nretention = \"0s\"\n", None).unwrap_err();
+        assert_eq!(e.key, "storage.retention");
+    }
+}

@@ -1,0 +1,629 @@
+//! Routing, authentication, limits and the handlers of the API (API.md).
+//!
+//! Every request goes through [`handle`]: route, authenticate, check the
+//! role, run the handler, and turn its error into the JSON error shape. A
+//! call that fails is also recorded in the daily execution of the built-in
+//! interface `api`, so the technician sees failed imports beside everything
+//! else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::App;
+use crate::auth::{Account, AuthError, Role};
+use crate::clock;
+use crate::events;
+use crate::executions::{self, Category, Level, LogLine, Status};
+use crate::jobs;
+use crate::store::Grows;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Who may call a route.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Public,
+    /// Public unless `server.metrics_auth`.
+    Metrics,
+    Roles(&'static [Role]),
+}
+
+const ALL: &[Role] = &[Role::Admin, Role::Integration, Role::Technician];
+const PUBLISHERS: &[Role] = &[Role::Admin, Role::Integration];
+const READERS: &[Role] = &[Role::Admin, Role::Technician];
+const ADMIN: &[Role] = &[Role::Admin];
+
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Status,
+    PublishEvents,
+    ListEvents,
+    Interfaces,
+    Executions,
+    Execution(String),
+    ExecutionLogs(String),
+    TestClock,
+}
+
+impl Route {
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Healthz => "GET /healthz",
+            Route::Readyz => "GET /readyz",
+            Route::Metrics => "GET /metrics",
+            Route::Status => "GET /v1/status",
+            Route::PublishEvents => "POST /v1/events",
+            Route::ListEvents => "GET /v1/events",
+            Route::Interfaces => "GET /v1/interfaces",
+            Route::Executions => "GET /v1/executions",
+            Route::Execution(_) => "GET /v1/executions/{id}",
+            Route::ExecutionLogs(_) => "GET /v1/executions/{id}/logs",
+            Route::TestClock => "POST /v1/test/clock",
+        }
+    }
+
+    fn access(&self) -> Access {
+        match self {
+            Route::Healthz | Route::Readyz => Access::Public,
+            Route::Metrics => Access::Metrics,
+            Route::PublishEvents => Access::Roles(PUBLISHERS),
+            Route::ListEvents => Access::Roles(ALL),
+            Route::Status | Route::Interfaces | Route::Executions | Route::Execution(_) | Route::ExecutionLogs(_) => {
+                Access::Roles(READERS)
+            }
+            Route::TestClock => Access::Roles(ADMIN),
+        }
+    }
+}
+
+/// Finds the route of a request, or says why there is none.
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let only = |m: Method, r: Route| {
+        if *method == m {
+            Ok(r)
+        } else {
+            Err(ApiError::method_not_allowed(m.as_str()))
+        }
+    };
+    match segments.as_slice() {
+        ["healthz"] => only(Method::GET, Route::Healthz),
+        ["readyz"] => only(Method::GET, Route::Readyz),
+        ["metrics"] => only(Method::GET, Route::Metrics),
+        ["v1", "status"] => only(Method::GET, Route::Status),
+        ["v1", "events"] => match *method {
+            Method::POST => Ok(Route::PublishEvents),
+            Method::GET => Ok(Route::ListEvents),
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "interfaces"] => only(Method::GET, Route::Interfaces),
+        ["v1", "executions"] => only(Method::GET, Route::Executions),
+        ["v1", "executions", id] => only(Method::GET, Route::Execution(id.to_string())),
+        ["v1", "executions", id, "logs"] => only(Method::GET, Route::ExecutionLogs(id.to_string())),
+        ["v1", "test", "clock"] => only(Method::POST, Route::TestClock),
+        _ => Err(ApiError::not_found(format!(
+            "there is no resource at {path}; see the API reference in docs/API.md"
+        ))),
+    }
+}
+
+/// Answers one request. Never fails: every error becomes a JSON answer.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+    let mut account: Option<Account> = None;
+    let mut route_name = "unknown";
+    let result = async {
+        let route = route(&method, req.uri().path())?;
+        route_name = route.name();
+        let access = route.access();
+        let needs_auth = match access {
+            Access::Public => false,
+            Access::Metrics => app.settings().server.metrics_auth,
+            Access::Roles(_) => true,
+        };
+        if needs_auth {
+            let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let who = match app.auth.authenticate(header, peer.ip()) {
+                Ok(a) => a,
+                Err(AuthError::RateLimited) => return Err(ApiError::rate_limited()),
+                Err(AuthError::Missing | AuthError::Wrong) => return Err(ApiError::unauthorized()),
+            };
+            if let Access::Roles(roles) = access
+                && !roles.contains(&who.role)
+            {
+                account = Some(who.clone());
+                return Err(ApiError::forbidden(who.role.as_str()));
+            }
+            account = Some(who);
+        }
+        if app.draining.load(Ordering::Relaxed) && !matches!(access, Access::Public | Access::Metrics) {
+            return Err(ApiError::shutting_down());
+        }
+        dispatch(&app, route, req, account.as_ref()).await
+    }
+    .await;
+
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            record_failure(&app, &method, &target, account.as_ref(), peer, &e);
+            error_response(&e)
+        }
+    };
+    app.metrics.request(route_name, response.status().as_u16());
+    response
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    route: Route,
+    req: Request<Incoming>,
+    who: Option<&Account>,
+) -> Result<Resp, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let q = Query::parse(&query);
+    match route {
+        Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
+        Route::Readyz => Ok(
+            if app.ready.load(Ordering::Relaxed) && !app.draining.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else if app.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            },
+        ),
+        Route::Metrics => {
+            if let Ok(n) = jobs::count_due(&app.store, app.clock.now()) {
+                app.metrics.jobs_due.set(n as i64);
+            }
+            let mut r = text(StatusCode::OK, &app.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            Ok(r)
+        }
+        Route::Status => status(app),
+        Route::PublishEvents => {
+            let body = read_json(app, req).await?;
+            publish(app, who.expect("authenticated"), &body).await
+        }
+        Route::ListEvents => list_events(app, &q, who.expect("authenticated")),
+        Route::Interfaces => interfaces(app),
+        Route::Executions => list_executions(app, &q),
+        Route::Execution(id) => {
+            let exe = find_execution(app, &id)?;
+            Ok(json_response(StatusCode::OK, &execution_json(&exe, app.clock.now())))
+        }
+        Route::ExecutionLogs(id) => execution_logs(app, &id, &q),
+        Route::TestClock => {
+            let body = read_json(app, req).await?;
+            test_clock(app, &body)
+        }
+    }
+}
+
+// ---- events -----------------------------------------------------------------
+
+#[derive(Serialize)]
+struct EventAck<'a> {
+    id: &'a str,
+    seq: u64,
+    event: &'a str,
+    created_at: String,
+}
+
+async fn publish(app: &Arc<App>, who: &Account, body: &str) -> Result<Resp, ApiError> {
+    let max_data = app.settings().storage.max_event_size;
+    let (events, batch) = events::parse(body, max_data).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let account = who.name.clone();
+    let now = app.clock.now();
+    let published = app
+        .store
+        .write(Grows::Yes, move |txn| events::publish(txn, &account, now, events))
+        .await?;
+    let created = published.iter().filter(|p| p.created).count();
+    app.metrics.events_ingested.inc_by(created as u64);
+    let status = if created > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let acks: Vec<EventAck<'_>> = published
+        .iter()
+        .map(|p| EventAck {
+            id: &p.event.id,
+            seq: p.seq,
+            event: &p.event.event,
+            created_at: clock::rfc3339(p.event.created_at),
+        })
+        .collect();
+    Ok(if batch {
+        json_response(status, &json!({ "events": acks }))
+    } else {
+        json_response(status, &acks[0])
+    })
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    id: &'a str,
+    seq: u64,
+    event: &'a str,
+    data: &'a RawValue,
+    created_at: String,
+}
+
+fn list_events(app: &Arc<App>, q: &Query, who: &Account) -> Result<Resp, ApiError> {
+    let after = q.u64("after")?.unwrap_or(0);
+    let limit = q.limit()?;
+    let event = q.get("event");
+    if let Some(name) = event
+        && !events::valid_name(name)
+    {
+        return Err(ApiError::invalid_field(
+            "event",
+            format!("{name:?} is not an event name"),
+        ));
+    }
+    let account = (who.role == Role::Integration).then_some(who.name.as_str());
+    let filter = events::Filter {
+        after,
+        limit,
+        event,
+        account,
+    };
+    let (rows, next) = app.store.read(|r| events::list(r, &filter))?;
+    let raws: Vec<Box<RawValue>> = rows
+        .iter()
+        .map(|(_, e)| RawValue::from_string(e.data.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::internal)?;
+    let out: Vec<EventOut<'_>> = rows
+        .iter()
+        .zip(&raws)
+        .map(|((seq, e), data)| EventOut {
+            id: &e.id,
+            seq: *seq,
+            event: &e.event,
+            data,
+            created_at: clock::rfc3339(e.created_at),
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "events": out, "next": next })))
+}
+
+// ---- executions -------------------------------------------------------------
+
+fn execution_json(e: &executions::Execution, now: jiff::Timestamp) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "interface": e.interface,
+        "kind": match e.kind { executions::Kind::Daily => "daily", executions::Kind::Scheduled => "scheduled" },
+        "status": e.status.as_str(),
+        "started_at": clock::rfc3339(e.started_at),
+        "errors": e.errors,
+        "successes": e.successes,
+        "anomaly": e.anomaly(now),
+    });
+    if let Some(s) = &e.schedule {
+        v["schedule"] = json!(s);
+    }
+    if let Some(t) = e.ended_at {
+        v["ended_at"] = json!(clock::rfc3339(t));
+    }
+    if let Some(d) = &e.day {
+        v["day"] = json!(d);
+    }
+    v
+}
+
+fn interfaces(app: &Arc<App>) -> Result<Resp, ApiError> {
+    let rows = app.store.read(executions::interfaces)?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|(i, last)| {
+            let mut v = json!({"name": i.name, "kind": i.kind});
+            if let Some(e) = last {
+                v["last_execution"] = json!({"id": e.id, "status": e.status.as_str()});
+            }
+            v
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "interfaces": out })))
+}
+
+fn list_executions(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {
+    let status = match q.get("status") {
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("status", format!("{s:?} is not one of running, ok, ko")))?,
+        ),
+        None => None,
+    };
+    let filter = executions::Filter {
+        interface: q.get("interface"),
+        status,
+        after: q.get("after"),
+        limit: q.limit()?,
+    };
+    let (rows, next) = app.store.read(|r| executions::list(r, &filter))?;
+    let now = app.clock.now();
+    let out: Vec<Value> = rows.iter().map(|e| execution_json(e, now)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "executions": out, "next": next }),
+    ))
+}
+
+fn find_execution(app: &Arc<App>, id: &str) -> Result<executions::Execution, ApiError> {
+    app.store
+        .read(|r| executions::get(r, id))?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id:?}; list them with GET /v1/executions")))
+}
+
+fn execution_logs(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> {
+    let exe = find_execution(app, id)?;
+    let level = match q.get("level") {
+        Some(s) => Some(
+            Level::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("level", format!("{s:?} is not one of info, warn, error")))?,
+        ),
+        None => None,
+    };
+    let category = match q.get("category") {
+        Some(s) => Some(Category::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "category",
+                format!("{s:?} is not one of external, configuration, mapping, technical, cascade"),
+            )
+        })?),
+        None => None,
+    };
+    let after = q.u64("after")?.map(|a| a.min(u64::from(u32::MAX)) as u32);
+    let filter = executions::LogFilter {
+        level,
+        category,
+        after,
+        limit: q.limit()?,
+    };
+    let (lines, next) = app.store.read(|r| executions::logs(r, &exe, &filter))?;
+    let out: Vec<Value> = lines.iter().map(log_json).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "logs": out, "next": next })))
+}
+
+fn log_json(l: &LogLine) -> Value {
+    let mut v = json!({"at": clock::rfc3339(l.at), "level": l.level.as_str(), "message": l.message});
+    if let Some(c) = l.category {
+        v["category"] = json!(c.as_str());
+    }
+    if let Some(d) = &l.detail {
+        v["detail"] = json!(d);
+    }
+    v
+}
+
+// ---- operations -------------------------------------------------------------
+
+fn status(app: &Arc<App>) -> Result<Resp, ApiError> {
+    let now = app.clock.now();
+    let (events_stored, (ko, running_with_errors)) = app
+        .store
+        .read(|r| Ok((events::count(r)?, executions::count_troubled(r)?)))?;
+    let settings = app.settings();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "gateway": settings.general.name,
+            "now": now.to_string(),
+            "health": "ok",
+            "ready": app.ready.load(Ordering::Relaxed),
+            "draining": app.draining.load(Ordering::Relaxed),
+            "events_stored": events_stored,
+            "jobs_due": jobs::count_due(&app.store, now)?,
+            "jobs_scheduled": jobs::count_all(&app.store)?,
+            "executions_ko": ko,
+            "executions_running_with_errors": running_with_errors,
+            "store_bytes": app.store.file_bytes(),
+            "storage_full": app.store.is_full(),
+        }),
+    ))
+}
+
+/// Moves the manual clock (tests only: exists when `HERALD_TEST_CLOCK` is set).
+fn test_clock(app: &Arc<App>, body: &str) -> Result<Resp, ApiError> {
+    if !app.clock.is_manual() {
+        return Err(ApiError::not_found(
+            "the clock is driven only when herald runs with HERALD_TEST_CLOCK",
+        ));
+    }
+    let v: Value = serde_json::from_str(body).map_err(ApiError::invalid_json)?;
+    let by = match (
+        v.get("advance").and_then(Value::as_str),
+        v.get("to").and_then(Value::as_str),
+    ) {
+        (Some(d), _) => jiff::SignedDuration::try_from(
+            crate::config::parse_duration(d).map_err(|m| ApiError::invalid_field("advance", m))?,
+        )
+        .map_err(|e| ApiError::invalid_field("advance", e.to_string()))?,
+        (None, Some(t)) => {
+            let to: jiff::Timestamp = t
+                .parse()
+                .map_err(|_| ApiError::invalid_field("to", format!("{t:?} is not an RFC 3339 time")))?;
+            let by = to.duration_since(app.clock.now());
+            if by.is_negative() {
+                return Err(ApiError::invalid_field("to", "the clock only moves forward"));
+            }
+            by
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "advance",
+                "give \"advance\": \"60s\" or \"to\": RFC 3339",
+            ));
+        }
+    };
+    let now = app.clock.advance(by);
+    Ok(json_response(StatusCode::OK, &json!({ "now": now.to_string() })))
+}
+
+// ---- failed calls -----------------------------------------------------------
+
+/// Records a failed call in the daily execution of interface `api`. Calls
+/// refused for rate limiting are not written: an attacker must not be able
+/// to fill the log.
+fn record_failure(
+    app: &Arc<App>,
+    method: &Method,
+    target: &str,
+    who: Option<&Account>,
+    peer: SocketAddr,
+    e: &ApiError,
+) {
+    let account = who.map_or("-", |a| a.name.as_str());
+    tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
+    if e.status == StatusCode::TOO_MANY_REQUESTS || e.code == "shutting_down" {
+        return;
+    }
+    let line = LogLine {
+        at: clock::to_ms(app.clock.now()),
+        level: Level::Error,
+        category: Some(e.category()),
+        message: format!("{method} {target} → {} {}: {}", e.status.as_u16(), e.code, e.message),
+        detail: Some(format!("account: {account}; from: {}", peer.ip())),
+    };
+    let app2 = app.clone();
+    tokio::spawn(async move {
+        let now = app2.clock.now();
+        let tz = app2.settings().general.timezone.clone();
+        let written = app2
+            .store
+            .write(Grows::Yes, move |txn| {
+                executions::log_daily(txn, now, &tz, executions::API, "api", line)
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "cannot record a failed call in the execution log");
+        }
+    });
+}
+
+// ---- plumbing ---------------------------------------------------------------
+
+/// Reads a JSON body within `server.max_body`, checking the content type.
+async fn read_json(app: &Arc<App>, req: Request<Incoming>) -> Result<String, ApiError> {
+    let max = app.settings().server.max_body;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ApiError::payload_too_large(max));
+    }
+    let body = Limited::new(req.into_body(), max as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::payload_too_large(max)
+            } else {
+                ApiError::bad_request(format!("the body could not be read: {e}"))
+            }
+        })?;
+    let bytes = body.to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_json("it is not UTF-8"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(ApiError::invalid_json)?;
+    Ok(text)
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: &str) -> Query {
+        Query(form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::invalid_field(key, format!("{v:?} is not a non-negative integer"))),
+        }
+    }
+
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.u64("limit")? {
+            None => Ok(100),
+            Some(n @ 1..=1000) => Ok(n as usize),
+            Some(n) => Err(ApiError::invalid_field(
+                "limit",
+                format!("{n} is out of range; use 1 to 1000"),
+            )),
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
+    let bytes = serde_json::to_vec(body).expect("API answers always serialize");
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Resp {
+    let mut r = json_response(e.status, &e.body());
+    if e.status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"herald\", charset=\"UTF-8\""),
+        );
+    }
+    r
+}

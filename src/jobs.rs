@@ -1,0 +1,295 @@
+//! The durable timer queue and its dispatcher: herald's engine.
+//!
+//! Every piece of future work is a [`Job`] in the `JOBS` table, keyed by its
+//! due time. The dispatcher sleeps on the [`Clock`] until the earliest due job
+//! (or until a commit that touched the queue wakes it), claims what is due and
+//! runs it under a concurrency limit per target.
+//!
+//! A claim lives only in memory. A job stays in the table until its handler
+//! commits the outcome (finish or reschedule) in the same transaction as the
+//! state it changes, so a crash anywhere leaves the job due and it runs again
+//! after the restart: at least once, never lost.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{self, Clock};
+use crate::metrics::Metrics;
+use crate::store::{self, JOB_NAMES, JOBS, Store, StoreError, Txn};
+
+/// A job's place in the queue: (due ms, id).
+pub type JobKey = (i64, u64);
+
+/// Every kind of future work. Append new kinds at the end: the stored
+/// encoding is the variant's position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Job {
+    /// Close the daily executions of the day that ended, then schedule the next roll.
+    RollDaily,
+    /// Delete events and executions past `storage.retention`.
+    Sweep,
+}
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::RollDaily => "roll_daily",
+            Job::Sweep => "sweep",
+        }
+    }
+
+    /// The counterpart this job talks to; at most [`PER_TARGET`] jobs of
+    /// one target run at once, so a slow one cannot hold up the others.
+    pub fn target(&self) -> String {
+        match self {
+            Job::RollDaily | Job::Sweep => "herald".to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    /// Set for jobs that exist at most once (see [`schedule_named`]).
+    name: Option<String>,
+    job: Job,
+}
+
+const PER_TARGET: usize = 4;
+/// Claimed jobs at most; the rest wait in the table, not in memory.
+const MAX_IN_FLIGHT: usize = 256;
+/// A handler that failed without committing is tried again this much later.
+const RETRY_FAILED_HANDLER: Duration = Duration::from_secs(30);
+
+/// Adds a job due at `due`.
+pub fn schedule(txn: &mut Txn, due: Timestamp, job: Job) -> Result<JobKey, StoreError> {
+    insert(txn, due, Record { name: None, job })
+}
+
+/// Adds or moves the job called `name`, so it exists exactly once.
+pub fn schedule_named(txn: &mut Txn, name: &str, due: Timestamp, job: Job) -> Result<JobKey, StoreError> {
+    let old = txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value());
+    if let Some(old) = old {
+        txn.open(JOBS)?.remove(old)?;
+    }
+    let key = insert(
+        txn,
+        due,
+        Record {
+            name: Some(name.to_string()),
+            job,
+        },
+    )?;
+    txn.open(JOB_NAMES)?.insert(name, key)?;
+    Ok(key)
+}
+
+/// The key of the job called `name`, if it is scheduled.
+pub fn named(txn: &Txn, name: &str) -> Result<Option<JobKey>, StoreError> {
+    Ok(txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value()))
+}
+
+/// Removes a job whose work is done.
+pub fn finish(txn: &mut Txn, key: JobKey) -> Result<(), StoreError> {
+    let removed = txn.open(JOBS)?.remove(key)?.map(|v| v.value().to_vec());
+    if let Some(bytes) = removed {
+        let rec: Record = store::decode("job", &bytes)?;
+        if let Some(name) = rec.name {
+            let mut names = txn.open(JOB_NAMES)?;
+            if names.get(name.as_str())?.is_some_and(|v| v.value() == key) {
+                names.remove(name.as_str())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves a job to a new due time (its next attempt); returns the new key.
+pub fn reschedule(txn: &mut Txn, key: JobKey, due: Timestamp) -> Result<Option<JobKey>, StoreError> {
+    let removed = txn.open(JOBS)?.remove(key)?.map(|v| v.value().to_vec());
+    let Some(bytes) = removed else { return Ok(None) };
+    let rec: Record = store::decode("job", &bytes)?;
+    let name = rec.name.clone();
+    let new = insert(txn, due, rec)?;
+    if let Some(name) = name {
+        txn.open(JOB_NAMES)?.insert(name.as_str(), new)?;
+    }
+    Ok(Some(new))
+}
+
+fn insert(txn: &mut Txn, due: Timestamp, rec: Record) -> Result<JobKey, StoreError> {
+    let key = (clock::to_ms(due), txn.next_id("jobs.next_id")?);
+    txn.open(JOBS)?.insert(key, store::encode(&rec).as_slice())?;
+    txn.wake_jobs();
+    Ok(key)
+}
+
+/// Jobs due at `now`, for the status summary and `/metrics`.
+pub fn count_due(store: &Store, now: Timestamp) -> Result<u64, StoreError> {
+    store.read(|r| {
+        let jobs = r.open_table(JOBS)?;
+        let mut n = 0;
+        for row in jobs.range(..(clock::to_ms(now), u64::MAX))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+pub fn count_all(store: &Store) -> Result<u64, StoreError> {
+    store.read(|r| Ok(r.open_table(JOBS)?.len()?))
+}
+
+/// What runs a claimed job. The handler commits the job's outcome itself
+/// ([`finish`] or [`reschedule`]) in the transaction that changes its state.
+pub trait Handler: Send + Sync + 'static {
+    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+}
+
+/// Claimed jobs, and when the next one after them is due.
+type Scan = (Vec<(JobKey, Job)>, Option<Timestamp>);
+
+pub struct Dispatcher {
+    pub store: Store,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    /// Notified by the store writer after a commit that touched the queue.
+    pub wake: Arc<Notify>,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` is cancelled, then waits for the claimed jobs (the
+    /// caller bounds that wait by the drain timeout).
+    pub async fn run(self, stop: CancellationToken) {
+        let in_flight: Arc<Mutex<HashSet<JobKey>>> = Arc::default();
+        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let tasks = TaskTracker::new();
+        // Ping systemd's watchdog from this loop: if the engine hangs, the
+        // pings stop and systemd restarts herald.
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let tick = watchdog.unwrap_or(Duration::from_secs(60));
+
+        while !stop.is_cancelled() {
+            if watchdog.is_some() {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            let now = self.clock.now();
+            let claimed = in_flight.lock().unwrap().clone();
+            let room = MAX_IN_FLIGHT.saturating_sub(claimed.len());
+            let (due, next) = match self.scan(now, &claimed, room) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the job queue");
+                    (Vec::new(), Some(clock::add(now, Duration::from_secs(1))))
+                }
+            };
+            self.metrics.jobs_due.set((due.len() + claimed.len()) as i64);
+            limits.retain(|_, s| Arc::strong_count(s) > 1);
+            for (key, job) in due {
+                in_flight.lock().unwrap().insert(key);
+                let limit = limits
+                    .entry(job.target())
+                    .or_insert_with(|| Arc::new(Semaphore::new(PER_TARGET)))
+                    .clone();
+                let handler = self.handler.clone();
+                let (store, clock, metrics, in_flight, wake) = (
+                    self.store.clone(),
+                    self.clock.clone(),
+                    self.metrics.clone(),
+                    in_flight.clone(),
+                    self.wake.clone(),
+                );
+                tasks.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    let kind = job.kind();
+                    let outcome = handler.run(key, job).await;
+                    let outcome = match outcome {
+                        Ok(()) => still_due(&store, key).map(|stuck| if stuck { "stuck" } else { "ok" }),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok("ok") => metrics.job(kind, "ok"),
+                        Ok(_) => {
+                            tracing::error!(kind, "job handler returned without finishing its job; retrying later");
+                            retry_later(&store, &clock, key).await;
+                            metrics.job(kind, "stuck");
+                        }
+                        Err(e) => {
+                            tracing::error!(kind, error = %e, "job failed; retrying later");
+                            retry_later(&store, &clock, key).await;
+                            metrics.job(kind, "error");
+                        }
+                    }
+                    in_flight.lock().unwrap().remove(&key);
+                    wake.notify_one();
+                });
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = async {
+                    match next {
+                        Some(t) => self.clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Up to `room` due jobs not yet claimed, and the due time of the first
+    /// job after them.
+    fn scan(&self, now: Timestamp, claimed: &HashSet<JobKey>, room: usize) -> Result<Scan, StoreError> {
+        let now_ms = clock::to_ms(now);
+        self.store.read(|r| {
+            let jobs = r.open_table(JOBS)?;
+            let mut due = Vec::new();
+            for row in jobs.iter()? {
+                let (k, v) = row?;
+                let key = k.value();
+                if claimed.contains(&key) {
+                    continue;
+                }
+                if key.0 > now_ms || due.len() >= room {
+                    let next = if key.0 > now_ms { clock::from_ms(key.0) } else { now };
+                    return Ok((due, Some(next)));
+                }
+                match store::decode::<Record>("job", v.value()) {
+                    Ok(rec) => due.push((key, rec.job)),
+                    // A job this herald cannot read would block nothing but
+                    // itself; leave it for the operator and the log.
+                    Err(e) => tracing::error!(?key, error = %e, "unreadable job skipped"),
+                }
+            }
+            Ok((due, None))
+        })
+    }
+}
+
+fn still_due(store: &Store, key: JobKey) -> Result<bool, StoreError> {
+    store.read(|r| Ok(r.open_table(JOBS)?.get(key)?.is_some()))
+}
+
+async fn retry_later(store: &Store, clock: &Clock, key: JobKey) {
+    let due = clock::add(clock.now(), RETRY_FAILED_HANDLER);
+    if let Err(e) = store
+        .write(store::Grows::No, move |txn| reschedule(txn, key, due))
+        .await
+    {
+        tracing::error!(error = %e, "cannot reschedule a failed job");
+    }
+}

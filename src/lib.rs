@@ -1,0 +1,265 @@
+//! herald: a small daemon for on-premise gateways. Local programs hand it
+//! events; it tells external systems about them and keeps a readable record
+//! of every exchange.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, its defaults and validation.
+//! - [`clock`]: business time, real or driven by tests.
+//! - [`store`]: the redb database, every table, and the group-commit writer.
+//! - [`jobs`]: the durable timer queue and its dispatcher ("everything is a
+//!   durable timer").
+//! - [`events`]: publishing, listing and the retention sweep.
+//! - [`executions`]: interfaces, executions and their log lines.
+//! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
+//! - [`http`]: the server, the API routes and the JSON errors.
+//! - [`metrics`]: the Prometheus registry.
+//!
+//! `main.rs` parses the command line, loads the config, sets up tracing and
+//! signals, binds the socket and calls [`run`].
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod executions;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Account, Auth};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::jobs::{Job, JobKey};
+use crate::metrics::Metrics;
+use crate::store::{Grows, Store, StoreError};
+
+/// What every request handler and job handler shares.
+pub struct App {
+    pub store: Store,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    /// The settings in force; replaced whole when SIGHUP reloads the file.
+    settings: RwLock<Arc<Config>>,
+    /// Set once the store is open and the workers run (`/readyz`).
+    pub ready: AtomicBool,
+    /// Set when shutdown begins: new work is refused with 503.
+    pub draining: AtomicBool,
+    /// The generated admin, when no accounts are configured.
+    bootstrap: Option<Account>,
+}
+
+impl App {
+    pub fn settings(&self) -> Arc<Config> {
+        self.settings.read().unwrap().clone()
+    }
+
+    /// Applies a reloaded config: accounts and other reloadable settings.
+    /// Settings that need a restart are named in the log and left alone.
+    fn reload(&self, new: Config) {
+        let old = self.settings();
+        let mut needs_restart = Vec::new();
+        if new.server.listen != old.server.listen {
+            needs_restart.push("server.listen");
+        }
+        if new.server.tls != old.server.tls {
+            needs_restart.push("server.tls_cert/tls_key");
+        }
+        if new.storage.dir != old.storage.dir || new.storage.max_size != old.storage.max_size {
+            needs_restart.push("storage.dir/max_size");
+        }
+        if new.storage.cache_size != old.storage.cache_size {
+            needs_restart.push("storage.cache_size");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(settings = ?needs_restart, "changed settings take effect at the next restart");
+        }
+        self.auth.replace(accounts_of(&new, self.bootstrap.as_ref()));
+        let mut keep = new;
+        keep.server.listen = old.server.listen;
+        keep.server.tls = old.server.tls.clone();
+        keep.storage.dir = old.storage.dir.clone();
+        keep.storage.max_size = old.storage.max_size;
+        keep.storage.cache_size = old.storage.cache_size;
+        *self.settings.write().unwrap() = Arc::new(keep);
+        tracing::info!(accounts = self.auth.accounts().len(), "configuration reloaded");
+    }
+}
+
+fn accounts_of(config: &Config, bootstrap: Option<&Account>) -> Vec<Account> {
+    if config.accounts.is_empty() {
+        bootstrap.into_iter().cloned().collect()
+    } else {
+        config.accounts.iter().map(Account::from).collect()
+    }
+}
+
+/// Runs the daemon on an already-bound listener until `shutdown` resolves,
+/// then drains within `server.drain_timeout`. Each message on `reload`
+/// re-reads the config file (SIGHUP).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let tls = match &config.server.tls {
+        Some(files) => Some(http::load_tls(files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let jobs_changed = Arc::new(Notify::new());
+    let storage = config.storage.clone();
+    let (store, writer) = {
+        let (metrics, jobs_changed) = (metrics.clone(), jobs_changed.clone());
+        // Opening may repair a database left by a crash: keep it off the runtime threads.
+        tokio::task::spawn_blocking(move || {
+            Store::open(
+                &storage.dir,
+                storage.cache_size,
+                storage.max_size,
+                metrics,
+                jobs_changed,
+            )
+        })
+        .await??
+    };
+    tracing::info!(path = %store.path().display(), "store open");
+
+    let bootstrap = if config.accounts.is_empty() {
+        Some(
+            auth::bootstrap_admin(&store, &config.storage.dir)
+                .await
+                .context("creating the admin token")?,
+        )
+    } else {
+        None
+    };
+    let drain = config.server.drain_timeout;
+    let app = Arc::new(App {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        auth: Auth::new(accounts_of(&config, bootstrap.as_ref())),
+        settings: RwLock::new(Arc::new(config)),
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        bootstrap,
+    });
+
+    schedule_housekeeping(&app)
+        .await
+        .context("scheduling the midnight roll and the retention sweep")?;
+
+    let stop = CancellationToken::new();
+    let dispatcher = jobs::Dispatcher {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics,
+        wake: jobs_changed,
+        handler: Arc::new(Engine { app: app.clone() }),
+    };
+    let engine = tokio::spawn(dispatcher.run(stop.child_token()));
+    let server = tokio::spawn(http::serve(app.clone(), listener, tls, stop.child_token(), drain));
+
+    app.ready.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("herald is ready");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => reload_config(&app),
+        }
+    }
+
+    tracing::info!(drain = ?drain, "shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    app.draining.store(true, Ordering::Relaxed);
+    stop.cancel();
+    let finished = tokio::time::timeout(drain + Duration::from_millis(500), async {
+        let _ = server.await;
+        let _ = engine.await;
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!("work still running after the drain timeout; it will run again after the restart");
+    }
+    drop(app);
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.close(Duration::from_secs(5))).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload_config(app: &App) {
+    let Some(path) = app.settings().source.clone() else {
+        tracing::info!("SIGHUP: running on built-in defaults, nothing to reload");
+        return;
+    };
+    match Config::load(&path) {
+        Ok(new) => app.reload(new),
+        Err(e) => tracing::error!(path = %path.display(), "SIGHUP: {e}; keeping the previous configuration"),
+    }
+}
+
+async fn schedule_housekeeping(app: &Arc<App>) -> Result<(), StoreError> {
+    let now = app.clock.now();
+    let settings = app.settings();
+    let tz = settings.general.timezone.clone();
+    let retention = settings.storage.retention;
+    app.store
+        .write(Grows::No, move |txn| {
+            executions::schedule_roll(txn, now, &tz)?;
+            events::schedule_sweep(txn, now, retention)
+        })
+        .await
+}
+
+/// Runs each kind of job with the feature that owns it.
+struct Engine {
+    app: Arc<App>,
+}
+
+impl jobs::Handler for Engine {
+    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let now = self.app.clock.now();
+            let settings = self.app.settings();
+            match job {
+                Job::RollDaily => {
+                    let tz = settings.general.timezone.clone();
+                    let closed = self
+                        .app
+                        .store
+                        .write(Grows::No, move |txn| executions::roll(txn, key, now, &tz))
+                        .await?;
+                    tracing::info!(closed, "daily executions rolled at midnight");
+                }
+                Job::Sweep => {
+                    let retention = settings.storage.retention;
+                    self.app
+                        .store
+                        .write(Grows::No, move |txn| events::run_sweep(txn, key, now, retention))
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+}

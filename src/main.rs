@@ -1,0 +1,289 @@
+//! The `herald` command: parses arguments, loads the config, sets up
+//! tracing and signals, binds the socket and hands over to `herald::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use herald::clock::Clock;
+use herald::config::{self, Config, ConfigError};
+use http_body_util::{BodyExt, Empty};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Tells external systems about local events, durably."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists, else built-in defaults.
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and exit (78 when invalid).
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a new random token and the token_sha256 line for the config.
+    Token,
+    /// Ask the local daemon how it is doing.
+    Status {
+        /// Base URL of the daemon; default from the config's server.listen.
+        #[arg(long)]
+        url: Option<String>,
+        /// Token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token.
+        #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match load(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing();
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("herald: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => match load(Some(config)) {
+            Ok(c) => {
+                if let Some(files) = &c.server.tls
+                    && let Err(e) = herald::http::load_tls(files)
+                {
+                    eprintln!("herald: {e}");
+                    return ExitCode::from(config::EX_CONFIG as u8);
+                }
+                println!(
+                    "config OK: listen {}, storage {}, {} account(s), time zone {}",
+                    c.server.listen,
+                    c.storage.dir.display(),
+                    c.accounts.len(),
+                    c.general.timezone.iana_name().unwrap_or("system")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Token => {
+            let token = herald::auth::new_token();
+            println!("token: {token}");
+            println!("token_sha256 = \"{}\"", herald::auth::sha256_hex(&token));
+            ExitCode::SUCCESS
+        }
+        Command::Status { url, token, config } => {
+            let config = match load(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match status(&config, url, token) {
+                Ok(healthy) => {
+                    if healthy {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("herald: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The config from `path`, else the system file if it exists, else defaults.
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = path.or_else(|| {
+        let system = PathBuf::from(config::SYSTEM_PATH);
+        system.exists().then_some(system)
+    });
+    let result: Result<Config, ConfigError> = match &path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::defaults()),
+    };
+    result.map_err(|e| {
+        eprintln!("herald: {e}");
+        ExitCode::from(config::EX_CONFIG as u8)
+    })
+}
+
+/// Logs go to journald when systemd captures our output, else to stderr.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let clock = match std::env::var("HERALD_TEST_CLOCK") {
+            Ok(start) => {
+                let start = start
+                    .parse()
+                    .with_context(|| format!("HERALD_TEST_CLOCK={start:?} is not an RFC 3339 time"))?;
+                tracing::warn!(%start, "manual clock for tests: time moves only through POST /v1/test/clock");
+                Clock::manual(start)
+            }
+            Err(_) => Clock::System,
+        };
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        let local = listener.local_addr()?;
+        // Tests bind port 0 and read the real port from this line.
+        tracing::info!(listen = %local, "listening on {local}");
+
+        let mut signals =
+            signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut stop_tx = Some(stop_tx);
+            while let Some(signal) = signals.next().await {
+                match signal {
+                    SIGHUP => {
+                        let _ = reload_tx.try_send(());
+                    }
+                    _ => {
+                        if let Some(tx) = stop_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+            }
+        });
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        herald::run(config, listener, clock, shutdown, reload_rx).await
+    })
+}
+
+/// Prints a short summary; returns whether the daemon is healthy and ready.
+fn status(config: &Config, url: Option<String>, token: Option<String>) -> anyhow::Result<bool> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = config.server.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    });
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let path = config.storage.dir.join(herald::auth::BOOTSTRAP_FILE);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .with_context(|| {
+                    format!(
+                        "no token: pass --token or set HERALD_TOKEN (and {} is not readable)",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body = runtime.block_on(get(&format!("{}/v1/status", url.trim_end_matches('/')), &token))?;
+    let s: serde_json::Value = serde_json::from_str(&body).context("the daemon's answer is not JSON")?;
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    let ready = s["ready"].as_bool().unwrap_or(false);
+    println!(
+        "herald {} on {}: {}",
+        s["version"].as_str().unwrap_or("?"),
+        s["gateway"].as_str().unwrap_or("?"),
+        if s["draining"].as_bool() == Some(true) {
+            "draining"
+        } else if ready {
+            "healthy, ready"
+        } else {
+            "healthy, not ready"
+        }
+    );
+    println!("events stored:     {}", n("events_stored"));
+    println!(
+        "jobs due:          {} ({} scheduled)",
+        n("jobs_due"),
+        n("jobs_scheduled")
+    );
+    println!(
+        "executions in KO:  {} ({} running with errors)",
+        n("executions_ko"),
+        n("executions_running_with_errors")
+    );
+    println!(
+        "store:             {}{}",
+        bytesize::ByteSize(n("store_bytes")).display().iec_short(),
+        if s["storage_full"].as_bool() == Some(true) {
+            " (FULL: new events are refused)"
+        } else {
+            ""
+        }
+    );
+    Ok(ready)
+}
+
+async fn get(url: &str, token: &str) -> anyhow::Result<String> {
+    let uri: hyper::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--url must be http://HOST:PORT (the status command talks to the local daemon over loopback)");
+    }
+    let host = uri.host().context("the URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .context("timed out connecting")?
+    .with_context(|| format!("cannot connect to {host}:{port}; is herald running?"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(uri.clone())
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<bytes::Bytes>::new())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .context("timed out")??;
+    let status = resp.status();
+    let body = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(body)
+}
