@@ -368,9 +368,9 @@ struct Writer {
     jobs_changed: Arc<Notify>,
     full: Arc<AtomicBool>,
     file_bytes: Arc<AtomicU64>,
-    /// When the file has reached `max_size`, the bytes redb really uses
-    /// (freed pages are reused) and when that was measured.
-    last_stats: Option<(Instant, u64)>,
+    /// When the file has reached `max_size`: the bytes redb really uses
+    /// (freed pages are reused), when that was measured, and the commits since.
+    last_stats: Option<(Instant, u64, u32)>,
 }
 
 impl Writer {
@@ -454,7 +454,7 @@ impl Writer {
 
     /// Whether writes that add data must be refused. The file never shrinks,
     /// so once it reached `max_size` we ask redb how much it really uses (at
-    /// most every few seconds: the measure walks the trees).
+    /// most every second or 16 commits: the measure walks the trees).
     fn check_full(&mut self) -> bool {
         let len = self.file_bytes.load(Ordering::Relaxed);
         let full = if len < self.max_size {
@@ -463,12 +463,16 @@ impl Writer {
         } else {
             let stale = self
                 .last_stats
-                .is_none_or(|(at, _)| at.elapsed() > Duration::from_secs(5));
+                .is_none_or(|(at, _, commits)| at.elapsed() > Duration::from_secs(1) || commits >= 16);
             if stale && let Ok(used) = self.used_bytes() {
-                self.last_stats = Some((Instant::now(), used));
+                self.last_stats = Some((Instant::now(), used, 0));
+            }
+            if let Some((_, _, commits)) = &mut self.last_stats {
+                *commits += 1;
             }
             // Keep a tenth free for the updates that deliveries and sweeps make.
-            self.last_stats.is_none_or(|(_, used)| used >= self.max_size / 10 * 9)
+            self.last_stats
+                .is_none_or(|(_, used, _)| used >= self.max_size / 10 * 9)
         };
         if full != self.full.swap(full, Ordering::Relaxed) {
             if full {
@@ -488,6 +492,6 @@ impl Writer {
         let txn = self.db.begin_write()?;
         let stats = txn.stats()?;
         txn.abort()?;
-        Ok(stats.allocated_pages() * stats.page_size() as u64)
+        Ok(stats.stored_bytes() + stats.metadata_bytes())
     }
 }

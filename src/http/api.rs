@@ -130,9 +130,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     let mut account: Option<Account> = None;
     let mut route_name = "unknown";
     let result = async {
-        let route = route(&method, req.uri().path())?;
-        route_name = route.name();
-        let access = route.access();
+        let path = req.uri().path();
+        let routed = route(&method, path);
+        // Unknown resources under /v1 still authenticate first: strangers
+        // learn nothing about which paths exist, and a caller's mistake is
+        // attributed to its account.
+        let access = match &routed {
+            Ok(r) => {
+                route_name = r.name();
+                r.access()
+            }
+            Err(_) if path == "/v1" || path.starts_with("/v1/") => Access::Roles(ALL),
+            Err(_) => Access::Public,
+        };
         let needs_auth = match access {
             Access::Public => false,
             Access::Metrics => app.settings().server.metrics_auth,
@@ -156,7 +166,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         if app.draining.load(Ordering::Relaxed) && !matches!(access, Access::Public | Access::Metrics) {
             return Err(ApiError::shutting_down());
         }
-        dispatch(&app, route, req, account.as_ref()).await
+        dispatch(&app, routed?, req, account.as_ref()).await
     }
     .await;
 

@@ -1,0 +1,134 @@
+//! The execution log: failed API calls land in the daily execution of
+//! interface `api`, which rolls at local midnight (driven clock).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn executions(d: &Daemon) -> Vec<Value> {
+    d.get("/v1/executions?interface=api", Some(ADMIN)).json()["executions"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn failed_calls_are_logged_with_their_category() {
+    let d = Daemon::start(&accounts());
+    d.post("/v1/events", Some(INTEGRATION), r#"{"event":"bad name"}"#);
+    d.get("/v1/no-such-thing", Some(INTEGRATION));
+    d.post("/v1/events", Some(TECHNICIAN), r#"{"event":"a"}"#);
+    let exe = d.eventually(Duration::from_secs(5), "three error lines", || {
+        executions(&d).into_iter().find(|e| e["errors"] == 3)
+    });
+    assert_eq!(exe["kind"], "daily");
+    assert_eq!(exe["status"], "running");
+    assert_eq!(exe["interface"], "api");
+    let id = exe["id"].as_str().unwrap();
+    let logs = d.get(&format!("/v1/executions/{id}/logs"), Some(TECHNICIAN)).json()["logs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let categories: Vec<&str> = logs.iter().map(|l| l["category"].as_str().unwrap()).collect();
+    assert_eq!(categories, ["mapping", "configuration", "configuration"], "{logs:?}");
+    assert!(
+        logs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/events → 422 invalid_field"),
+        "{logs:?}"
+    );
+    assert!(logs[0]["detail"].as_str().unwrap().contains("account: erp"));
+    assert!(logs.iter().all(|l| l["level"] == "error"));
+
+    let mapping = d
+        .get(&format!("/v1/executions/{id}/logs?category=mapping"), Some(ADMIN))
+        .json();
+    assert_eq!(mapping["logs"].as_array().unwrap().len(), 1);
+    let r = d.get(&format!("/v1/executions/{id}/logs?category=nope"), Some(ADMIN));
+    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (422, Some("category")));
+
+    let ifaces = d.get("/v1/interfaces", Some(ADMIN)).json();
+    assert_eq!(ifaces["interfaces"][0]["name"], "api");
+    assert_eq!(ifaces["interfaces"][0]["last_execution"]["id"], id);
+}
+
+#[test]
+fn daily_execution_rolls_at_local_midnight() {
+    // 23:59:00 in Zurich (UTC+1 in November).
+    let d = Daemon::start_with_clock(
+        &format!("[general]\ntimezone = \"Europe/Zurich\"\n{}", accounts()),
+        Some("2026-11-22T22:59:00Z"),
+    );
+    d.post("/v1/events", Some(ADMIN), r#"{"event":"before midnight!"}"#);
+    let before = d.eventually(Duration::from_secs(5), "the first daily execution", || {
+        executions(&d).into_iter().next()
+    });
+    assert_eq!(before["day"], "2026-11-22");
+    assert_eq!(before["status"], "running");
+
+    // 30 s later nothing rolls yet.
+    d.advance("30s");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(executions(&d)[0]["status"], "running");
+
+    // Past midnight the roll closes it as KO (it recorded an error), ended at midnight.
+    d.advance("40s");
+    let closed = d.eventually(Duration::from_secs(5), "the roll", || {
+        executions(&d)
+            .into_iter()
+            .find(|e| e["id"] == before["id"] && e["status"] != "running")
+    });
+    assert_eq!(closed["status"], "ko");
+    assert_eq!(closed["ended_at"], "2026-11-22T23:00:00Z");
+
+    // A new failure goes into the new day's execution.
+    d.post("/v1/events", Some(ADMIN), r#"{"event":"after midnight!"}"#);
+    let after = d.eventually(Duration::from_secs(5), "the second daily execution", || {
+        executions(&d).into_iter().find(|e| e["id"] != before["id"])
+    });
+    assert_eq!(after["day"], "2026-11-23");
+    assert_eq!(after["status"], "running");
+    assert_eq!(
+        d.get("/v1/executions?status=ko", Some(ADMIN)).json()["executions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The next roll is a day later, not sooner: 23 hours on, still running.
+    d.advance("23h");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(executions(&d).iter().filter(|e| e["status"] == "running").count(), 1);
+}
+
+#[test]
+fn retention_sweep_deletes_old_events_and_frees_their_keys() {
+    let d = Daemon::start_with_clock(
+        &format!("[storage]\nretention = \"1h\"\n{}", accounts()),
+        Some("2026-11-22T10:00:00Z"),
+    );
+    let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"old","idempotency_key":"once"}"#);
+    assert_eq!(r.status, 202);
+    d.advance("30m");
+    assert_eq!(d.post("/v1/events", Some(ADMIN), r#"{"event":"newer"}"#).status, 202);
+    d.advance("40m");
+    let names = |d: &Daemon| -> Vec<String> {
+        d.get("/v1/events", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    d.eventually(Duration::from_secs(5), "the sweep", || {
+        (names(&d) == ["newer"]).then_some(())
+    });
+    // The key expired with its event: the same key now stores a new one.
+    let again = d.post("/v1/events", Some(ADMIN), r#"{"event":"old","idempotency_key":"once"}"#);
+    assert_eq!(again.status, 202);
+    assert_ne!(again.json()["id"], r.json()["id"]);
+}

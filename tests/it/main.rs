@@ -1,0 +1,8 @@
+//! Integration tests: each starts the real `herald` binary (see `util`).
+
+#![allow(dead_code)]
+
+mod events;
+mod executions;
+mod operations;
+mod util;

@@ -1,0 +1,255 @@
+//! Operations: crash safety, shutdown, config errors, the out-of-the-box
+//! start, a full store, reload, and the command line.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+#[test]
+fn kill_9_after_acknowledged_events_loses_none() {
+    let mut d = Daemon::start(&accounts());
+    // 500 events from 10 concurrent clients, each acknowledged before the kill.
+    let base = d.base.clone();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..10)
+            .map(|w| {
+                let base = base.clone();
+                s.spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let r = request(
+                                &format!("{base}/v1/events"),
+                                "POST",
+                                Some(&format!("Bearer {INTEGRATION}")),
+                                Some((
+                                    "application/json",
+                                    &format!(r#"{{"event":"tick","data":{{"w":{w},"i":{i}}}}}"#),
+                                )),
+                            );
+                            assert_eq!(r.status, 202, "{}", r.body);
+                            r.json()["id"].as_str().unwrap().to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), 500);
+    d.kill9();
+    d.spawn();
+    let stored = d.get("/v1/events?limit=1000", Some(ADMIN)).json();
+    let stored: HashSet<String> = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let acked: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(stored, acked, "every acknowledged event survives kill -9");
+}
+
+#[test]
+fn sigterm_drains_and_exits_0() {
+    let mut d = Daemon::start(&format!("[server]\ndrain_timeout = \"3s\"\n{}", accounts()));
+    assert_eq!(d.post("/v1/events", Some(ADMIN), r#"{"event":"a"}"#).status, 202);
+    let started = Instant::now();
+    d.signal("TERM");
+    let code = d.wait_exit(Duration::from_secs(4));
+    assert_eq!(code, Some(0), "exit code after SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(d.log_text().contains("stopped"));
+    // The data is intact for the next start.
+    d.spawn();
+    assert_eq!(
+        d.get("/v1/events", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bad_config_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"not-an-address\"\n").unwrap();
+    let p = path.to_str().unwrap();
+    let (code, _, err) = run_cli(&["serve", "--config", p], None);
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains("config line 2: server.listen: \"not-an-address\" is not an address like 127.0.0.1:8470"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(&["check-config", "--config", p], None);
+    assert_eq!(code, Some(78));
+    assert!(err.contains("server.listen"), "{err}");
+
+    std::fs::write(&path, "[storage]\nretention = \"5d\"\n\nretension = \"6d\"\n").unwrap();
+    let (code, _, err) = run_cli(&["check-config", "--config", p], None);
+    assert_eq!(code, Some(78));
+    assert!(err.contains("config line 4: storage.retension: unknown field"), "{err}");
+
+    std::fs::write(&path, "[storage]\nretention = \"5d\"\n").unwrap();
+    let (code, out, err) = run_cli(&["check-config", "--config", p], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("config OK"));
+}
+
+#[test]
+fn serve_without_config_answers_on_8470() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("STATE_DIRECTORY")
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok = false;
+    while Instant::now() < deadline && !ok {
+        ok = std::net::TcpStream::connect("127.0.0.1:8470").is_ok()
+            && request("http://127.0.0.1:8470/readyz", "GET", None, None).status == 200;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    let token_file = dir.path().join("herald-data/admin.token");
+    let result = std::panic::catch_unwind(|| {
+        assert!(ok, "no answer on 127.0.0.1:8470");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+        assert!(!log.contains(&token), "the token must never be logged");
+        assert!(log.contains("admin.token"), "the log names the token file: {log}");
+        let r = request(
+            "http://127.0.0.1:8470/v1/events",
+            "POST",
+            Some(&format!("Bearer {token}")),
+            Some(("application/json", r#"{"event":"hello"}"#)),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        // `herald status` finds the daemon and the token by itself.
+        let (code, out, err) = run_cli(&["status"], Some(dir.path()));
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("events stored:     1"), "{out}");
+    });
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    if let Err(e) = result {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        std::panic::resume_unwind(e);
+    }
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn storage_full_refuses_new_events_and_keeps_old_ones() {
+    let d = Daemon::start(&format!(
+        "[storage]\nmax_size = \"1MiB\"\nmax_event_size = \"64KiB\"\n{}",
+        accounts()
+    ));
+    let blob = "x".repeat(60 * 1024);
+    let mut accepted = Vec::new();
+    let mut full = None;
+    for i in 0..200 {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"big","data":{{"i":{i},"b":"{blob}"}}}}"#),
+        );
+        match r.status {
+            202 => accepted.push(r.json()["id"].as_str().unwrap().to_string()),
+            507 => {
+                full = Some(r);
+                break;
+            }
+            other => d.fail(&format!("unexpected {other}: {}", r.body)),
+        }
+    }
+    let full = full.unwrap_or_else(|| d.fail("the store never filled up"));
+    assert_eq!(full.json()["error"]["code"], "storage_full");
+    assert!(!accepted.is_empty());
+    // Still full for the next one; reads go on and every accepted event is there.
+    assert_eq!(d.post("/v1/events", Some(ADMIN), r#"{"event":"small"}"#).status, 507);
+    let listed = d.get("/v1/events?limit=1000", Some(ADMIN)).json();
+    let ids: Vec<String> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, accepted);
+    assert_eq!(d.get("/healthz", None).status, 200);
+    assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], true);
+}
+
+#[test]
+fn sighup_reloads_accounts_and_keeps_them_on_a_bad_file() {
+    let d = Daemon::start(&accounts());
+    assert_eq!(d.get("/v1/events", Some(TECHNICIAN)).status, 200);
+    let original = std::fs::read_to_string(d.config_path()).unwrap();
+
+    // A broken file: the old accounts stay.
+    std::fs::write(d.config_path(), format!("{original}\n[server]\nbogus = 1\n")).unwrap();
+    d.signal("HUP");
+    d.eventually(Duration::from_secs(5), "the reload error in the log", || {
+        d.log_text()
+            .contains("keeping the previous configuration")
+            .then_some(())
+    });
+    assert_eq!(d.get("/v1/events", Some(TECHNICIAN)).status, 200);
+
+    // Without the technician: its token stops working, the others go on.
+    let without: String = {
+        let mut t: toml::Table = original.parse().unwrap();
+        let accounts = t.get_mut("accounts").unwrap().as_array_mut().unwrap();
+        accounts.retain(|a| a["name"].as_str() != Some("tech"));
+        toml::to_string(&t).unwrap()
+    };
+    std::fs::write(d.config_path(), without).unwrap();
+    d.signal("HUP");
+    d.eventually(Duration::from_secs(5), "the technician to be gone", || {
+        (d.get("/v1/events", Some(TECHNICIAN)).status == 401).then_some(())
+    });
+    assert_eq!(d.get("/v1/events", Some(ADMIN)).status, 200);
+}
+
+#[test]
+fn token_command_prints_a_token_and_its_hash() {
+    let (code, out, _) = run_cli(&["token"], None);
+    assert_eq!(code, Some(0));
+    let token = out.lines().find_map(|l| l.strip_prefix("token: ")).unwrap();
+    let line = out.lines().find(|l| l.starts_with("token_sha256 = ")).unwrap();
+    use sha2::Digest;
+    assert!(line.contains(&hex::encode(sha2::Sha256::digest(token.as_bytes()))));
+    assert!(token.len() >= 43, "at least 32 bytes of entropy");
+    let (_, again, _) = run_cli(&["token"], None);
+    assert_ne!(out, again);
+}
+
+#[test]
+fn metrics_count_requests_commits_and_events() {
+    let d = Daemon::start(&accounts());
+    d.post("/v1/events", Some(ADMIN), r#"[{"event":"a"},{"event":"b"}]"#);
+    d.get("/v1/nope", Some(ADMIN));
+    let text = d.get("/metrics", None).body;
+    for needle in [
+        "herald_events_ingested_total 2",
+        "herald_http_requests_total{route=\"POST /v1/events\",status=\"202\"} 1",
+        "herald_http_requests_total{route=\"unknown\",status=\"404\"} 1",
+        "herald_store_commit_seconds_bucket",
+        "herald_store_commit_batch_size_count",
+        "herald_jobs_due",
+        "herald_store_size_bytes",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
