@@ -605,6 +605,21 @@ mod tests {
     }
 
     #[test]
+    fn template_parses_and_states_the_defaults() {
+        let t = Config::parse(include_str!("../config/herald.toml"), None).unwrap();
+        let d = Config::defaults();
+        assert_eq!(t.server.listen, d.server.listen);
+        assert_eq!(t.server.max_body, d.server.max_body);
+        assert_eq!(t.server.metrics_auth, d.server.metrics_auth);
+        assert_eq!(t.server.drain_timeout, d.server.drain_timeout);
+        assert_eq!(t.storage.max_size, d.storage.max_size);
+        assert_eq!(t.storage.retention, d.storage.retention);
+        assert_eq!(t.storage.cache_size, d.storage.cache_size);
+        assert_eq!(t.storage.max_event_size, d.storage.max_event_size);
+        assert!(t.accounts.is_empty());
+    }
+
+    #[test]
     fn durations_and_sizes() {
         let c = Config::parse("[storage]\nretention = \"2h\"\nmax_size = \"2MiB\"\n", None).unwrap();
         assert_eq!(c.storage.retention, Duration::from_secs(7200));

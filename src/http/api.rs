@@ -115,7 +115,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "executions", id, "logs"] => only(Method::GET, Route::ExecutionLogs(id.to_string())),
         ["v1", "test", "clock"] => only(Method::POST, Route::TestClock),
         _ => Err(ApiError::not_found(format!(
-            "there is no resource at {path}; see the API reference in docs/API.md"
+            "there is no resource at {path}; see the API section of the README"
         ))),
     }
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds herald for the ARM gateways as cross/README.md describes, checks that
+# each binary is static and how big it is, and runs it under qemu-user far
+# enough to answer /healthz and to stop cleanly on SIGTERM.
+#
+#   bash cross/check-arm.sh            aarch64 (static musl) and armv7 (static glibc)
+#   bash cross/check-arm.sh aarch64    only one of them
+#
+# Installs its Debian packages and Rust targets when missing (needs root or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets=("${@:-aarch64 armv7}")
+read -r -a targets <<< "${targets[*]}"
+max_size=$((5 * 1024 * 1024))
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_packages() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "check-arm: installing ${missing[*]}"
+    sudo_ apt-get update -qq
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+smoke() { # binary, qemu
+  local bin=$1 qemu=$2 dir port log pid code
+  dir=$(mktemp -d)
+  log=$dir/log
+  printf '[server]\nlisten = "127.0.0.1:0"\n[storage]\ndir = "%s/data"\n' "$dir" > "$dir/herald.toml"
+  "$qemu" "$bin" serve --config "$dir/herald.toml" 2> "$log" &
+  pid=$!
+  for _ in $(seq 1 300); do
+    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then cat "$log"; kill "$pid" 2>/dev/null; echo "check-arm: $bin did not start"; return 1; fi
+  local answer=""
+  for _ in $(seq 1 100); do
+    answer=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=2).read().decode().strip())" 2>/dev/null || true)
+    [ "$answer" = ok ] && break
+    sleep 0.1
+  done
+  kill -TERM "$pid"
+  code=0; wait "$pid" || code=$?
+  if [ "$answer" != ok ] || [ "$code" != 0 ]; then
+    cat "$log"; echo "check-arm: $bin answered '${answer}' to /healthz and exited $code"; return 1
+  fi
+  echo "check-arm: $bin under $qemu answered /healthz and exited 0 on SIGTERM"
+  rm -rf "$dir"
+}
+
+check() { # target, qemu, readelf
+  local target=$1 qemu=$2 readelf=$3 bin size
+  rustup target add "$target" >/dev/null
+  cargo build --release --locked --config cross/cargo-config.toml --target "$target"
+  bin=target/$target/release/herald
+  if "$readelf" -l "$bin" | grep -q INTERP; then echo "check-arm: $bin is not static"; return 1; fi
+  size=$(stat -c %s "$bin")
+  echo "check-arm: $target: static, $size bytes ($((size / 1024)) KiB)"
+  if [ "$size" -gt "$max_size" ]; then echo "check-arm: $bin is over 5 MiB"; return 1; fi
+  smoke "$bin" "$qemu"
+}
+
+for t in "${targets[@]}"; do
+  case $t in
+    aarch64)
+      install_packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static python3
+      check aarch64-unknown-linux-musl qemu-aarch64-static aarch64-linux-gnu-readelf ;;
+    armv7)
+      install_packages gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf qemu-user-static python3
+      check armv7-unknown-linux-gnueabihf qemu-arm-static arm-linux-gnueabihf-readelf ;;
+    *) echo "check-arm: unknown target $t (use aarch64 or armv7)"; exit 2 ;;
+  esac
+done
