@@ -217,13 +217,17 @@ fn main() {
     let (mut base_rates, mut ingest_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut base_p50, mut base_p99, mut ing_p50, mut ing_p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut per_commit = Vec::new();
+    let mut commit_ms = Vec::new();
     for round in 1..=rounds {
         let base = rt.block_on(drive(&addr, secs, healthz.clone()));
         let commits0 = rt.block_on(metric(&addr, "herald_store_commits_total"));
         let events0 = rt.block_on(metric(&addr, "herald_events_ingested_total"));
+        let commit_sum0 = rt.block_on(metric(&addr, "herald_store_commit_seconds_sum"));
         let load = rt.block_on(drive(&addr, secs, ingest.clone()));
         let commits = rt.block_on(metric(&addr, "herald_store_commits_total")) - commits0;
         let events = rt.block_on(metric(&addr, "herald_events_ingested_total")) - events0;
+        let commit_sum = rt.block_on(metric(&addr, "herald_store_commit_seconds_sum")) - commit_sum0;
+        commit_ms.push(commit_sum * 1000.0 / commits.max(1.0));
         assert_eq!(
             events as u64, load.requests,
             "every acknowledged request is one stored event"
@@ -263,6 +267,7 @@ fn main() {
     println!("  ratio ingest / healthz   {:>9.2}     (goal >= 0.5)", median(ratios));
     println!("  events per commit        {:>9.1}", epc);
     println!("  fsyncs per 1000 events   {:>9.1}", 1000.0 / epc);
+    println!("  mean commit (fsync)      {:>9.2} ms", median(commit_ms));
     println!(
         "  idle RSS                 {:>9.1} MiB (goal < 10)",
         idle_rss as f64 / 1024.0

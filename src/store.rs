@@ -187,6 +187,8 @@ impl WriterGuard {
 
 /// Most writes that one commit carries; bounds the latency of the first.
 const MAX_BATCH: usize = 512;
+/// How long the writer waits for more writes when the last commit was shared.
+const LINGER: Duration = Duration::from_micros(250);
 
 impl Store {
     pub fn open(
@@ -376,14 +378,22 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut last_batch = 0;
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
+            // Under concurrent load (the last commit carried several writes),
+            // wait a moment for the writers that are on their way: one fsync
+            // then serves them all. A lone write is committed at once.
+            let linger = if last_batch > 1 { LINGER } else { Duration::ZERO };
+            let deadline = Instant::now() + linger;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
+                    Err(_) if Instant::now() < deadline => std::thread::yield_now(),
                     Err(_) => break,
                 }
             }
+            last_batch = batch.len();
             self.commit(&mut batch);
         }
     }
