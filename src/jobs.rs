@@ -293,3 +293,148 @@ async fn retry_later(store: &Store, clock: &Clock, key: JobKey) {
         tracing::error!(error = %e, "cannot reschedule a failed job");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::Grows;
+
+    /// Records the jobs it runs; finishes them only when told to.
+    struct Recorder {
+        store: Store,
+        finish: bool,
+        ran: Mutex<Vec<Job>>,
+        running: AtomicUsize,
+        most_at_once: AtomicUsize,
+        hold: Duration,
+    }
+
+    impl Handler for Recorder {
+        fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+            Box::pin(async move {
+                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_at_once.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(self.hold).await;
+                self.ran.lock().unwrap().push(job);
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                if self.finish {
+                    self.store.write(Grows::No, move |txn| finish(txn, key)).await?;
+                    Ok(())
+                } else {
+                    Err(StoreError::Closed)
+                }
+            })
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> (Store, crate::store::WriterGuard, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        let (store, guard) = Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), wake.clone()).unwrap();
+        (store, guard, wake)
+    }
+
+    fn recorder(store: &Store, finish: bool, hold: Duration) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            store: store.clone(),
+            finish,
+            ran: Mutex::default(),
+            running: AtomicUsize::new(0),
+            most_at_once: AtomicUsize::new(0),
+            hold,
+        })
+    }
+
+    async fn run_for(store: &Store, clock: &Clock, wake: Arc<Notify>, handler: Arc<Recorder>, d: Duration) {
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: Arc::new(Metrics::new()),
+            wake,
+            handler,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.run(stop.clone()));
+        tokio::time::sleep(d).await;
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn due_jobs_run_in_order_and_future_ones_wait_for_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard, wake) = open(dir.path());
+        let clock = Clock::manual("2026-11-22T10:00:00Z".parse().unwrap());
+        let now = clock.now();
+        store
+            .write(Grows::No, move |txn| {
+                schedule(txn, clock::add(now, Duration::from_secs(60)), Job::RollDaily)?;
+                schedule(txn, now, Job::Sweep)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let h = recorder(&store, true, Duration::ZERO);
+        let c2 = clock.clone();
+        let h2 = h.clone();
+        let s2 = store.clone();
+        let w2 = wake.clone();
+        let run = tokio::spawn(async move { run_for(&s2, &c2, w2, h2, Duration::from_millis(300)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep], "only the due job ran");
+        clock.advance(jiff::SignedDuration::from_secs(60));
+        run.await.unwrap();
+        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep, Job::RollDaily]);
+        assert_eq!(count_all(&store).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_did_not_finish_runs_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual("2026-11-22T10:00:00Z".parse().unwrap());
+        {
+            let (store, guard, wake) = open(dir.path());
+            let now = clock.now();
+            store
+                .write(Grows::No, move |txn| schedule(txn, now, Job::Sweep).map(|_| ()))
+                .await
+                .unwrap();
+            // The handler "crashes": it never commits an outcome.
+            let h = recorder(&store, false, Duration::ZERO);
+            run_for(&store, &clock, wake, h.clone(), Duration::from_millis(100)).await;
+            assert_eq!(h.ran.lock().unwrap().len(), 1);
+            drop(h);
+            drop(store);
+            guard.close(Duration::from_secs(5));
+        }
+        let (store, _guard, wake) = open(dir.path());
+        assert_eq!(count_all(&store).unwrap(), 1, "the unfinished job is still queued");
+        clock.advance(jiff::SignedDuration::from_secs(60));
+        let h = recorder(&store, true, Duration::ZERO);
+        run_for(&store, &clock, wake, h.clone(), Duration::from_millis(200)).await;
+        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep]);
+        assert_eq!(count_all(&store).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_target_runs_at_most_per_target_jobs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard, wake) = open(dir.path());
+        let clock = Clock::manual("2026-11-22T10:00:00Z".parse().unwrap());
+        let now = clock.now();
+        store
+            .write(Grows::No, move |txn| {
+                for _ in 0..12 {
+                    schedule(txn, now, Job::Sweep)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let h = recorder(&store, true, Duration::from_millis(50));
+        run_for(&store, &clock, wake, h.clone(), Duration::from_millis(600)).await;
+        assert_eq!(h.ran.lock().unwrap().len(), 12);
+        assert_eq!(h.most_at_once.load(Ordering::SeqCst), PER_TARGET);
+    }
+}

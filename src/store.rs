@@ -505,3 +505,45 @@ impl Writer {
         Ok(stats.stored_bytes() + stats.metadata_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Result<(Store, WriterGuard), OpenError> {
+        Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, guard) = open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.write(Grows::No, |txn| {
+            txn.open(META)?.insert("schema_version", 99)?;
+            Ok(())
+        }))
+        .unwrap();
+        drop(store);
+        guard.close(Duration::from_secs(5));
+        let err = open(dir.path()).err().expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("schema 99") && text.contains("newer herald"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_write_aborts_its_batch_and_nothing_is_half_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let result: Result<(), StoreError> = rt.block_on(store.write(Grows::Yes, |txn| {
+            txn.open(META)?.insert("half", 1)?;
+            Err(StoreError::Corrupt("test", "boom".into()))
+        }));
+        assert!(matches!(result, Err(StoreError::Corrupt(..))));
+        let half = store
+            .read(|r| Ok(r.open_table(META)?.get("half")?.map(|v| v.value())))
+            .unwrap();
+        assert_eq!(half, None);
+    }
+}

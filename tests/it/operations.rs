@@ -253,3 +253,50 @@ fn metrics_count_requests_commits_and_events() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn tls_serves_https_with_the_configured_certificate() {
+    use std::io::{Read, Write};
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let d = Daemon::start_tls(&format!(
+        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{}",
+        cert_path.display(),
+        key_path.display(),
+        accounts()
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(key.cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(d.base.trim_start_matches("https://")).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        format!(
+            "GET /v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN}\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"events\":[]"), "{answer}");
+
+    // A bad key file is a config error that names the key.
+    std::fs::write(&key_path, "not a key").unwrap();
+    let config = d.config_path().to_str().unwrap().to_string();
+    let (code, _, err) = run_cli(&["check-config", "--config", &config], None);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("server.tls_key"), "{err}");
+}

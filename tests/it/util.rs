@@ -65,8 +65,26 @@ impl Daemon {
         Daemon::start_with_clock(extra, None)
     }
 
+    /// Same, serving HTTPS (the config names tls_cert and tls_key); readiness
+    /// is checked over TLS by the test itself.
+    pub fn start_tls(extra: &str) -> Daemon {
+        let mut d = Daemon::prepare(extra, None);
+        let lines_before = d.log_text().lines().count();
+        d.launch();
+        let addr = d.wait_for_log(lines_before, "listening on ");
+        d.wait_for_log(lines_before, "herald is ready");
+        d.base = format!("https://{addr}");
+        d
+    }
+
     /// Same, with the manual clock set to `start` (RFC 3339).
     pub fn start_with_clock(extra: &str, clock: Option<&str>) -> Daemon {
+        let mut d = Daemon::prepare(extra, clock);
+        d.spawn();
+        d
+    }
+
+    fn prepare(extra: &str, clock: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("herald.toml");
         let data = dir.path().join("data");
@@ -84,16 +102,14 @@ impl Daemon {
             .entry("dir")
             .or_insert(data.display().to_string().into());
         std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
-        let mut d = Daemon {
+        Daemon {
             child: None,
             log: dir.path().join("herald.log"),
             dir,
             base: String::new(),
             config,
             clock: clock.map(str::to_string),
-        };
-        d.spawn();
-        d
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -106,6 +122,21 @@ impl Daemon {
 
     /// (Re)starts the process on the same config and data; waits until ready.
     pub fn spawn(&mut self) {
+        let lines_before = self.log_text().lines().count();
+        self.launch();
+        let addr = self.wait_for_log(lines_before, "listening on ");
+        self.base = format!("http://{addr}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.get("/readyz", None).status == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.fail("herald did not become ready");
+    }
+
+    fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,19 +156,7 @@ impl Daemon {
         if let Some(c) = &self.clock {
             cmd.env("HERALD_TEST_CLOCK", c);
         }
-        let child = cmd.spawn().expect("starting herald");
-        let lines_before = self.log_text().lines().count();
-        self.child = Some(child);
-        let addr = self.wait_for_log(lines_before, "listening on ");
-        self.base = format!("http://{addr}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.get("/readyz", None).status == 200 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.fail("herald did not become ready");
+        self.child = Some(cmd.spawn().expect("starting herald"));
     }
 
     fn wait_for_log(&mut self, skip: usize, marker: &str) -> String {
@@ -146,7 +165,7 @@ impl Daemon {
             let text = self.log_text();
             for line in text.lines().skip(skip) {
                 if let Some(rest) = line.split(marker).nth(1) {
-                    return rest.split_whitespace().next().unwrap().to_string();
+                    return rest.split_whitespace().next().unwrap_or("").to_string();
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
