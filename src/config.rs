@@ -30,6 +30,10 @@ pub struct Config {
     pub storage: Storage,
     pub general: General,
     pub accounts: Vec<AccountConfig>,
+    /// `None` without an `[smtp]` table: mails then stay queued.
+    pub smtp: Option<Smtp>,
+    pub mail: MailPolicy,
+    pub alerts: Alerts,
     /// The file this came from, kept so SIGHUP can read it again.
     pub source: Option<PathBuf>,
 }
@@ -72,6 +76,50 @@ pub struct AccountConfig {
     pub role: Role,
     /// Lower-case hex of SHA-256 of the token; the token itself is never stored.
     pub token_sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+/// How the outbox retries and how long it keeps trying (from `[smtp]`).
+#[derive(Debug, Clone)]
+pub struct MailPolicy {
+    /// Waits between attempts; the last one repeats.
+    pub retry_schedule: Vec<Duration>,
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub system_recipients: Vec<String>,
+}
+
+/// A password: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// A configuration error: the line (when known), the dotted key and what to do.
@@ -275,6 +323,33 @@ impl Config {
             });
         }
 
+        let (smtp, mail) = smtp_from_raw(raw.smtp, &err)?;
+        let a = raw.alerts;
+        if a.max_delay.0 < a.debounce.0 {
+            return Err(err(
+                "alerts",
+                "max_delay",
+                format!(
+                    "{} is shorter than alerts.debounce ({}); it caps the debounce, so make it longer",
+                    a.max_delay, a.debounce
+                ),
+            ));
+        }
+        for (i, r) in a.system_recipients.iter().enumerate() {
+            if !valid_email(r) {
+                return Err(err(
+                    "alerts",
+                    "system_recipients",
+                    format!("entry {i}: {r:?} is not an e-mail address"),
+                ));
+            }
+        }
+        let alerts = Alerts {
+            debounce: a.debounce.0,
+            max_delay: a.max_delay.0,
+            system_recipients: a.system_recipients,
+        };
+
         Ok(Config {
             server: Server {
                 listen: s.listen.0,
@@ -293,9 +368,98 @@ impl Config {
             },
             general: General { name, timezone },
             accounts,
+            smtp,
+            mail,
+            alerts,
             source,
         })
     }
+}
+
+type ErrAt<'a> = dyn Fn(&str, &str, String) -> ConfigError + 'a;
+
+fn smtp_from_raw(raw: Option<RawSmtp>, err: &ErrAt<'_>) -> Result<(Option<Smtp>, MailPolicy), ConfigError> {
+    let Some(raw) = raw else {
+        let retry_schedule = default_retry_schedule().iter().map(|d| d.0).collect();
+        return Ok((
+            None,
+            MailPolicy {
+                retry_schedule,
+                retention: default_mail_retention().0,
+            },
+        ));
+    };
+    let policy = MailPolicy {
+        retry_schedule: raw.retry_schedule.iter().map(|d| d.0).collect(),
+        retention: raw.mail_retention.0,
+    };
+    if policy.retry_schedule.is_empty() {
+        return Err(err(
+            "smtp",
+            "retry_schedule",
+            "is empty; give at least one wait like [\"30s\", \"5m\"]".into(),
+        ));
+    }
+    let host = raw.host.filter(|h| !h.trim().is_empty()).ok_or_else(|| {
+        err(
+            "smtp",
+            "host",
+            "is missing; name the mail relay, like host = \"smtp.example.com\"".into(),
+        )
+    })?;
+    let from = raw.from.ok_or_else(|| {
+        err(
+            "smtp",
+            "from",
+            "is missing; set the sender address, like from = \"herald@example.com\"".into(),
+        )
+    })?;
+    if from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(err(
+            "smtp",
+            "from",
+            format!("{from:?} is not an address like herald@example.com or \"Herald <herald@example.com>\""),
+        ));
+    }
+    let password = match (raw.password, raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "smtp",
+                "password_file",
+                "and smtp.password are both set; keep one".into(),
+            ));
+        }
+        (Some(p), None) => Some(Secret(p)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err("smtp", "password_file", format!("cannot read {}: {e}", path.display())))?;
+            Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => None,
+    };
+    if password.is_some() != raw.username.is_some() {
+        return Err(err(
+            "smtp",
+            "username",
+            "and a password go together; set both or neither".into(),
+        ));
+    }
+    let security = raw.security.unwrap_or(Security::Starttls);
+    let port = raw.port.unwrap_or(match security {
+        Security::None => 25,
+        Security::Starttls => 587,
+        Security::Tls => 465,
+    });
+    let smtp = Smtp {
+        host,
+        port,
+        security,
+        username: raw.username,
+        password,
+        from,
+        timeout: raw.timeout.0,
+    };
+    Ok((Some(smtp), policy))
 }
 
 pub fn valid_email(s: &str) -> bool {
@@ -402,6 +566,59 @@ struct RawConfig {
     storage: RawStorage,
     general: RawGeneral,
     accounts: Vec<RawAccount>,
+    smtp: Option<RawSmtp>,
+    alerts: RawAlerts,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<Security>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    from: Option<String>,
+    #[serde(default = "default_smtp_timeout")]
+    timeout: Dur,
+    #[serde(default = "default_retry_schedule")]
+    retry_schedule: Vec<Dur>,
+    #[serde(default = "default_mail_retention")]
+    mail_retention: Dur,
+}
+
+fn default_retry_schedule() -> Vec<Dur> {
+    [30, 60, 300, 900, 3600]
+        .into_iter()
+        .map(|n| Dur(Duration::from_secs(n)))
+        .collect()
+}
+
+fn default_mail_retention() -> Dur {
+    Dur(Duration::from_secs(7 * 86400))
+}
+
+fn default_smtp_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAlerts {
+    debounce: Dur,
+    max_delay: Dur,
+    system_recipients: Vec<String>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            debounce: Dur(Duration::from_secs(60)),
+            max_delay: Dur(Duration::from_secs(900)),
+            system_recipients: Vec::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -617,6 +834,34 @@ mod tests {
         assert_eq!(t.storage.cache_size, d.storage.cache_size);
         assert_eq!(t.storage.max_event_size, d.storage.max_event_size);
         assert!(t.accounts.is_empty());
+    }
+
+    #[test]
+    fn smtp_defaults_and_checks() {
+        let c = Config::parse(
+            "[smtp]\nhost = \"mail.example.com\"\nfrom = \"herald@example.com\"\n",
+            None,
+        )
+        .unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.security), (587, Security::Starttls));
+        assert_eq!(c.mail.retry_schedule.len(), 5);
+        assert_eq!(c.alerts.debounce, Duration::from_secs(60));
+        assert_eq!(c.alerts.max_delay, Duration::from_secs(900));
+        let e = Config::parse("[smtp]\nfrom = \"herald@example.com\"\n", None).unwrap_err();
+        assert_eq!(e.key, "smtp.host");
+        let e = Config::parse("[smtp]\nhost = \"h\"\nfrom = \"x\"\nsecurity = \"ssl\"\n", None).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "smtp.security"));
+        let e = Config::parse("[smtp]\nhost = \"h\"\nfrom = \"a@b.io\"\nretry_shedule = []\n", None).unwrap_err();
+        assert_eq!(e.key, "smtp.retry_shedule");
+        let e = Config::parse("[alerts]\ndebounce = \"10m\"\nmax_delay = \"5m\"\n", None).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "alerts.max_delay"));
+        let with_password = "[smtp]\nhost = \"h\"\nfrom = \"a@b.io\"\nusername = \"u\"\npassword = \"hunter2\"\n";
+        let c = Config::parse(with_password, None).unwrap();
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the password never shows in Debug output"
+        );
     }
 
     #[test]

@@ -329,10 +329,12 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp) -> Result<bool, StoreError> {
     Ok(more)
 }
 
-/// The sweep job: events first, then old executions; reschedules itself.
+/// The sweep job: events, then old executions and sent mails; reschedules itself.
 pub fn run_sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Result<(), StoreError> {
     let cutoff = clock::sub(now, retention);
-    let more = sweep(txn, cutoff)? | crate::executions::sweep(txn, cutoff, SWEEP_BUDGET)?;
+    let more = sweep(txn, cutoff)?
+        | crate::executions::sweep(txn, cutoff, SWEEP_BUDGET)?
+        | crate::mail::sweep(txn, cutoff, SWEEP_BUDGET)?;
     let next = if more {
         now
     } else {

@@ -38,6 +38,8 @@ pub enum Job {
     RollDaily,
     /// Delete events and executions past `storage.retention`.
     Sweep,
+    /// Send (or retry) one mail of the outbox.
+    SendMail { id: String },
 }
 
 impl Job {
@@ -45,6 +47,7 @@ impl Job {
         match self {
             Job::RollDaily => "roll_daily",
             Job::Sweep => "sweep",
+            Job::SendMail { .. } => "send_mail",
         }
     }
 
@@ -53,6 +56,7 @@ impl Job {
     pub fn target(&self) -> String {
         match self {
             Job::RollDaily | Job::Sweep => "herald".to_string(),
+            Job::SendMail { .. } => "smtp".to_string(),
         }
     }
 }
@@ -96,6 +100,15 @@ pub fn schedule_named(txn: &mut Txn, name: &str, due: Timestamp, job: Job) -> Re
 /// The key of the job called `name`, if it is scheduled.
 pub fn named(txn: &Txn, name: &str) -> Result<Option<JobKey>, StoreError> {
     Ok(txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value()))
+}
+
+/// Removes the job called `name`, if it is scheduled.
+pub fn cancel_named(txn: &mut Txn, name: &str) -> Result<(), StoreError> {
+    let key = txn.open(JOB_NAMES)?.remove(name)?.map(|v| v.value());
+    if let Some(key) = key {
+        txn.open(JOBS)?.remove(key)?;
+    }
+    Ok(())
 }
 
 /// Removes a job whose work is done.

@@ -11,6 +11,8 @@
 //!   durable timer").
 //! - [`events`]: publishing, listing and the retention sweep.
 //! - [`executions`]: interfaces, executions and their log lines.
+//! - [`mail`]: the durable outbox, debounced admin error mails and system
+//!   notifications, sent over SMTP.
 //! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
 //! - [`http`]: the server, the API routes and the JSON errors.
 //! - [`metrics`]: the Prometheus registry.
@@ -25,6 +27,7 @@ pub mod events;
 pub mod executions;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod store;
 
@@ -258,6 +261,7 @@ impl jobs::Handler for Engine {
                         .write(Grows::No, move |txn| events::run_sweep(txn, key, now, retention))
                         .await?;
                 }
+                Job::SendMail { id } => mail::run_send(&self.app, id).await?,
             }
             Ok(())
         })

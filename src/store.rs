@@ -55,6 +55,10 @@ pub const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("execu
 pub const DAILY: TableDefinition<&str, &str> = TableDefinition::new("daily");
 /// (execution id, line number) -> `executions::LogLine`.
 pub const LOGS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("logs");
+/// mail id (time-ordered) -> `mail::Mail`: the outbox.
+pub const MAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("mails");
+/// gathering key (kind, account, address) -> id of the mail still taking entries.
+pub const MAIL_OPEN: TableDefinition<&str, &str> = TableDefinition::new("mail_open");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -345,6 +349,8 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(EXECUTIONS)?;
         txn.open_table(DAILY)?;
         txn.open_table(LOGS)?;
+        txn.open_table(MAILS)?;
+        txn.open_table(MAIL_OPEN)?;
         Ok(())
     })();
     created.map_err(|e| fail(e.into()))?;

@@ -26,6 +26,7 @@ use crate::clock;
 use crate::events;
 use crate::executions::{self, Category, Level, LogLine, Status};
 use crate::jobs;
+use crate::mail;
 use crate::store::Grows;
 
 type Resp = Response<Full<Bytes>>;
@@ -55,6 +56,7 @@ enum Route {
     Executions,
     Execution(String),
     ExecutionLogs(String),
+    Mails,
     TestClock,
 }
 
@@ -71,6 +73,7 @@ impl Route {
             Route::Executions => "GET /v1/executions",
             Route::Execution(_) => "GET /v1/executions/{id}",
             Route::ExecutionLogs(_) => "GET /v1/executions/{id}/logs",
+            Route::Mails => "GET /v1/mails",
             Route::TestClock => "POST /v1/test/clock",
         }
     }
@@ -84,7 +87,7 @@ impl Route {
             Route::Status | Route::Interfaces | Route::Executions | Route::Execution(_) | Route::ExecutionLogs(_) => {
                 Access::Roles(READERS)
             }
-            Route::TestClock => Access::Roles(ADMIN),
+            Route::TestClock | Route::Mails => Access::Roles(ADMIN),
         }
     }
 }
@@ -113,6 +116,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "executions"] => only(Method::GET, Route::Executions),
         ["v1", "executions", id] => only(Method::GET, Route::Execution(id.to_string())),
         ["v1", "executions", id, "logs"] => only(Method::GET, Route::ExecutionLogs(id.to_string())),
+        ["v1", "mails"] => only(Method::GET, Route::Mails),
         ["v1", "test", "clock"] => only(Method::POST, Route::TestClock),
         _ => Err(ApiError::not_found(format!(
             "there is no resource at {path}; see the API section of the README"
@@ -129,6 +133,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
     let mut account: Option<Account> = None;
     let mut route_name = "unknown";
+    // The start of the body, secrets redacted, for the error mail.
+    let mut excerpt: Option<String> = None;
     let result = async {
         let path = req.uri().path();
         let routed = route(&method, path);
@@ -166,14 +172,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         if app.draining.load(Ordering::Relaxed) && !matches!(access, Access::Public | Access::Metrics) {
             return Err(ApiError::shutting_down());
         }
-        dispatch(&app, routed?, req, account.as_ref()).await
+        dispatch(&app, routed?, req, account.as_ref(), &mut excerpt).await
     }
     .await;
 
     let response = match result {
         Ok(r) => r,
         Err(e) => {
-            record_failure(&app, &method, &target, account.as_ref(), peer, &e);
+            record_failure(&app, &method, &target, account.as_ref(), peer, &e, excerpt);
             error_response(&e)
         }
     };
@@ -186,6 +192,7 @@ async fn dispatch(
     route: Route,
     req: Request<Incoming>,
     who: Option<&Account>,
+    excerpt: &mut Option<String>,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     let q = Query::parse(&query);
@@ -213,7 +220,7 @@ async fn dispatch(
         }
         Route::Status => status(app),
         Route::PublishEvents => {
-            let body = read_json(app, req).await?;
+            let body = read_json(app, req, excerpt).await?;
             publish(app, who.expect("authenticated"), &body).await
         }
         Route::ListEvents => list_events(app, &q, who.expect("authenticated")),
@@ -224,8 +231,9 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &execution_json(&exe, app.clock.now())))
         }
         Route::ExecutionLogs(id) => execution_logs(app, &id, &q),
+        Route::Mails => list_mails(app, &q),
         Route::TestClock => {
-            let body = read_json(app, req).await?;
+            let body = read_json(app, req, excerpt).await?;
             test_clock(app, &body)
         }
     }
@@ -498,9 +506,10 @@ fn test_clock(app: &Arc<App>, body: &str) -> Result<Resp, ApiError> {
 
 // ---- failed calls -----------------------------------------------------------
 
-/// Records a failed call in the daily execution of interface `api`. Calls
-/// refused for rate limiting are not written: an attacker must not be able
-/// to fill the log.
+/// Records a failed call: in the daily execution of interface `api`, and,
+/// when the caller authenticated, in the error mail to its account's address
+/// (any 4xx but 401 and 429, any 5xx). Calls refused for rate limiting are not
+/// written at all: a stranger must not be able to fill the log.
 fn record_failure(
     app: &Arc<App>,
     method: &Method,
@@ -508,24 +517,61 @@ fn record_failure(
     who: Option<&Account>,
     peer: SocketAddr,
     e: &ApiError,
+    excerpt: Option<String>,
 ) {
     let account = who.map_or("-", |a| a.name.as_str());
     tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
     if e.status == StatusCode::TOO_MANY_REQUESTS || e.code == "shutting_down" {
         return;
     }
+    let now = app.clock.now();
+    let title = format!("{method} {target} → {} {}", e.status.as_u16(), e.code);
     let line = LogLine {
-        at: clock::to_ms(app.clock.now()),
+        at: clock::to_ms(now),
         level: Level::Error,
         category: Some(e.category()),
-        message: format!("{method} {target} → {} {}: {}", e.status.as_u16(), e.code, e.message),
+        message: format!("{title}: {}", e.message),
         detail: Some(format!("account: {account}; from: {}", peer.ip())),
     };
-    let app2 = app.clone();
+    let mail = match who {
+        Some(a) if e.status != StatusCode::UNAUTHORIZED => match &a.email {
+            Some(email) => {
+                let mut detail = format!("error: {}\nfrom: {}", e.message, peer.ip());
+                if let Some(body) = &excerpt {
+                    detail.push_str(&format!("\nbody: {body}"));
+                }
+                let entry = mail::Entry {
+                    at: clock::to_ms(now),
+                    title,
+                    detail,
+                };
+                Some((a.name.clone(), email.clone(), entry))
+            }
+            None => {
+                tracing::debug!(account = a.name, "the account has no e-mail address; no error mail");
+                None
+            }
+        },
+        _ => None,
+    };
+    let app = app.clone();
     tokio::spawn(async move {
-        let now = app2.clock.now();
-        let tz = app2.settings().general.timezone.clone();
-        let written = app2
+        let settings = app.settings();
+        if let Some((account, email, entry)) = mail {
+            // Allowed when the store is full: that is when the admins must hear of it.
+            let alerts = settings.alerts.clone();
+            let gathered = app
+                .store
+                .write(Grows::No, move |txn| {
+                    mail::gather(txn, now, &alerts, mail::Kind::ApiFailures { account }, &email, entry)
+                })
+                .await;
+            if let Err(err) = gathered {
+                tracing::error!(error = %err, "cannot record a failed call for the error mail");
+            }
+        }
+        let tz = settings.general.timezone.clone();
+        let written = app
             .store
             .write(Grows::Yes, move |txn| {
                 executions::log_daily(txn, now, &tz, executions::API, "api", line)
@@ -537,10 +583,112 @@ fn record_failure(
     });
 }
 
+/// Names whose values never leave herald: not in mails, not in logs.
+const SECRET_NAMES: [&str; 8] = [
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "credential",
+];
+const EXCERPT_BYTES: usize = 2048;
+
+/// The first 2 KiB of a request body, with the values of secret-looking
+/// fields replaced by `[redacted]`.
+fn redacted_excerpt(body: &[u8]) -> String {
+    fn redact(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let k = k.to_ascii_lowercase();
+                    if SECRET_NAMES.iter().any(|s| k.contains(s)) {
+                        *v = Value::String("[redacted]".into());
+                    } else {
+                        redact(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) => {
+            redact(&mut v);
+            v.to_string()
+        }
+        // Not JSON: it was refused before any field was read; show the raw
+        // start, but never anything that looks like one of our secrets.
+        Err(_) => String::from_utf8_lossy(body)
+            .split_whitespace()
+            .map(|w| {
+                if w.contains("whsec_") || w.contains("hrl_") {
+                    "[redacted]"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    if text.len() <= EXCERPT_BYTES {
+        return text;
+    }
+    let mut end = EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], body.len())
+}
+
+fn list_mails(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {
+    let state = match q.get("state") {
+        Some(s) => Some(
+            mail::State::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("state", format!("{s:?} is not one of queued, sent, failed")))?,
+        ),
+        None => None,
+    };
+    let filter = mail::Filter {
+        state,
+        after: q.get("after"),
+        limit: q.limit()?,
+    };
+    let (rows, next) = app.store.read(|r| mail::list(r, &filter))?;
+    let gateway = app.settings().general.name.clone();
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": m.id,
+                "to": m.to,
+                "subject": m.subject(&gateway),
+                "state": m.state.as_str(),
+                "entries": m.total,
+                "attempts": m.attempts,
+                "created_at": clock::rfc3339(m.created_at),
+                "send_after": clock::rfc3339(m.send_after),
+            });
+            if let Some(t) = m.sent_at {
+                v["sent_at"] = json!(clock::rfc3339(t));
+            }
+            if let Some(e) = &m.last_error {
+                v["last_error"] = json!(e);
+            }
+            v
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "mails": out, "next": next })))
+}
+
 // ---- plumbing ---------------------------------------------------------------
 
-/// Reads a JSON body within `server.max_body`, checking the content type.
-async fn read_json(app: &Arc<App>, req: Request<Incoming>) -> Result<String, ApiError> {
+/// Reads a JSON body within `server.max_body`, checking the content type;
+/// keeps its start in `excerpt` for the error mail.
+async fn read_json(app: &Arc<App>, req: Request<Incoming>, excerpt: &mut Option<String>) -> Result<String, ApiError> {
     let max = app.settings().server.max_body;
     let is_json = req
         .headers()
@@ -570,6 +718,7 @@ async fn read_json(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Api
             }
         })?;
     let bytes = body.to_bytes();
+    *excerpt = Some(redacted_excerpt(&bytes));
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_json("it is not UTF-8"))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(ApiError::invalid_json)?;
     Ok(text)
@@ -636,4 +785,28 @@ fn error_response(e: &ApiError) -> Resp {
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_hide_secrets_and_stop_at_2_kib() {
+        let body = br#"{"url":"https://x.io","secret":"whsec_abc","auth":{"Password":"p","user":"u"},"api_token":"t"}"#;
+        let e = redacted_excerpt(body);
+        assert!(
+            !e.contains("whsec_abc") && !e.contains("\"p\"") && !e.contains("\"t\""),
+            "{e}"
+        );
+        assert!(e.contains("https://x.io") && e.contains("\"user\":\"u\""), "{e}");
+        let long = format!(r#"{{"data":"{}"}}"#, "é".repeat(3000));
+        let e = redacted_excerpt(long.as_bytes());
+        assert!(
+            e.len() < EXCERPT_BYTES + 40 && e.ends_with("bytes in all)"),
+            "{}",
+            e.len()
+        );
+        assert_eq!(redacted_excerpt(b"not json whsec_zzz"), "not json [redacted]");
+    }
 }

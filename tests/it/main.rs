@@ -4,5 +4,7 @@
 
 mod events;
 mod executions;
+mod mail;
 mod operations;
+mod smtp_sink;
 mod util;

@@ -112,6 +112,11 @@ impl Daemon {
         }
     }
 
+    /// Where the manual clock starts at the next `spawn` (a restart later in time).
+    pub fn set_clock(&mut self, start: &str) {
+        self.clock = Some(start.to_string());
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
