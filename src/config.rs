@@ -833,6 +833,8 @@ mod tests {
         assert_eq!(t.storage.retention, d.storage.retention);
         assert_eq!(t.storage.cache_size, d.storage.cache_size);
         assert_eq!(t.storage.max_event_size, d.storage.max_event_size);
+        assert_eq!(t.alerts.debounce, d.alerts.debounce);
+        assert_eq!(t.alerts.max_delay, d.alerts.max_delay);
         assert!(t.accounts.is_empty());
     }
 

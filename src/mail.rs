@@ -604,6 +604,70 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn notices_gather_per_recipient_like_error_mails() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = store::Store::open(
+            dir.path(),
+            1 << 20,
+            1 << 30,
+            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .unwrap();
+        let mut alerts = alerts();
+        alerts.system_recipients = vec!["noc@example.com".into(), "ops@example.com".into()];
+        let now = t("2026-11-22T10:00:00Z");
+        let later = t("2026-11-22T10:00:30Z");
+        let a = alerts.clone();
+        let ids = store
+            .write(store::Grows::No, move |txn| {
+                let first = notify(
+                    txn,
+                    now,
+                    &a,
+                    Recipient::Email("erp@example.com"),
+                    "Webhook wh_1 deactivated",
+                    "d1",
+                )?;
+                let second = notify(
+                    txn,
+                    later,
+                    &a,
+                    Recipient::Email("erp@example.com"),
+                    "Webhook wh_2 deactivated",
+                    "d2",
+                )?;
+                let system = notify(txn, later, &a, Recipient::System, "Disk almost full", "d3")?;
+                Ok((first, second, system))
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids.0, ids.1, "the second notice joins the open mail");
+        assert_eq!(ids.2.len(), 2, "one mail per system recipient");
+        let (all, _) = store
+            .read(|r| {
+                list(
+                    r,
+                    &Filter {
+                        state: None,
+                        after: None,
+                        limit: 10,
+                    },
+                )
+            })
+            .unwrap();
+        let erp = all.iter().find(|m| m.to == "erp@example.com").unwrap();
+        assert_eq!(erp.total, 2);
+        assert_eq!(erp.send_after, clock::to_ms(t("2026-11-22T10:01:30Z")));
+        assert_eq!(erp.subject("gw"), "[herald gw] 2 notifications");
+        let noc = all.iter().find(|m| m.to == "noc@example.com").unwrap();
+        assert_eq!(noc.subject("gw"), "[herald gw] Disk almost full");
+        let jobs = jobs::count_all(&store).unwrap();
+        assert_eq!(jobs, 3, "one send job per mail");
+    }
+
     #[test]
     fn a_mail_lists_the_first_hundred_and_counts_the_rest() {
         let entry = |i: i64| Entry {
