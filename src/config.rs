@@ -34,6 +34,7 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     pub mail: MailPolicy,
     pub alerts: Alerts,
+    pub webhooks: Webhooks,
     /// The file this came from, kept so SIGHUP can read it again.
     pub source: Option<PathBuf>,
 }
@@ -110,6 +111,23 @@ pub struct Alerts {
     pub debounce: Duration,
     pub max_delay: Duration,
     pub system_recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Each delivery attempt may take this long.
+    pub timeout: Duration,
+    /// Wait before each attempt of one event: the first is usually zero
+    /// (at once); the last repeats. Each wait gets ±20 % jitter.
+    pub retry_schedule: Vec<Duration>,
+    /// Failing without any success for this long deactivates a webhook.
+    pub disable_after: Duration,
+    /// How long a deactivated webhook keeps its events for a replay.
+    pub buffer_for: Duration,
+    /// Extra PEM roots for receivers behind an on-premise CA.
+    pub ca_file: Option<PathBuf>,
+    /// Deliveries in flight at once to one receiver (host and port).
+    pub max_per_host: usize,
 }
 
 /// A password: never printed, not even by `{:?}`.
@@ -350,6 +368,33 @@ impl Config {
             system_recipients: a.system_recipients,
         };
 
+        let w = raw.webhooks;
+        if w.retry_schedule.is_empty() {
+            return Err(err(
+                "webhooks",
+                "retry_schedule",
+                "is empty; give at least one wait like [\"0s\", \"5s\"]".into(),
+            ));
+        }
+        if !(1..=256).contains(&w.max_per_host) {
+            return Err(err(
+                "webhooks",
+                "max_per_host",
+                format!("{} is out of range; use 1 to 256", w.max_per_host),
+            ));
+        }
+        if let Some(ca) = &w.ca_file {
+            crate::http::client::load_roots(ca).map_err(|e| err("webhooks", "ca_file", e))?;
+        }
+        let webhooks = Webhooks {
+            timeout: w.timeout.0,
+            retry_schedule: w.retry_schedule.iter().map(|d| d.0).collect(),
+            disable_after: w.disable_after.0,
+            buffer_for: w.buffer_for.0,
+            ca_file: w.ca_file,
+            max_per_host: w.max_per_host,
+        };
+
         Ok(Config {
             server: Server {
                 listen: s.listen.0,
@@ -371,6 +416,7 @@ impl Config {
             smtp,
             mail,
             alerts,
+            webhooks,
             source,
         })
     }
@@ -568,6 +614,45 @@ struct RawConfig {
     accounts: Vec<RawAccount>,
     smtp: Option<RawSmtp>,
     alerts: RawAlerts,
+    webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhooks {
+    timeout: Dur,
+    retry_schedule: Vec<ZeroOk>,
+    disable_after: Dur,
+    buffer_for: Dur,
+    ca_file: Option<PathBuf>,
+    max_per_host: usize,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        let s = |n| ZeroOk(Duration::from_secs(n));
+        RawWebhooks {
+            timeout: Dur(Duration::from_secs(15)),
+            retry_schedule: vec![s(0), s(5), s(300), s(1800), s(7200), s(18000), s(36000), s(36000)],
+            disable_after: Dur(Duration::from_secs(86400)),
+            buffer_for: Dur(Duration::from_secs(5 * 86400)),
+            ca_file: None,
+            max_per_host: 16,
+        }
+    }
+}
+
+/// A duration where zero is allowed (\"0s\": at once).
+#[derive(Clone, Copy)]
+struct ZeroOk(Duration);
+
+impl<'de> Deserialize<'de> for ZeroOk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(ZeroOk)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a duration like \"0s\", \"5s\" or \"2h\"")))
+    }
 }
 
 #[derive(Deserialize)]

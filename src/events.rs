@@ -293,9 +293,10 @@ pub fn schedule_sweep(txn: &mut Txn, now: Timestamp, retention: Duration) -> Res
     Ok(())
 }
 
-/// Deletes up to [`SWEEP_BUDGET`] events created before `cutoff`, with
-/// their idempotency keys. Returns whether more remain.
-pub fn sweep(txn: &mut Txn, cutoff: Timestamp) -> Result<bool, StoreError> {
+/// Deletes up to [`SWEEP_BUDGET`] events created before `cutoff` (and
+/// before `floor`, the oldest event a delivery still needs), with their
+/// idempotency keys. Returns whether more remain.
+pub fn sweep(txn: &mut Txn, cutoff: Timestamp, floor: Option<u64>) -> Result<bool, StoreError> {
     let cutoff = clock::to_ms(cutoff);
     let old: Vec<(u64, Option<String>)> = {
         let events = txn.open(EVENTS)?;
@@ -303,7 +304,7 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp) -> Result<bool, StoreError> {
         for row in events.iter()? {
             let (k, v) = row?;
             let e: StoredEvent = store::decode("event", v.value())?;
-            if e.created_at >= cutoff || out.len() == SWEEP_BUDGET {
+            if e.created_at >= cutoff || out.len() == SWEEP_BUDGET || floor.is_some_and(|f| k.value() >= f) {
                 break;
             }
             out.push((
@@ -332,7 +333,8 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp) -> Result<bool, StoreError> {
 /// The sweep job: events, then old executions and sent mails; reschedules itself.
 pub fn run_sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Result<(), StoreError> {
     let cutoff = clock::sub(now, retention);
-    let more = sweep(txn, cutoff)?
+    let floor = crate::webhooks::oldest_needed(txn)?;
+    let more = sweep(txn, cutoff, floor)?
         | crate::executions::sweep(txn, cutoff, SWEEP_BUDGET)?
         | crate::mail::sweep(txn, cutoff, SWEEP_BUDGET)?;
     let next = if more {

@@ -40,6 +40,10 @@ pub enum Job {
     Sweep,
     /// Send (or retry) one mail of the outbox.
     SendMail { id: String },
+    /// Deliver the queued events of one webhook, in order.
+    Deliver { webhook: String, host: String },
+    /// The buffer window of a deactivated webhook is over.
+    WebhookBufferEnd { webhook: String },
 }
 
 impl Job {
@@ -48,15 +52,18 @@ impl Job {
             Job::RollDaily => "roll_daily",
             Job::Sweep => "sweep",
             Job::SendMail { .. } => "send_mail",
+            Job::Deliver { .. } => "deliver",
+            Job::WebhookBufferEnd { .. } => "webhook_buffer_end",
         }
     }
 
-    /// The counterpart this job talks to; at most [`PER_TARGET`] jobs of
-    /// one target run at once, so a slow one cannot hold up the others.
+    /// The counterpart this job talks to; at most `per_target` jobs of one
+    /// target run at once, so a slow one cannot hold up the others.
     pub fn target(&self) -> String {
         match self {
-            Job::RollDaily | Job::Sweep => "herald".to_string(),
+            Job::RollDaily | Job::Sweep | Job::WebhookBufferEnd { .. } => "herald".to_string(),
             Job::SendMail { .. } => "smtp".to_string(),
+            Job::Deliver { host, .. } => host.clone(),
         }
     }
 }
@@ -68,7 +75,6 @@ struct Record {
     job: Job,
 }
 
-const PER_TARGET: usize = 4;
 /// Claimed jobs at most; the rest wait in the table, not in memory.
 const MAX_IN_FLIGHT: usize = 256;
 /// A handler that failed without committing is tried again this much later.
@@ -179,6 +185,8 @@ pub struct Dispatcher {
     /// Notified by the store writer after a commit that touched the queue.
     pub wake: Arc<Notify>,
     pub handler: Arc<dyn Handler>,
+    /// Jobs of one target (a receiver's host and port) running at once.
+    pub per_target: usize,
 }
 
 impl Dispatcher {
@@ -213,7 +221,7 @@ impl Dispatcher {
                 in_flight.lock().unwrap().insert(key);
                 let limit = limits
                     .entry(job.target())
-                    .or_insert_with(|| Arc::new(Semaphore::new(PER_TARGET)))
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_target)))
                     .clone();
                 let handler = self.handler.clone();
                 let (store, clock, metrics, in_flight, wake) = (
@@ -314,6 +322,8 @@ mod tests {
     use super::*;
     use crate::store::Grows;
 
+    const PER_TARGET: usize = 4;
+
     /// Records the jobs it runs; finishes them only when told to.
     struct Recorder {
         store: Store,
@@ -366,6 +376,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             wake,
             handler,
+            per_target: PER_TARGET,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(dispatcher.run(stop.clone()));

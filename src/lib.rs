@@ -13,6 +13,8 @@
 //! - [`executions`]: interfaces, executions and their log lines.
 //! - [`mail`]: the durable outbox, debounced admin error mails and system
 //!   notifications, sent over SMTP.
+//! - [`webhooks`]: signed deliveries in order, retries, deactivation, the
+//!   buffer and its replay.
 //! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
 //! - [`http`]: the server, the API routes and the JSON errors.
 //! - [`metrics`]: the Prometheus registry.
@@ -30,6 +32,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +58,8 @@ pub struct App {
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
+    /// The pooled outbound client (webhook deliveries).
+    pub http: http::client::HttpClient,
     /// The settings in force; replaced whole when SIGHUP reloads the file.
     settings: RwLock<Arc<Config>>,
     /// Set once the store is open and the workers run (`/readyz`).
@@ -153,7 +158,10 @@ pub async fn run(
         None
     };
     let drain = config.server.drain_timeout;
+    let per_target = config.webhooks.max_per_host;
+    let http = http::client::HttpClient::new(config.webhooks.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
+        http,
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -175,6 +183,7 @@ pub async fn run(
         metrics,
         wake: jobs_changed,
         handler: Arc::new(Engine { app: app.clone() }),
+        per_target,
     };
     let engine = tokio::spawn(dispatcher.run(stop.child_token()));
     let server = tokio::spawn(http::serve(app.clone(), listener, tls, stop.child_token(), drain));
@@ -262,6 +271,14 @@ impl jobs::Handler for Engine {
                         .await?;
                 }
                 Job::SendMail { id } => mail::run_send(&self.app, id).await?,
+                Job::Deliver { webhook, .. } => webhooks::run_deliver(&self.app, webhook).await?,
+                Job::WebhookBufferEnd { webhook } => {
+                    let tz = settings.general.timezone.clone();
+                    self.app
+                        .store
+                        .write(Grows::No, move |txn| webhooks::end_buffer(txn, &webhook, now, &tz))
+                        .await?;
+                }
             }
             Ok(())
         })

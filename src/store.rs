@@ -59,6 +59,12 @@ pub const LOGS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("logs
 pub const MAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("mails");
 /// gathering key (kind, account, address) -> id of the mail still taking entries.
 pub const MAIL_OPEN: TableDefinition<&str, &str> = TableDefinition::new("mail_open");
+/// webhook id -> `webhooks::Webhook`.
+pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// (webhook id, event seq) -> 0: the events a webhook has yet to deliver, in order.
+pub const WH_QUEUE: TableDefinition<(&str, u64), u8> = TableDefinition::new("wh_queue");
+/// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
+pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("wh_attempts");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -351,6 +357,9 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(LOGS)?;
         txn.open_table(MAILS)?;
         txn.open_table(MAIL_OPEN)?;
+        txn.open_table(WEBHOOKS)?;
+        txn.open_table(WH_QUEUE)?;
+        txn.open_table(WH_ATTEMPTS)?;
         Ok(())
     })();
     created.map_err(|e| fail(e.into()))?;

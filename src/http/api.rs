@@ -28,6 +28,7 @@ use crate::executions::{self, Category, Level, LogLine, Status};
 use crate::jobs;
 use crate::mail;
 use crate::store::Grows;
+use crate::webhooks::{self, Webhook};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -57,6 +58,13 @@ enum Route {
     Execution(String),
     ExecutionLogs(String),
     Mails,
+    CreateWebhook,
+    ListWebhooks,
+    Webhook(String),
+    DeleteWebhook(String),
+    ActivateWebhook(String),
+    ActivatePage(String),
+    WebhookAttempts(String),
     TestClock,
 }
 
@@ -74,6 +82,13 @@ impl Route {
             Route::Execution(_) => "GET /v1/executions/{id}",
             Route::ExecutionLogs(_) => "GET /v1/executions/{id}/logs",
             Route::Mails => "GET /v1/mails",
+            Route::CreateWebhook => "POST /v1/webhooks",
+            Route::ListWebhooks => "GET /v1/webhooks",
+            Route::Webhook(_) => "GET /v1/webhooks/{id}",
+            Route::DeleteWebhook(_) => "DELETE /v1/webhooks/{id}",
+            Route::ActivateWebhook(_) => "POST /v1/webhooks/{id}/activate",
+            Route::ActivatePage(_) => "GET /v1/webhooks/{id}/activate",
+            Route::WebhookAttempts(_) => "GET /v1/webhooks/{id}/attempts",
             Route::TestClock => "POST /v1/test/clock",
         }
     }
@@ -88,6 +103,11 @@ impl Route {
                 Access::Roles(READERS)
             }
             Route::TestClock | Route::Mails => Access::Roles(ADMIN),
+            Route::CreateWebhook | Route::DeleteWebhook(_) => Access::Roles(PUBLISHERS),
+            Route::ListWebhooks | Route::Webhook(_) | Route::WebhookAttempts(_) => Access::Roles(ALL),
+            Route::ActivateWebhook(_) => Access::Roles(READERS),
+            // The reactivation link carries its own single-purpose token.
+            Route::ActivatePage(_) => Access::Public,
         }
     }
 }
@@ -117,6 +137,22 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "executions", id] => only(Method::GET, Route::Execution(id.to_string())),
         ["v1", "executions", id, "logs"] => only(Method::GET, Route::ExecutionLogs(id.to_string())),
         ["v1", "mails"] => only(Method::GET, Route::Mails),
+        ["v1", "webhooks"] => match *method {
+            Method::POST => Ok(Route::CreateWebhook),
+            Method::GET => Ok(Route::ListWebhooks),
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "webhooks", id] => match *method {
+            Method::GET => Ok(Route::Webhook(id.to_string())),
+            Method::DELETE => Ok(Route::DeleteWebhook(id.to_string())),
+            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+        },
+        ["v1", "webhooks", id, "activate"] => match *method {
+            Method::POST => Ok(Route::ActivateWebhook(id.to_string())),
+            Method::GET => Ok(Route::ActivatePage(id.to_string())),
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "webhooks", id, "attempts"] => only(Method::GET, Route::WebhookAttempts(id.to_string())),
         ["v1", "test", "clock"] => only(Method::POST, Route::TestClock),
         _ => Err(ApiError::not_found(format!(
             "there is no resource at {path}; see the API section of the README"
@@ -141,7 +177,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         // Unknown resources under /v1 still authenticate first: strangers
         // learn nothing about which paths exist, and a caller's mistake is
         // attributed to its account.
+        let with_token = req
+            .uri()
+            .query()
+            .is_some_and(|q| Query::parse(q).get("token").is_some());
         let access = match &routed {
+            Ok(Route::ActivateWebhook(_)) if with_token => {
+                route_name = "POST /v1/webhooks/{id}/activate";
+                Access::Public
+            }
             Ok(r) => {
                 route_name = r.name();
                 r.access()
@@ -232,6 +276,35 @@ async fn dispatch(
         }
         Route::ExecutionLogs(id) => execution_logs(app, &id, &q),
         Route::Mails => list_mails(app, &q),
+        Route::CreateWebhook => {
+            let body = read_json(app, req, excerpt).await?;
+            create_webhook(app, who.expect("authenticated"), &body).await
+        }
+        Route::ListWebhooks => list_webhooks(app, &q, who.expect("authenticated")),
+        Route::Webhook(id) => {
+            let wh = find_webhook(app, &id, who)?;
+            Ok(json_response(StatusCode::OK, &webhook_json(&wh)))
+        }
+        Route::DeleteWebhook(id) => {
+            find_webhook(app, &id, who)?;
+            let (now, tz) = (app.clock.now(), app.settings().general.timezone.clone());
+            app.store
+                .write(Grows::No, move |txn| webhooks::delete(txn, &id, now, &tz))
+                .await?;
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        Route::WebhookAttempts(id) => {
+            find_webhook(app, &id, who)?;
+            let after = q.u64("after")?;
+            let limit = q.limit()?;
+            let (rows, next) = app.store.read(|r| webhooks::attempts(r, &id, after, limit))?;
+            let out: Vec<Value> = rows.iter().map(attempt_json).collect();
+            Ok(json_response(StatusCode::OK, &json!({ "attempts": out, "next": next })))
+        }
+        Route::ActivateWebhook(id) => activate_webhook(app, &id, &q, req, excerpt).await,
+        Route::ActivatePage(id) => activate_page(app, &id, &q),
         Route::TestClock => {
             let body = read_json(app, req, excerpt).await?;
             test_clock(app, &body)
@@ -256,7 +329,11 @@ async fn publish(app: &Arc<App>, who: &Account, body: &str) -> Result<Resp, ApiE
     let now = app.clock.now();
     let published = app
         .store
-        .write(Grows::Yes, move |txn| events::publish(txn, &account, now, events))
+        .write(Grows::Yes, move |txn| {
+            let published = events::publish(txn, &account, now, events)?;
+            webhooks::fan_out(txn, &published)?;
+            Ok(published)
+        })
         .await?;
     let created = published.iter().filter(|p| p.created).count();
     app.metrics.events_ingested.inc_by(created as u64);
@@ -327,6 +404,311 @@ fn list_events(app: &Arc<App>, q: &Query, who: &Account) -> Result<Resp, ApiErro
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "events": out, "next": next })))
+}
+
+// ---- webhooks ---------------------------------------------------------------
+
+fn webhook_json(w: &Webhook) -> Value {
+    let active = w.state == webhooks::State::Active;
+    let mut v = json!({
+        "id": w.id,
+        "app": w.app,
+        "event": w.event,
+        "url": w.url,
+        "active": active,
+        "state": if active { "active" } else { "disabled" },
+        "buffered": if active { 0 } else { w.queued },
+        "pending": if active { w.queued } else { 0 },
+        "created_at": clock::rfc3339(w.created_at),
+        "created_by": w.created_by,
+    });
+    let optional = [
+        ("disabled_at", w.disabled_at.map(clock::rfc3339)),
+        ("disabled_reason", w.disabled_reason.clone()),
+        ("last_error", w.last_error.clone()),
+        ("next_retry_at", w.next_retry_at.map(clock::rfc3339)),
+        (
+            "buffer_until",
+            if active {
+                None
+            } else {
+                w.buffer_until.map(clock::rfc3339)
+            },
+        ),
+    ];
+    for (k, val) in optional {
+        if let Some(val) = val {
+            v[k] = json!(val);
+        }
+    }
+    if w.not_kept > 0 {
+        v["not_kept"] = json!(w.not_kept);
+    }
+    v
+}
+
+fn attempt_json(a: &webhooks::Attempt) -> Value {
+    let mut v = json!({
+        "event_id": a.event_id,
+        "attempt": a.attempt,
+        "at": clock::rfc3339(a.at),
+        "duration_ms": a.duration_ms,
+    });
+    if let Some(s) = a.status_code {
+        v["status_code"] = json!(s);
+    }
+    if let Some(e) = &a.error {
+        v["error"] = json!(e);
+    }
+    if let Some(t) = a.next_retry_at {
+        v["next_retry_at"] = json!(clock::rfc3339(t));
+    }
+    if !a.response.is_empty() {
+        v["response"] = json!(a.response);
+    }
+    v
+}
+
+/// The webhook, if it exists and `who` may see it (integrations: their own).
+fn find_webhook(app: &Arc<App>, id: &str, who: Option<&Account>) -> Result<Webhook, ApiError> {
+    let not_found = || ApiError::not_found(format!("no webhook {id:?}; list them with GET /v1/webhooks"));
+    let wh = app.store.read(|r| webhooks::get(r, id))?.ok_or_else(not_found)?;
+    match who {
+        Some(a) if a.role == Role::Integration && a.name != wh.created_by => Err(not_found()),
+        _ => Ok(wh),
+    }
+}
+
+async fn create_webhook(app: &Arc<App>, who: &Account, body: &str) -> Result<Resp, ApiError> {
+    let v: Value = serde_json::from_str(body).map_err(ApiError::invalid_json)?;
+    let field = |name: &str| v.get(name).filter(|x| !x.is_null());
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match field(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::invalid_field(
+            "app",
+            "the body must be a JSON object with app, event and url",
+        ));
+    }
+    let app_name =
+        text("app")?.ok_or_else(|| ApiError::invalid_field("app", "is missing; name the subscribing application"))?;
+    if app_name.trim().is_empty()
+        || app_name.chars().count() > webhooks::MAX_APP
+        || app_name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid_field(
+            "app",
+            format!("must be 1 to {} printable characters", webhooks::MAX_APP),
+        ));
+    }
+    let event =
+        text("event")?.ok_or_else(|| ApiError::invalid_field("event", "is missing; give an event name or \"*\""))?;
+    if event != "*" && !events::valid_name(&event) {
+        return Err(ApiError::invalid_field(
+            "event",
+            format!("{event:?} is neither \"*\" nor an event name (A-Z a-z 0-9 . _ : -)"),
+        ));
+    }
+    let url =
+        text("url")?.ok_or_else(|| ApiError::invalid_field("url", "is missing; give the receiver's http(s) URL"))?;
+    let parsed = url.parse::<hyper::Uri>().ok();
+    let url_ok = url.len() <= webhooks::MAX_URL
+        && parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+        });
+    if !url_ok {
+        return Err(ApiError::invalid_field(
+            "url",
+            format!(
+                "must be an http(s) URL of at most {} characters, like https://erp.example.com/hooks",
+                webhooks::MAX_URL
+            ),
+        ));
+    }
+    let secret = text("secret")?;
+    if let Some(s) = &secret
+        && !webhooks::valid_secret(s)
+    {
+        return Err(ApiError::invalid_field(
+            "secret",
+            "must be \"whsec_\" and 24 to 64 bytes in base64; or leave it out and herald makes one",
+        ));
+    }
+    let new = webhooks::NewWebhook {
+        app: app_name,
+        event,
+        url,
+        secret,
+        created_by: who.name.clone(),
+        notify: who.email.clone(),
+    };
+    let now = app.clock.now();
+    let wh = app
+        .store
+        .write(Grows::Yes, move |txn| webhooks::create(txn, now, new))
+        .await?;
+    let mut v = webhook_json(&wh);
+    v["secret"] = json!(wh.secret);
+    Ok(json_response(StatusCode::CREATED, &v))
+}
+
+fn list_webhooks(app: &Arc<App>, q: &Query, who: &Account) -> Result<Resp, ApiError> {
+    let all = app.store.read(webhooks::list)?;
+    let out: Vec<Value> = all
+        .iter()
+        .filter(|w| who.role != Role::Integration || w.created_by == who.name)
+        .filter(|w| q.get("app").is_none_or(|a| a == w.app))
+        .filter(|w| q.get("event").is_none_or(|e| e == w.event))
+        .filter(|w| match q.get("active") {
+            Some("true") => w.state == webhooks::State::Active,
+            Some("false") => w.state == webhooks::State::Disabled,
+            _ => true,
+        })
+        .map(webhook_json)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "webhooks": out })))
+}
+
+/// Activation, by an account (JSON) or by the link's token (the form of
+/// the confirmation page, answered with a page).
+async fn activate_webhook(
+    app: &Arc<App>,
+    id: &str,
+    q: &Query,
+    req: Request<Incoming>,
+    excerpt: &mut Option<String>,
+) -> Result<Resp, ApiError> {
+    let token = q.get("token").map(str::to_string);
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let replay = if is_form {
+        let body = Limited::new(req.into_body(), 4096)
+            .collect()
+            .await
+            .map_err(|_| ApiError::payload_too_large(4096))?
+            .to_bytes();
+        let form = Query::parse(&String::from_utf8_lossy(&body));
+        matches!(form.get("replay_events"), Some("true" | "1" | "on"))
+    } else if has_body {
+        let body = read_json(app, req, excerpt).await?;
+        let v: Value = serde_json::from_str(&body).map_err(ApiError::invalid_json)?;
+        match v.get("replay_events") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ApiError::invalid_field("replay_events", "must be true or false")),
+        }
+    } else {
+        false
+    };
+    let (now, tz) = (app.clock.now(), app.settings().general.timezone.clone());
+    let id2 = id.to_string();
+    let t2 = token.clone();
+    let result = app
+        .store
+        .write(Grows::No, move |txn| {
+            webhooks::activate(txn, &id2, replay, t2.as_deref(), now, &tz)
+        })
+        .await?;
+    match (result, token.is_some()) {
+        (Ok(wh), false) => Ok(json_response(StatusCode::OK, &webhook_json(&wh))),
+        (Ok(wh), true) => Ok(html(
+            StatusCode::OK,
+            "Webhook reactivated",
+            &format!(
+                "<p>Webhook <code>{}</code> of <b>{}</b> is active again{}.</p>",
+                escape(&wh.id),
+                escape(&wh.app),
+                if replay {
+                    ", and its buffered events are being delivered in order"
+                } else {
+                    "; its buffered events were discarded"
+                }
+            ),
+        )),
+        (Err(webhooks::ActivateError::NotFound), _) => Err(ApiError::not_found(format!("no webhook {id:?}"))),
+        (Err(webhooks::ActivateError::BadToken), _) => Err(bad_link()),
+    }
+}
+
+fn bad_link() -> ApiError {
+    let mut e = ApiError::forbidden("link");
+    e.message =
+        "this reactivation link is not valid: it was used, it expired with the buffer, or it is incomplete".into();
+    e
+}
+
+/// The page a reactivation link opens. It changes nothing (mail scanners
+/// open links); its buttons POST the choice with the token.
+fn activate_page(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> {
+    let token = q.get("token").unwrap_or("");
+    let wh = app.store.read(|r| webhooks::get(r, id))?;
+    let Some(wh) = wh.filter(|w| webhooks::token_valid(w, token, app.clock.now())) else {
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            "Link not valid",
+            &format!("<p>{}</p>", escape(&bad_link().message)),
+        ));
+    };
+    let action = format!("/v1/webhooks/{}/activate?token={}", escape(&wh.id), escape(token));
+    let body = format!(
+        "<p>Webhook <code>{id}</code> of <b>{app}</b> was deactivated on {at}.</p>\
+         <table><tr><th>URL</th><td>{url}</td></tr><tr><th>Event</th><td>{event}</td></tr>\
+         <tr><th>Reason</th><td>{reason}</td></tr><tr><th>Buffered events</th><td>{buffered}</td></tr>\
+         <tr><th>Kept until</th><td>{until}</td></tr></table>\
+         <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"replay_events\" value=\"true\">\
+         <button type=\"submit\">Reactivate and replay the {buffered} buffered events</button></form>\
+         <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"replay_events\" value=\"false\">\
+         <button type=\"submit\">Reactivate and discard the buffer</button></form>",
+        id = escape(&wh.id),
+        app = escape(&wh.app),
+        at = wh.disabled_at.map(clock::rfc3339).unwrap_or_default(),
+        url = escape(&wh.url),
+        event = escape(&wh.event),
+        reason = escape(wh.disabled_reason.as_deref().unwrap_or("")),
+        buffered = wh.queued,
+        until = wh.buffer_until.map(clock::rfc3339).unwrap_or_default(),
+    );
+    Ok(html(StatusCode::OK, "Reactivate webhook", &body))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Resp {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <title>herald: {title}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}\
+         th{{text-align:left;padding-right:1em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
+         </head><body><h1>{title}</h1>{body}</body></html>"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(page)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
 }
 
 // ---- executions -------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! `api` routes and answers the requests.
 
 pub mod api;
+pub mod client;
 pub mod error;
 
 use std::net::SocketAddr;

@@ -4,7 +4,9 @@
 
 mod events;
 mod executions;
+mod http_sink;
 mod mail;
 mod operations;
 mod smtp_sink;
 mod util;
+mod webhooks;

@@ -1,0 +1,529 @@
+//! Webhooks: signed delivery verified by an independent Standard Webhooks
+//! implementation, order, isolation, retries on a driven clock,
+//! deactivation with mail, page and token, buffer and replay, crash safety.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http_sink::{Answer, HttpSink};
+use crate::smtp_sink::SmtpSink;
+use crate::util::*;
+
+const START: &str = "2026-11-22T10:00:00Z";
+
+fn create(d: &Daemon, token: &str, body: Value) -> Value {
+    let r = d.post("/v1/webhooks", Some(token), &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+fn publish(d: &Daemon, name: &str, data: Value) -> Value {
+    let r = d.post(
+        "/v1/events",
+        Some(ADMIN),
+        &json!({"event": name, "data": data}).to_string(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r.json()
+}
+
+fn webhook(d: &Daemon, id: &str) -> Value {
+    d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json()
+}
+
+fn attempts(d: &Daemon, id: &str) -> Vec<Value> {
+    d.get(&format!("/v1/webhooks/{id}/attempts"), Some(ADMIN)).json()["attempts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn resource_create_list_get_delete_and_validation() {
+    let d = Daemon::start(&accounts());
+    let wh = create(
+        &d,
+        INTEGRATION,
+        json!({"app": "erp", "event": "door.opened", "url": "http://127.0.0.1:9/x"}),
+    );
+    let id = wh["id"].as_str().unwrap();
+    assert!(id.starts_with("wh_"));
+    assert!(wh["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(
+        (wh["active"].clone(), wh["state"].clone(), wh["buffered"].clone()),
+        (json!(true), json!("active"), json!(0))
+    );
+    // The secret is shown once only.
+    assert!(webhook(&d, id).get("secret").is_none());
+    assert!(!d.get("/v1/webhooks", Some(ADMIN)).body.contains("whsec_"));
+    let given = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let other = create(
+        &d,
+        ADMIN,
+        json!({"app": "crm", "event": "*", "url": "https://crm.example.com/h", "secret": given}),
+    );
+    assert_eq!(other["secret"], given);
+
+    let list = |q: &str, token: &str| -> usize {
+        d.get(&format!("/v1/webhooks{q}"), Some(token)).json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(list("", ADMIN), 2);
+    assert_eq!(list("?app=erp", ADMIN), 1);
+    assert_eq!(list("?event=*", TECHNICIAN), 1);
+    assert_eq!(list("", INTEGRATION), 1, "integrations see their own");
+    assert_eq!(
+        d.get(
+            &format!("/v1/webhooks/{}", other["id"].as_str().unwrap()),
+            Some(INTEGRATION)
+        )
+        .status,
+        404
+    );
+
+    for (body, field) in [
+        (json!({"event": "a", "url": "http://x.io"}), "app"),
+        (json!({"app": "a", "event": "bad name", "url": "http://x.io"}), "event"),
+        (json!({"app": "a", "event": "a", "url": "ftp://x.io"}), "url"),
+        (
+            json!({"app": "a", "event": "a", "url": format!("http://x.io/{}", "p".repeat(2048))}),
+            "url",
+        ),
+        (
+            json!({"app": "a", "event": "a", "url": "http://x.io", "secret": "whsec_abc"}),
+            "secret",
+        ),
+        (
+            json!({"app": "a".repeat(65), "event": "a", "url": "http://x.io"}),
+            "app",
+        ),
+    ] {
+        let r = d.post("/v1/webhooks", Some(ADMIN), &body.to_string());
+        assert_eq!(
+            (r.status, r.json()["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        d.post("/v1/webhooks", Some(TECHNICIAN), &json!({}).to_string()).status,
+        403
+    );
+
+    assert_eq!(
+        d.request(
+            "DELETE",
+            &format!("/v1/webhooks/{id}"),
+            Some(&format!("Bearer {ADMIN}")),
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).status, 404);
+}
+
+#[test]
+fn deliveries_are_signed_per_standard_webhooks_and_in_order() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start(&accounts());
+    let wh = create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "tick", "url": sink.url("/hook")}),
+    );
+    let verifier = standardwebhooks::Webhook::new(wh["secret"].as_str().unwrap()).unwrap();
+    publish(&d, "other", json!({}));
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(publish(&d, "tick", json!({"i": i}))["id"].as_str().unwrap().to_string());
+    }
+    let got = sink.wait_for(30, Duration::from_secs(10));
+    let seen: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, ids, "every matching event, in order, and only those");
+    let first = &got[0];
+    assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/hook"));
+    assert_eq!(first.headers["content-type"], "application/json");
+    assert!(first.headers["user-agent"].starts_with("herald/"));
+    assert_eq!(first.headers["webhook-id"], ids[0]);
+    let body = first.json();
+    assert_eq!(body["event"], "tick");
+    assert_eq!(body["app"], "erp");
+    assert_eq!(body["data"], json!({"i": 0}));
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    for r in &got {
+        let mut headers = hyper::HeaderMap::new();
+        for k in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(k, r.headers[k].parse().unwrap());
+        }
+        verifier
+            .verify(&r.body, &headers)
+            .expect("a valid Standard Webhooks signature");
+    }
+    // Successes are counted in the app's daily execution, not logged line by line.
+    let exe = d.eventually(Duration::from_secs(5), "30 successes", || {
+        let list = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
+        list["executions"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .filter(|e| e["successes"] == 30)
+    });
+    assert_eq!(exe["errors"], 0);
+}
+
+#[test]
+fn a_hanging_receiver_does_not_delay_another() {
+    let hanging = HttpSink::start(Answer::Hang);
+    let good = HttpSink::start(Answer::Status(204));
+    let d = Daemon::start(&format!("[webhooks]\ntimeout = \"30s\"\n{}", accounts()));
+    create(&d, ADMIN, json!({"app": "slow", "event": "*", "url": hanging.url("/")}));
+    create(&d, ADMIN, json!({"app": "fast", "event": "*", "url": good.url("/")}));
+    for i in 0..5 {
+        publish(&d, "e", json!(i));
+        // Each event reaches the good receiver while the other hangs on the first.
+        good.wait_for(i + 1, Duration::from_secs(2));
+    }
+    assert_eq!(
+        hanging.received().len(),
+        1,
+        "the hanging receiver got the first event only"
+    );
+}
+
+#[test]
+fn retries_follow_the_schedule_on_the_driven_clock() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(
+        &format!("[webhooks]\nretry_schedule = [\"0s\", \"10s\", \"5m\"]\n{}", accounts()),
+        Some(START),
+    );
+    let wh = create(&d, ADMIN, json!({"app": "erp", "event": "*", "url": sink.url("/")}));
+    let id = wh["id"].as_str().unwrap();
+    let e1 = publish(&d, "a", json!(1));
+    publish(&d, "b", json!(2));
+    sink.wait_for(1, Duration::from_secs(5));
+    let a = d.eventually(Duration::from_secs(5), "the first attempt", || {
+        attempts(&d, id).first().cloned()
+    });
+    assert_eq!((a["attempt"].clone(), a["status_code"].clone()), (json!(1), json!(500)));
+    assert_eq!(a["event_id"], e1["id"]);
+    // 10 s ± 20 %.
+    let next: jiff::Timestamp = a["next_retry_at"].as_str().unwrap().parse().unwrap();
+    let start: jiff::Timestamp = START.parse().unwrap();
+    let wait = next.duration_since(start).as_secs_f64();
+    assert!((8.0..=12.0).contains(&wait), "{wait}");
+    assert_eq!(webhook(&d, id)["pending"], 2, "the second event is held back");
+
+    d.advance("7s");
+    settle();
+    assert_eq!(sink.received().len(), 1, "no retry before its time");
+    d.advance("6s");
+    sink.wait_for(2, Duration::from_secs(5));
+    let a2 = d.eventually(Duration::from_secs(5), "attempt 2", || {
+        attempts(&d, id).first().cloned().filter(|a| a["attempt"] == 2)
+    });
+    let next2: jiff::Timestamp = a2["next_retry_at"].as_str().unwrap().parse().unwrap();
+    let wait2 = next2
+        .duration_since(a2["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap())
+        .as_secs_f64();
+    assert!((240.0..=360.0).contains(&wait2), "5 min ± 20 %: {wait2}");
+    // Every attempt is logged as an external error in the app's execution.
+    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
+    let logs = d
+        .get(
+            &format!("/v1/executions/{}/logs?category=external", exe["id"].as_str().unwrap()),
+            Some(ADMIN),
+        )
+        .json();
+    assert_eq!(logs["logs"].as_array().unwrap().len(), 2);
+
+    sink.set(Answer::Status(200));
+    d.advance("6m");
+    let got = sink.wait_for(4, Duration::from_secs(5));
+    let names: Vec<&str> = got.iter().map(|r| r.headers["webhook-id"].as_str()).collect();
+    assert_eq!(
+        names[..3],
+        [e1["id"].as_str().unwrap(); 3],
+        "the same webhook-id on every retry"
+    );
+    let w = d.eventually(Duration::from_secs(5), "nothing pending", || {
+        Some(webhook(&d, id)).filter(|w| w["pending"] == 0)
+    });
+    assert!(w.get("last_error").is_none());
+}
+
+#[test]
+fn retry_after_is_honoured_up_to_the_longest_step() {
+    let sink = HttpSink::start(Answer::RetryAfter(503, 120));
+    let d = Daemon::start_with_clock(
+        &format!("[webhooks]\nretry_schedule = [\"0s\", \"5s\", \"10m\"]\n{}", accounts()),
+        Some(START),
+    );
+    let id = create(&d, ADMIN, json!({"app": "erp", "event": "*", "url": sink.url("/")}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish(&d, "a", json!(1));
+    let a = d.eventually(Duration::from_secs(5), "the first attempt", || {
+        attempts(&d, &id).first().cloned()
+    });
+    assert_eq!(a["next_retry_at"], "2026-11-22T10:02:00Z");
+}
+
+fn deactivation_config(smtp: u16) -> String {
+    format!(
+        "[general]\nname = \"gw-test\"\n[server]\npublic_url = \"https://gw.example.com:8470\"\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\nfrom = \"herald@example.com\"\n\
+         [webhooks]\nretry_schedule = [\"0s\", \"30s\"]\ndisable_after = \"1m\"\nbuffer_for = \"1h\"\n{}",
+        accounts()
+    )
+}
+
+/// Fails the webhook's first event until it is deactivated; returns its id.
+fn fail_until_disabled(d: &Daemon, sink: &HttpSink) -> String {
+    let id = create(d, ADMIN, json!({"app": "erp", "event": "*", "url": sink.url("/")}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish(d, "e1", json!(1));
+    sink.wait_for(1, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "attempt 1", || {
+        (attempts(d, &id).len() == 1).then_some(())
+    });
+    d.advance("40s");
+    sink.wait_for(2, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "attempt 2", || {
+        (attempts(d, &id).len() == 2).then_some(())
+    });
+    d.advance("40s");
+    sink.wait_for(3, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "deactivation", || {
+        Some(webhook(d, &id)).filter(|w| w["state"] == "disabled")
+    });
+    id
+}
+
+#[test]
+fn deactivation_mails_a_link_whose_page_changes_nothing_and_whose_post_replays() {
+    let smtp = SmtpSink::start();
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&deactivation_config(smtp.port), Some(START));
+    let id = fail_until_disabled(&d, &sink);
+    let w = webhook(&d, &id);
+    assert_eq!(w["active"], false);
+    assert_eq!(w["disabled_at"], "2026-11-22T10:01:20Z");
+    assert!(w["disabled_reason"].as_str().unwrap().contains("500"), "{w}");
+    assert_eq!(w["buffered"], 1, "the failed event is kept");
+
+    // The internal event is published, for others to subscribe to.
+    let internal = d.get("/v1/events?event=herald.webhook.deactivated", Some(ADMIN)).json();
+    assert_eq!(internal["events"][0]["data"]["webhook"], id.as_str());
+
+    // Events while disabled are buffered, not sent.
+    publish(&d, "e2", json!(2));
+    publish(&d, "e3", json!(3));
+    settle();
+    assert_eq!(sink.received().len(), 3);
+    assert_eq!(webhook(&d, &id)["buffered"], 3);
+
+    // The creator (ops, the admin) is notified, debounced, with the link.
+    d.advance("61s");
+    let mail = &smtp.wait_for(1, Duration::from_secs(5))[0];
+    assert_eq!(mail.to, ["ops@example.com"]);
+    assert!(
+        mail.subject.contains(&format!("Webhook {id} of erp deactivated")),
+        "{}",
+        mail.subject
+    );
+    assert!(mail.body.contains("HTTP 500"), "{}", mail.body);
+    let prefix = format!("https://gw.example.com:8470/v1/webhooks/{id}/activate?token=");
+    let token = mail
+        .body
+        .split(&prefix)
+        .nth(1)
+        .expect("the link")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Opening the link only shows the page.
+    let page = d.get(&format!("/v1/webhooks/{id}/activate?token={token}"), None);
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        page.body.contains("Reactivate and replay") && page.body.contains("method=\"post\""),
+        "{}",
+        page.body
+    );
+    assert_eq!(webhook(&d, &id)["state"], "disabled", "a GET never changes anything");
+    assert_eq!(
+        d.get(&format!("/v1/webhooks/{id}/activate?token=wrong"), None).status,
+        403
+    );
+
+    // The button: reactivate and replay, in order, then live events.
+    sink.set(Answer::Status(200));
+    let done = d.request(
+        "POST",
+        &format!("/v1/webhooks/{id}/activate?token={token}"),
+        None,
+        Some(("application/x-www-form-urlencoded", "replay_events=true")),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("active again"));
+    publish(&d, "e4", json!(4));
+    let got = sink.wait_for(7, Duration::from_secs(5));
+    let names: Vec<String> = got[3..]
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["e1", "e2", "e3", "e4"]);
+    assert_eq!(webhook(&d, &id)["state"], "active");
+    // The token was single-purpose.
+    let again = d.request(
+        "POST",
+        &format!("/v1/webhooks/{id}/activate?token={token}"),
+        None,
+        Some(("application/x-www-form-urlencoded", "replay_events=true")),
+    );
+    assert_eq!(again.status, 403);
+}
+
+#[test]
+fn activation_without_replay_discards_the_buffer() {
+    let smtp = SmtpSink::start();
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&deactivation_config(smtp.port), Some(START));
+    let id = fail_until_disabled(&d, &sink);
+    publish(&d, "e2", json!(2));
+    assert_eq!(webhook(&d, &id)["buffered"], 2);
+    sink.set(Answer::Status(200));
+    let r = d.post(
+        &format!("/v1/webhooks/{id}/activate"),
+        Some(TECHNICIAN),
+        r#"{"replay_events": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["state"].clone(), r.json()["pending"].clone()),
+        (json!("active"), json!(0))
+    );
+    publish(&d, "e3", json!(3));
+    let got = sink.wait_for(4, Duration::from_secs(5));
+    assert_eq!(got[3].json()["event"], "e3");
+    settle();
+    assert_eq!(sink.received().len(), 4, "the buffer was not delivered");
+    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
+    let logs = d
+        .get(
+            &format!("/v1/executions/{}/logs?category=cascade", exe["id"].as_str().unwrap()),
+            Some(ADMIN),
+        )
+        .json();
+    assert!(
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("2 buffered events discarded")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn the_buffer_ends_after_buffer_for_and_the_link_expires_with_it() {
+    let smtp = SmtpSink::start();
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&deactivation_config(smtp.port), Some(START));
+    let id = fail_until_disabled(&d, &sink);
+    d.advance("61s");
+    let mail = &smtp.wait_for(1, Duration::from_secs(5))[0];
+    let token = mail
+        .body
+        .split("?token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    d.advance("1h");
+    d.eventually(Duration::from_secs(5), "the buffer to end", || {
+        Some(webhook(&d, &id)).filter(|w| w["buffered"] == 0)
+    });
+    publish(&d, "late", json!(0));
+    d.eventually(Duration::from_secs(5), "not kept", || {
+        Some(webhook(&d, &id)).filter(|w| w["not_kept"] == 1)
+    });
+    assert_eq!(
+        d.get(&format!("/v1/webhooks/{id}/activate?token={token}"), None).status,
+        403
+    );
+}
+
+#[test]
+fn gone_deactivates_at_once() {
+    let sink = HttpSink::start(Answer::Status(410));
+    let d = Daemon::start_with_clock(&accounts(), Some(START));
+    let id = create(&d, ADMIN, json!({"app": "erp", "event": "*", "url": sink.url("/")}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish(&d, "a", json!(1));
+    let w = d.eventually(Duration::from_secs(5), "deactivation", || {
+        Some(webhook(&d, &id)).filter(|w| w["state"] == "disabled")
+    });
+    assert!(w["disabled_reason"].as_str().unwrap().contains("410"), "{w}");
+    assert_eq!(sink.received().len(), 1, "no retry after 410");
+    // The creator is told (no [smtp] here, so the notice waits in the outbox).
+    let mails = d.get("/v1/mails", Some(ADMIN)).json();
+    assert_eq!(mails["mails"][0]["to"], "ops@example.com", "{mails}");
+    assert!(
+        mails["mails"][0]["subject"].as_str().unwrap().contains("deactivated"),
+        "{mails}"
+    );
+}
+
+#[test]
+fn kill_9_with_deliveries_pending_delivers_all_after_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut d = Daemon::start(&format!(
+        "[webhooks]\nretry_schedule = [\"0s\", \"1s\"]\n{}",
+        accounts()
+    ));
+    create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "*", "url": format!("http://127.0.0.1:{port}/")}),
+    );
+    let ids: Vec<String> = (0..10)
+        .map(|i| publish(&d, "e", json!(i))["id"].as_str().unwrap().to_string())
+        .collect();
+    d.kill9();
+    let sink = HttpSink::start_on(port, Answer::Status(200));
+    d.spawn();
+    let got = sink.wait_for(10, Duration::from_secs(10));
+    let seen: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, ids);
+}
