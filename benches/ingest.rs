@@ -9,163 +9,17 @@
 //! The machine is shared and noisy: rounds alternate baseline and ingest,
 //! and the report gives medians and ratios.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use common::*;
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
-use sha2::{Digest, Sha256};
 
 const CLIENTS: usize = 32;
-const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
-
-struct Daemon {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("herald.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n\n[[accounts]]\nname = \"bench\"\nemail = \"b@example.com\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
-            dir.path().join("data").display(),
-            hex::encode(Sha256::digest(TOKEN.as_bytes()))
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn,herald=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting herald");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, addr, _dir: dir }
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-struct Load {
-    requests: u64,
-    per_sec: f64,
-    latencies_us: Vec<u64>,
-}
-
-impl Load {
-    fn pct(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
-
-/// `CLIENTS` keep-alive connections sending `make(i)` back to back for `secs`.
-async fn drive(addr: &str, secs: f64, make: Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let (addr, stop, make) = (addr.to_string(), stop.clone(), make.clone());
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let mut lat = Vec::new();
-            let mut i = (c as u64) << 32;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let resp = sender.send_request(make(i)).await.expect("request");
-                let status = resp.status();
-                let _ = resp.into_body().collect().await;
-                assert!(status.is_success(), "status {status}");
-                lat.push(started.elapsed().as_micros() as u64);
-                i += 1;
-            }
-            lat
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    Load {
-        requests: all.len() as u64,
-        per_sec: all.len() as f64 / elapsed,
-        latencies_us: all,
-    }
-}
-
-async fn metric(addr: &str, name: &str) -> f64 {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/metrics")
-        .header("host", addr)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = sender
-        .send_request(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     // `cargo bench` passes --bench; a plain `cargo test` run of benches must not spend minutes.
@@ -180,7 +34,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let daemon = start();
+    let daemon = start("");
     let pid = daemon.child.id();
     let addr = daemon.addr.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -191,7 +45,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = rss_kib(pid, "VmRSS:");
 
-    let healthz: Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync> = {
+    let healthz: MakeRequest = {
         let host = addr.clone();
         Arc::new(move |_| {
             Request::get("/healthz")
@@ -200,7 +54,7 @@ fn main() {
                 .unwrap()
         })
     };
-    let ingest: Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync> = {
+    let ingest: MakeRequest = {
         let host = addr.clone();
         Arc::new(move |i| {
             let body = format!(r#"{{"event":"bench.tick","data":{{"i":{i},"site":"gateway-042","ok":true}}}}"#);
@@ -219,11 +73,11 @@ fn main() {
     let mut per_commit = Vec::new();
     let mut commit_ms = Vec::new();
     for round in 1..=rounds {
-        let base = rt.block_on(drive(&addr, secs, healthz.clone()));
+        let base = rt.block_on(drive(&addr, CLIENTS, secs, healthz.clone()));
         let commits0 = rt.block_on(metric(&addr, "herald_store_commits_total"));
         let events0 = rt.block_on(metric(&addr, "herald_events_ingested_total"));
         let commit_sum0 = rt.block_on(metric(&addr, "herald_store_commit_seconds_sum"));
-        let load = rt.block_on(drive(&addr, secs, ingest.clone()));
+        let load = rt.block_on(drive(&addr, CLIENTS, secs, ingest.clone()));
         let commits = rt.block_on(metric(&addr, "herald_store_commits_total")) - commits0;
         let events = rt.block_on(metric(&addr, "herald_events_ingested_total")) - events0;
         let commit_sum = rt.block_on(metric(&addr, "herald_store_commit_seconds_sum")) - commit_sum0;

@@ -193,16 +193,17 @@ pub fn log_daily(
     Ok(exe.id)
 }
 
-/// Counts one successful exchange in today's daily execution of `interface`.
+/// Counts `n` successful exchanges in today's daily execution of `interface`.
 pub fn count_success(
     txn: &mut Txn,
     now: Timestamp,
     tz: &TimeZone,
     interface: &str,
     interface_kind: &str,
+    n: u64,
 ) -> Result<(), StoreError> {
     let mut exe = daily(txn, now, tz, interface, interface_kind)?;
-    exe.successes += 1;
+    exe.successes += n;
     txn.open(EXECUTIONS)?
         .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
     Ok(())

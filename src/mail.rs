@@ -434,7 +434,7 @@ fn record_attempt(
             mail.sent_at = Some(clock::to_ms(now));
             mail.last_error = None;
             jobs::cancel_named(txn, job)?;
-            executions::count_success(txn, now, tz, INTERFACE, INTERFACE)?;
+            executions::count_success(txn, now, tz, INTERFACE, INTERFACE, 1)?;
             LogLine {
                 at: clock::to_ms(now),
                 level: Level::Info,

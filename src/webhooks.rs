@@ -38,8 +38,10 @@ use crate::store::{self, EVENTS, Grows, StoreError, Txn, WEBHOOKS, WH_ATTEMPTS, 
 pub const DEACTIVATED_EVENT: &str = "herald.webhook.deactivated";
 /// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
 const ATTEMPTS_KEPT: u64 = 1000;
-/// Events one job run delivers before it commits their progress.
-const BATCH: usize = 64;
+/// Events one job run delivers before it commits their progress: enough to
+/// amortise the commit and the dispatch, few enough that a crash repeats
+/// little (deliveries are at least once; receivers dedupe on webhook-id).
+const BATCH: usize = 500;
 /// The part of a receiver's answer that is kept.
 const RESPONSE_KEPT: usize = 1024;
 pub const MAX_URL: usize = 2048;
@@ -713,20 +715,35 @@ pub async fn run_deliver(app: &App, id: String) -> Result<(), StoreError> {
         .await
 }
 
+/// The delivery body, `{"id","event","app","created_at","data"}`, with
+/// `data` copied as stored (no re-parse: it was checked at publish).
+fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        event: &'a str,
+        app: &'a str,
+        created_at: String,
+        data: &'a serde_json::value::RawValue,
+    }
+    let null: Box<serde_json::value::RawValue> =
+        serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
+    let data: &serde_json::value::RawValue = serde_json::from_str(&event.data).unwrap_or(&null);
+    let body = Body {
+        id: &event.id,
+        event: &event.event,
+        app: &wh.app,
+        created_at: clock::rfc3339(event.created_at),
+        data,
+    };
+    serde_json::to_vec(&body).expect("a delivery body serializes")
+}
+
 /// One POST of one event; the attempt record and the verdict.
 async fn post(app: &App, wh: &Webhook, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
     let now = app.clock.now();
     let timestamp = now.as_second();
-    let data: &serde_json::value::RawValue =
-        serde_json::from_str(&event.data).unwrap_or_else(|_| serde_json::from_str("null").expect("null is JSON"));
-    let body = serde_json::to_vec(&serde_json::json!({
-        "id": event.id,
-        "event": event.event,
-        "app": wh.app,
-        "created_at": clock::rfc3339(event.created_at),
-        "data": data,
-    }))
-    .expect("a delivery body serializes");
+    let body = delivery_body(wh, event);
     let signature = sign(&wh.secret, &event.id, timestamp, &body);
     let attempt_no = if first_in_run { wh.head_attempts + 1 } else { 1 };
     let request = hyper::Request::post(&wh.url)
@@ -832,9 +849,12 @@ fn record(
         wh.last_error = None;
         wh.next_retry_at = None;
     }
+    let successes = delivered.len() as u64;
     for (_, attempt) in delivered {
         add_attempt(txn, &mut wh, &attempt)?;
-        executions::count_success(txn, now, &ctx.tz, &wh.app, "webhook")?;
+    }
+    if successes > 0 {
+        executions::count_success(txn, now, &ctx.tz, &wh.app, "webhook", successes)?;
     }
     match failed {
         None => {

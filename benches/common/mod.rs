@@ -1,0 +1,182 @@
+//! What the benchmarks share: start the release binary, drive HTTP over
+//! loopback with keep-alive clients, read metrics and RSS.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+pub const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts herald with an admin account (TOKEN) and `extra` config.
+pub fn start(extra: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n\n[[accounts]]\nname = \"bench\"\n\
+             email = \"b@example.com\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+            dir.path().join("data").display(),
+            hex::encode(Sha256::digest(TOKEN.as_bytes()))
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn,herald=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting herald");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    std::thread::sleep(Duration::from_millis(300));
+    Daemon { child, addr, _dir: dir }
+}
+
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub struct Load {
+    pub requests: u64,
+    pub per_sec: f64,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Load {
+    pub fn pct(&self, p: f64) -> f64 {
+        percentile(&self.latencies_us, p)
+    }
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+pub fn percentile(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[i] as f64 / 1000.0
+}
+
+pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// `clients` keep-alive connections sending `make(i)` back to back for `secs`.
+pub async fn drive(addr: &str, clients: usize, secs: f64, make: MakeRequest) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (addr, stop, make) = (addr.to_string(), stop.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&addr).await;
+            let mut lat = Vec::new();
+            let mut i = (c as u64) << 32;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let resp = sender.send_request(make(i)).await.expect("request");
+                let status = resp.status();
+                let _ = resp.into_body().collect().await;
+                assert!(status.is_success(), "status {status}");
+                lat.push(started.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Load {
+        requests: all.len() as u64,
+        per_sec: all.len() as f64 / elapsed,
+        latencies_us: all,
+    }
+}
+
+pub async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One request on a fresh connection; the status and body.
+pub async fn call(addr: &str, req: Request<Full<Bytes>>) -> (u16, String) {
+    let mut sender = connect(addr).await;
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn api(addr: &str, method: &str, path: &str, body: String) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let req = Request::get("/metrics")
+        .header("host", addr)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, text) = call(addr, req).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}

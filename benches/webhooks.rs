@@ -1,0 +1,267 @@
+//! Webhook delivery benchmark, over loopback, beside baselines measured in
+//! the same run:
+//!
+//! 1. deliveries/s with 32 webhooks on one receiver, beside that receiver's
+//!    own rate under 32 keep-alive connections (the ratio is the figure);
+//! 2. event→delivery latency p50/p99 at a steady 1000 events/s;
+//! 3. replay of a buffer of deactivated-webhook events (default 1,000,000).
+//!
+//!   cargo bench --bench webhooks
+//!   HERALD_BENCH_REPLAY=100000 HERALD_BENCH_SECS=3 cargo bench --bench webhooks
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+const CLIENTS: usize = 32;
+const WEBHOOKS: usize = 32;
+
+/// The receiver: counts deliveries per path, answers 410 on /gone while
+/// `gone` is set, and records event→delivery latency on /lat.
+struct Receiver {
+    fanout: AtomicU64,
+    replayed: AtomicU64,
+    gone: AtomicBool,
+    base: Instant,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+async fn receiver(state: Arc<Receiver>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let mut status = 200;
+                        match path.as_str() {
+                            "/gone" if state.gone.load(Ordering::Relaxed) => status = 410,
+                            "/gone" => {
+                                state.replayed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            "/lat" => {
+                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                                if let Some(sent) = v["data"]["t"].as_u64() {
+                                    let now = state.base.elapsed().as_micros() as u64;
+                                    state.latencies_us.lock().unwrap().push(now.saturating_sub(sent));
+                                }
+                            }
+                            _ => {
+                                state.fanout.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+async fn publish_batch(addr: &str, name: &str, n: usize) {
+    let events: Vec<_> = (0..n).map(|i| json!({"event": name, "data": {"i": i}})).collect();
+    let (status, body) = call(
+        addr,
+        api(addr, "POST", "/v1/events", serde_json::to_string(&events).unwrap()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+async fn create_webhook(addr: &str, event: &str, url: String) -> String {
+    let body = json!({"app": "bench", "event": event, "url": url}).to_string();
+    let (status, text) = call(addr, api(addr, "POST", "/v1/webhooks", body)).await;
+    assert_eq!(status, 201, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs: f64 = std::env::var("HERALD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let replay: usize = std::env::var("HERALD_BENCH_REPLAY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let state = Arc::new(Receiver {
+            fanout: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            gone: AtomicBool::new(true),
+            base: Instant::now(),
+            latencies_us: Mutex::default(),
+        });
+        let recv = receiver(state.clone()).await;
+        let daemon = start(&format!("[webhooks]\nmax_per_host = {WEBHOOKS}\n"));
+        let addr = daemon.addr.clone();
+        let pid = daemon.child.id();
+        println!("herald webhook benchmark over loopback (receiver in the bench process)");
+
+        // 1. The receiver's own rate, then herald's deliveries to it.
+        let post: MakeRequest = {
+            let host = recv.clone();
+            Arc::new(move |i| {
+                Request::post("/base")
+                    .header("host", &host)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(format!(
+                        r#"{{"id":"evt_{i}","event":"tick","data":{{"i":{i}}}}}"#
+                    ))))
+                    .unwrap()
+            })
+        };
+        let base = drive(&recv, CLIENTS, secs, post).await;
+        state.fanout.store(0, Ordering::Relaxed);
+        for _ in 0..WEBHOOKS {
+            create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
+        }
+        let events = 2000;
+        let started = Instant::now();
+        for _ in 0..events / 500 {
+            publish_batch(&addr, "tick", 500).await;
+        }
+        let expected = (events * WEBHOOKS) as u64;
+        wait_until("the fan-out deliveries", Duration::from_secs(600), || {
+            state.fanout.load(Ordering::Relaxed) >= expected
+        })
+        .await;
+        let rate = expected as f64 / started.elapsed().as_secs_f64();
+        println!();
+        println!("  receiver alone, {CLIENTS} connections   {:>9.0} req/s", base.per_sec);
+        println!(
+            "  deliveries, {WEBHOOKS} webhooks          {:>9.0} /s   ({expected} deliveries)",
+            rate
+        );
+        println!(
+            "  ratio deliveries / receiver       {:>9.2}      (goal >= 0.5)",
+            rate / base.per_sec
+        );
+
+        // 2. Latency at a steady 1000 events/s, one webhook.
+        create_webhook(&addr, "lat", format!("http://{recv}/lat")).await;
+        let mut sender = connect(&addr).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let n = (secs * 1000.0) as u64;
+        for _ in 0..n {
+            tick.tick().await;
+            let t = state.base.elapsed().as_micros() as u64;
+            let req = api(
+                &addr,
+                "POST",
+                "/v1/events",
+                json!({"event": "lat", "data": {"t": t}}).to_string(),
+            );
+            if sender.ready().await.is_err() {
+                sender = connect(&addr).await;
+            }
+            let resp = sender.send_request(req).await.unwrap();
+            let _ = resp.into_body().collect().await;
+        }
+        wait_until("the latency deliveries", Duration::from_secs(60), || {
+            state.latencies_us.lock().unwrap().len() as u64 >= n
+        })
+        .await;
+        let mut lat = state.latencies_us.lock().unwrap().clone();
+        lat.sort_unstable();
+        println!(
+            "  event→delivery at 1000 events/s   p50 {:.2} ms   p99 {:.2} ms   (goal p99 < 20 ms)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+
+        // 3. Replay: a webhook deactivated by 410 buffers `replay` events.
+        let id = create_webhook(&addr, "buffered", format!("http://{recv}/gone")).await;
+        publish_batch(&addr, "buffered", 1).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fill = Instant::now();
+        let mut left = replay;
+        while left > 0 {
+            let n = left.min(1000);
+            publish_batch(&addr, "buffered", n).await;
+            left -= n;
+        }
+        let fill_rate = replay as f64 / fill.elapsed().as_secs_f64();
+        state.gone.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        let (status, body) = call(
+            &addr,
+            api(
+                &addr,
+                "POST",
+                &format!("/v1/webhooks/{id}/activate"),
+                r#"{"replay_events": true}"#.into(),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let want = replay as u64 + 1;
+        wait_until("the replay", Duration::from_secs(3600), || {
+            state.replayed.load(Ordering::Relaxed) >= want
+        })
+        .await;
+        let replay_rate = want as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "  buffered {replay} events at        {:>9.0} events/s (batches of 1000)",
+            fill_rate
+        );
+        println!(
+            "  replay of the buffer              {:>9.0} events/s (goal >= 10,000)",
+            replay_rate
+        );
+        println!(
+            "  peak RSS                          {:>9.1} MiB",
+            rss_kib(pid, "VmHWM:") as f64 / 1024.0
+        );
+        drop(daemon);
+    });
+}
