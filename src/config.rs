@@ -920,6 +920,11 @@ mod tests {
         assert_eq!(t.storage.max_event_size, d.storage.max_event_size);
         assert_eq!(t.alerts.debounce, d.alerts.debounce);
         assert_eq!(t.alerts.max_delay, d.alerts.max_delay);
+        assert_eq!(t.webhooks.timeout, d.webhooks.timeout);
+        assert_eq!(t.webhooks.retry_schedule, d.webhooks.retry_schedule);
+        assert_eq!(t.webhooks.disable_after, d.webhooks.disable_after);
+        assert_eq!(t.webhooks.buffer_for, d.webhooks.buffer_for);
+        assert_eq!(t.webhooks.max_per_host, d.webhooks.max_per_host);
         assert!(t.accounts.is_empty());
     }
 

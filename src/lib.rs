@@ -18,6 +18,7 @@
 //! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
 //! - [`http`]: the server, the API routes and the JSON errors.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`ui`]: the status page for field technicians.
 //!
 //! `main.rs` parses the command line, loads the config, sets up tracing and
 //! signals, binds the socket and calls [`run`].
@@ -32,6 +33,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod store;
+pub mod ui;
 pub mod webhooks;
 
 use std::future::Future;

@@ -28,6 +28,7 @@ use crate::executions::{self, Category, Level, LogLine, Status};
 use crate::jobs;
 use crate::mail;
 use crate::store::Grows;
+use crate::ui::escape;
 use crate::webhooks::{self, Webhook};
 
 type Resp = Response<Full<Bytes>>;
@@ -47,6 +48,7 @@ const READERS: &[Role] = &[Role::Admin, Role::Technician];
 const ADMIN: &[Role] = &[Role::Admin];
 
 enum Route {
+    StatusPage,
     Healthz,
     Readyz,
     Metrics,
@@ -71,6 +73,7 @@ enum Route {
 impl Route {
     fn name(&self) -> &'static str {
         match self {
+            Route::StatusPage => "GET /",
             Route::Healthz => "GET /healthz",
             Route::Readyz => "GET /readyz",
             Route::Metrics => "GET /metrics",
@@ -99,9 +102,12 @@ impl Route {
             Route::Metrics => Access::Metrics,
             Route::PublishEvents => Access::Roles(PUBLISHERS),
             Route::ListEvents => Access::Roles(ALL),
-            Route::Status | Route::Interfaces | Route::Executions | Route::Execution(_) | Route::ExecutionLogs(_) => {
-                Access::Roles(READERS)
-            }
+            Route::StatusPage
+            | Route::Status
+            | Route::Interfaces
+            | Route::Executions
+            | Route::Execution(_)
+            | Route::ExecutionLogs(_) => Access::Roles(READERS),
             Route::TestClock | Route::Mails => Access::Roles(ADMIN),
             Route::CreateWebhook | Route::DeleteWebhook(_) => Access::Roles(PUBLISHERS),
             Route::ListWebhooks | Route::Webhook(_) | Route::WebhookAttempts(_) => Access::Roles(ALL),
@@ -123,6 +129,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         }
     };
     match segments.as_slice() {
+        [] => only(Method::GET, Route::StatusPage),
         ["healthz"] => only(Method::GET, Route::Healthz),
         ["readyz"] => only(Method::GET, Route::Readyz),
         ["metrics"] => only(Method::GET, Route::Metrics),
@@ -241,6 +248,10 @@ async fn dispatch(
     let query = req.uri().query().unwrap_or("").to_string();
     let q = Query::parse(&query);
     match route {
+        Route::StatusPage => {
+            let page = crate::ui::render(app)?;
+            Ok(html_page(StatusCode::OK, page))
+        }
         Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
         Route::Readyz => Ok(
             if app.ready.load(Ordering::Relaxed) && !app.draining.load(Ordering::Relaxed) {
@@ -685,21 +696,11 @@ fn activate_page(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> 
     Ok(html(StatusCode::OK, "Reactivate webhook", &body))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+fn html(status: StatusCode, title: &str, body: &str) -> Resp {
+    html_page(status, crate::ui::page(title, body))
 }
 
-fn html(status: StatusCode, title: &str, body: &str) -> Resp {
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
-         <title>herald: {title}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}\
-         th{{text-align:left;padding-right:1em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
-         </head><body><h1>{title}</h1>{body}</body></html>"
-    );
+fn html_page(status: StatusCode, page: String) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(page)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -300,3 +300,35 @@ fn tls_serves_https_with_the_configured_certificate() {
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("server.tls_key"), "{err}");
 }
+
+#[test]
+fn status_page_shows_what_needs_attention() {
+    let d = Daemon::start(&format!("[general]\nname = \"gw-page\"\n{}", accounts()));
+    // A failed call: the api execution has an error to show.
+    d.post("/v1/events", Some(INTEGRATION), r#"{"event":"bad <name>"}"#);
+    d.eventually(Duration::from_secs(5), "the api execution", || {
+        let list = d.get("/v1/executions", Some(ADMIN)).json();
+        list["executions"].as_array().unwrap().first().cloned()
+    });
+    let r = d.get("/", None);
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate").unwrap().starts_with("Basic"),
+        "a browser asks for the login"
+    );
+    assert_eq!(d.get("/", Some(INTEGRATION)).status, 403);
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("tech:{TECHNICIAN}"));
+    let page = d.request("GET", "/", Some(&format!("Basic {basic}")), None);
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    for needle in [
+        "gw-page",
+        "Needs attention",
+        "running, <span class=\"ko\">",
+        "/logs?level=error",
+    ] {
+        assert!(page.body.contains(needle), "missing {needle:?} in:\n{}", page.body);
+    }
+    assert!(!page.body.contains("bad <name>"), "everything shown is escaped");
+}

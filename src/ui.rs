@@ -1,0 +1,223 @@
+//! The status page (`GET /`): what a field technician opens first. Plain
+//! server-rendered HTML, no scripts, problems at the top, links to the JSON
+//! endpoints for the details.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+
+use crate::App;
+use crate::clock;
+use crate::executions::{self, Execution, Status};
+use crate::mail;
+use crate::store::StoreError;
+use crate::webhooks::{self, Webhook};
+
+/// Rows shown per table; the JSON endpoints page through the rest.
+const ROWS: usize = 20;
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The whole page, wrapped in the common layout.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>herald: {title}</title><style>\
+         body{{font-family:sans-serif;max-width:72em;margin:1em auto;padding:0 1em}}\
+         table{{border-collapse:collapse;width:100%;margin-bottom:1.5em}}\
+         th,td{{text-align:left;padding:.25em .5em;border-bottom:1px solid #ddd;vertical-align:top}}\
+         .ko{{color:#b00;font-weight:bold}}.ok{{color:#070}}.warn{{color:#a60}}\
+         code{{font-size:.9em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
+         </head><body><h1>{title}</h1>{body}</body></html>",
+        title = escape(title)
+    )
+}
+
+fn local(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    clock::from_ms(ms)
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+fn status_cell(e: &Execution) -> String {
+    match (e.status, e.errors) {
+        (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({n} errors)"),
+        (Status::Ok, _) => "<span class=\"ok\">OK</span>".into(),
+        (Status::Running, 0) => "running".into(),
+        (Status::Running, n) => format!("running, <span class=\"ko\">{n} errors</span>"),
+    }
+}
+
+pub fn render(app: &App) -> Result<String, StoreError> {
+    let settings = app.settings();
+    let tz = &settings.general.timezone;
+    let now: Timestamp = app.clock.now();
+    let (interfaces, troubled, hooks, mails, events_stored) = app.store.read(|r| {
+        let interfaces = executions::interfaces(r)?;
+        let filter = executions::Filter {
+            interface: None,
+            status: None,
+            after: None,
+            limit: 500,
+        };
+        let (recent, _) = executions::list(r, &filter)?;
+        let troubled: Vec<Execution> = recent.into_iter().filter(|e| e.errors > 0).take(ROWS).collect();
+        let hooks = webhooks::list(r)?;
+        let (mails, _) = mail::list(
+            r,
+            &mail::Filter {
+                state: None,
+                after: None,
+                limit: ROWS,
+            },
+        )?;
+        Ok((interfaces, troubled, hooks, mails, crate::events::count(r)?))
+    })?;
+    let mut b = String::new();
+    let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = write!(
+        b,
+        "<p>Gateway <b>{gw}</b>, herald {ver}. Now {now}. {state}. Store {size}{full}; {events} events kept.</p>",
+        gw = escape(&settings.general.name),
+        ver = env!("CARGO_PKG_VERSION"),
+        now = local(clock::to_ms(now), tz),
+        state = if ready {
+            "<span class=\"ok\">Running</span>"
+        } else {
+            "<span class=\"warn\">Starting or stopping</span>"
+        },
+        size = bytesize::ByteSize(app.store.file_bytes()).display().iec_short(),
+        full = if app.store.is_full() {
+            " <span class=\"ko\">FULL: new events are refused (507)</span>"
+        } else {
+            ""
+        },
+        events = events_stored,
+    );
+
+    // What needs attention, first.
+    let failing: Vec<&Webhook> = hooks
+        .iter()
+        .filter(|w| w.state == webhooks::State::Disabled || w.last_error.is_some())
+        .collect();
+    let stuck: Vec<&mail::Mail> = mails
+        .iter()
+        .filter(|m| m.state != mail::State::Sent && m.last_error.is_some())
+        .collect();
+    b.push_str("<h2>Needs attention</h2>");
+    if troubled.is_empty() && failing.is_empty() && stuck.is_empty() {
+        b.push_str(
+            "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, the outbox is clear.</p>",
+        );
+    }
+    if !troubled.is_empty() {
+        b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th><th>Log</th></tr>");
+        for e in &troubled {
+            let _ = write!(
+                b,
+                "<tr><td>{i}</td><td><code>{id}</code>{day}</td><td>{st}</td><td>{at}</td>\
+                 <td><a href=\"/v1/executions/{id}/logs?level=error\">errors</a></td></tr>",
+                i = escape(&e.interface),
+                id = escape(&e.id),
+                day = e.day.as_deref().map(|d| format!(" (day {d})")).unwrap_or_default(),
+                st = status_cell(e),
+                at = local(e.started_at, tz),
+            );
+        }
+        b.push_str("</table>");
+    }
+    if !failing.is_empty() {
+        b.push_str(
+            "<table><tr><th>Webhook</th><th>State</th><th>Waiting</th><th>Last error</th><th>Next try</th></tr>",
+        );
+        for w in &failing {
+            let disabled = w.state == webhooks::State::Disabled;
+            let _ = write!(
+                b,
+                "<tr><td><code>{id}</code> {app} → {url}</td><td class=\"{cls}\">{state}</td><td>{n} {what}</td>\
+                 <td>{err}</td><td>{next}</td></tr>",
+                id = escape(&w.id),
+                app = escape(&w.app),
+                url = escape(&w.url),
+                cls = if disabled { "ko" } else { "warn" },
+                state = if disabled { "deactivated" } else { "retrying" },
+                n = w.queued,
+                what = if disabled { "buffered" } else { "pending" },
+                err = escape(w.disabled_reason.as_deref().or(w.last_error.as_deref()).unwrap_or("")),
+                next = w.next_retry_at.map(|t| local(t, tz)).unwrap_or_default(),
+            );
+        }
+        b.push_str("</table>");
+    }
+    if !stuck.is_empty() {
+        b.push_str("<table><tr><th>Mail</th><th>To</th><th>State</th><th>Last error</th></tr>");
+        for m in &stuck {
+            let _ = write!(
+                b,
+                "<tr><td>{s}</td><td>{to}</td><td class=\"ko\">{st}</td><td>{e}</td></tr>",
+                s = escape(&m.subject(&settings.general.name)),
+                to = escape(&m.to),
+                st = m.state.as_str(),
+                e = escape(m.last_error.as_deref().unwrap_or("")),
+            );
+        }
+        b.push_str("</table>");
+    }
+
+    b.push_str("<h2>Interfaces</h2><table><tr><th>Name</th><th>Kind</th><th>Last execution</th><th></th></tr>");
+    for (i, last) in &interfaces {
+        let _ = write!(
+            b,
+            "<tr><td>{n}</td><td>{k}</td><td>{st}</td><td><a href=\"/v1/executions?interface={n}\">executions</a></td></tr>",
+            n = escape(&i.name),
+            k = escape(&i.kind),
+            st = last.as_ref().map(status_cell).unwrap_or_default(),
+        );
+    }
+    b.push_str("</table>");
+
+    b.push_str("<h2>Webhooks</h2><table><tr><th>Id</th><th>App</th><th>Event</th><th>URL</th><th>State</th><th>Waiting</th></tr>");
+    for w in hooks.iter().take(ROWS * 5) {
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/v1/webhooks/{id}/attempts\"><code>{id}</code></a></td><td>{app}</td><td>{ev}</td>\
+             <td>{url}</td><td>{st}</td><td>{n}</td></tr>",
+            id = escape(&w.id),
+            app = escape(&w.app),
+            ev = escape(&w.event),
+            url = escape(&w.url),
+            st = if w.state == webhooks::State::Active {
+                "active"
+            } else {
+                "deactivated"
+            },
+            n = w.queued,
+        );
+    }
+    b.push_str("</table>");
+
+    b.push_str(
+        "<h2>Outbox</h2><table><tr><th>Subject</th><th>To</th><th>State</th><th>Entries</th><th>Send after</th></tr>",
+    );
+    for m in &mails {
+        let _ = write!(
+            b,
+            "<tr><td>{s}</td><td>{to}</td><td>{st}</td><td>{n}</td><td>{at}</td></tr>",
+            s = escape(&m.subject(&settings.general.name)),
+            to = escape(&m.to),
+            st = m.state.as_str(),
+            n = m.total,
+            at = local(m.send_after, tz),
+        );
+    }
+    b.push_str("</table><p>Details as JSON: <a href=\"/v1/status\">status</a>, <a href=\"/v1/executions\">executions</a>, \
+                <a href=\"/v1/webhooks\">webhooks</a>, <a href=\"/v1/mails\">mails</a>, <a href=\"/metrics\">metrics</a>.</p>");
+    Ok(page(&format!("herald on {}", settings.general.name), &b))
+}
