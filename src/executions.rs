@@ -375,25 +375,9 @@ pub struct Filter<'a> {
 
 /// Executions, newest first, and the cursor of the next page.
 pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<(Vec<Execution>, Option<String>), StoreError> {
-    let table = r.open_table(EXECUTIONS)?;
-    let rows = match f.after {
-        Some(after) => table.range(..after)?,
-        None => table.range::<&str>(..)?,
-    };
-    let mut out = Vec::new();
-    for row in rows.rev() {
-        let (_, v) = row?;
-        let exe: Execution = store::decode("execution", v.value())?;
-        if f.interface.is_some_and(|i| i != exe.interface) || f.status.is_some_and(|s| s != exe.status) {
-            continue;
-        }
-        if out.len() == f.limit {
-            let next = out.last().map(|e: &Execution| e.id.clone());
-            return Ok((out, next));
-        }
-        out.push(exe);
-    }
-    Ok((out, None))
+    store::page_newest(r, EXECUTIONS, "execution", f.after, f.limit, |e: &Execution| {
+        f.interface.is_none_or(|i| i == e.interface) && f.status.is_none_or(|s| s == e.status)
+    })
 }
 
 pub struct LogFilter {

@@ -486,25 +486,9 @@ pub struct Filter<'a> {
 
 /// Mails newest first, and the cursor of the next page.
 pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<(Vec<Mail>, Option<String>), StoreError> {
-    let table = r.open_table(MAILS)?;
-    let rows = match f.after {
-        Some(after) => table.range(..after)?,
-        None => table.range::<&str>(..)?,
-    };
-    let mut out: Vec<Mail> = Vec::new();
-    for row in rows.rev() {
-        let (_, v) = row?;
-        let mail: Mail = store::decode("mail", v.value())?;
-        if f.state.is_some_and(|s| s != mail.state) {
-            continue;
-        }
-        if out.len() == f.limit {
-            let next = out.last().map(|m| m.id.clone());
-            return Ok((out, next));
-        }
-        out.push(mail);
-    }
-    Ok((out, None))
+    store::page_newest(r, MAILS, "mail", f.after, f.limit, |m: &Mail| {
+        f.state.is_none_or(|s| s == m.state)
+    })
 }
 
 /// Deletes sent and failed mails older than `cutoff`.

@@ -313,6 +313,39 @@ where
     }
 }
 
+/// One page, newest first, of a table keyed by time-ordered ids: the
+/// records `keep` accepts whose id is before `after`, at most `limit`, and
+/// the cursor of the next page.
+pub fn page_newest<T: DeserializeOwned>(
+    r: &ReadTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    what: &'static str,
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, Option<String>), StoreError> {
+    let table = r.open_table(def)?;
+    let rows = match after {
+        Some(after) => table.range(..after)?,
+        None => table.range::<&str>(..)?,
+    };
+    let mut out = Vec::new();
+    let mut last_key = None;
+    for row in rows.rev() {
+        let (k, v) = row?;
+        let record: T = decode(what, v.value())?;
+        if !keep(&record) {
+            continue;
+        }
+        if out.len() == limit {
+            return Ok((out, last_key));
+        }
+        last_key = Some(k.value().to_string());
+        out.push(record);
+    }
+    Ok((out, None))
+}
+
 /// Counts the rows of a table (cheap: redb keeps the length).
 pub fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
     r: &ReadTransaction,
@@ -544,6 +577,35 @@ mod tests {
         let err = open(dir.path()).err().expect("refused");
         let text = err.to_string();
         assert!(text.contains("schema 99") && text.contains("newer herald"), "{text}");
+    }
+
+    #[test]
+    fn pages_go_newest_first_and_filters_do_not_break_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.write(Grows::No, |txn| {
+            let mut t = txn.open(EXECUTIONS)?;
+            for i in 0..7u32 {
+                t.insert(format!("id_{i}").as_str(), encode(&i).as_slice())?;
+            }
+            Ok(())
+        }))
+        .unwrap();
+        let page = |after: Option<&str>| {
+            store
+                .read(|r| page_newest(r, EXECUTIONS, "n", after, 2, |n: &u32| n % 3 != 0))
+                .unwrap()
+        };
+        let (first, next) = page(None);
+        assert_eq!(first, [5, 4]);
+        assert_eq!(next.as_deref(), Some("id_4"));
+        let (second, next) = page(next.as_deref());
+        assert_eq!(
+            (second, next),
+            (vec![2, 1], None),
+            "id_0 is filtered out: no further page"
+        );
     }
 
     #[test]
