@@ -594,7 +594,7 @@ mod tests {
         .unwrap();
         let page = |after: Option<&str>| {
             store
-                .read(|r| page_newest(r, EXECUTIONS, "n", after, 2, |n: &u32| n % 3 != 0))
+                .read(|r| page_newest(r, EXECUTIONS, "n", after, 2, |n: &u32| !n.is_multiple_of(3)))
                 .unwrap()
         };
         let (first, next) = page(None);
