@@ -109,7 +109,7 @@ impl Route {
             | Route::Execution(_)
             | Route::ExecutionLogs(_) => Access::Roles(READERS),
             Route::TestClock | Route::Mails => Access::Roles(ADMIN),
-            Route::CreateWebhook | Route::DeleteWebhook(_) => Access::Roles(PUBLISHERS),
+            Route::CreateWebhook | Route::DeleteWebhook(_) => Access::Roles(ADMIN),
             Route::ListWebhooks | Route::Webhook(_) | Route::WebhookAttempts(_) => Access::Roles(ALL),
             Route::ActivateWebhook(_) => Access::Roles(READERS),
             // The reactivation link carries its own single-purpose token.

@@ -46,11 +46,10 @@ fn settle() {
 #[test]
 fn resource_create_list_get_delete_and_validation() {
     let d = Daemon::start(&accounts());
-    let wh = create(
-        &d,
-        INTEGRATION,
-        json!({"app": "erp", "event": "door.opened", "url": "http://127.0.0.1:9/x"}),
-    );
+    let body = json!({"app": "erp", "event": "door.opened", "url": "http://127.0.0.1:9/x"});
+    let r = d.post("/v1/webhooks", Some(INTEGRATION), &body.to_string());
+    assert_eq!(r.status, 403, "only admins subscribe others");
+    let wh = create(&d, ADMIN, body);
     let id = wh["id"].as_str().unwrap();
     assert!(id.starts_with("wh_"));
     assert!(wh["secret"].as_str().unwrap().starts_with("whsec_"));
@@ -78,7 +77,12 @@ fn resource_create_list_get_delete_and_validation() {
     assert_eq!(list("", ADMIN), 2);
     assert_eq!(list("?app=erp", ADMIN), 1);
     assert_eq!(list("?event=*", TECHNICIAN), 1);
-    assert_eq!(list("", INTEGRATION), 1, "integrations see their own");
+    assert_eq!(
+        list("", INTEGRATION),
+        0,
+        "integrations see only their own, and create none"
+    );
+    assert_eq!(d.get(&format!("/v1/webhooks/{id}"), Some(TECHNICIAN)).status, 200);
     assert_eq!(
         d.get(
             &format!("/v1/webhooks/{}", other["id"].as_str().unwrap()),
