@@ -531,3 +531,100 @@ fn kill_9_with_deliveries_pending_delivers_all_after_restart() {
         .collect();
     assert_eq!(seen, ids);
 }
+
+/// A one-request-per-connection HTTPS receiver with the given certificate.
+fn tls_receiver(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut reader = BufReader::new(&mut tls);
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_ok() {
+                        let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+                        let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn receivers_behind_an_on_premise_ca_are_trusted_through_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let (port, got) = tls_receiver(leaf.der().clone(), key);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("site-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let d = Daemon::start(&format!(
+        "[webhooks]\nca_file = \"{}\"\n{}",
+        ca_path.display(),
+        accounts()
+    ));
+    create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "*", "url": format!("https://localhost:{port}/hook")}),
+    );
+    let sent = publish(&d, "secure", json!({"n": 1}));
+    let body = got.recv_timeout(Duration::from_secs(10)).expect("a delivery over TLS");
+    assert!(body.contains(sent["id"].as_str().unwrap()), "{body}");
+
+    // Without the CA, the same receiver is not trusted: the attempt fails.
+    let plain = Daemon::start(&accounts());
+    let id = create(
+        &plain,
+        ADMIN,
+        json!({"app": "erp", "event": "*", "url": format!("https://localhost:{port}/hook")}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish(&plain, "secure", json!({"n": 2}));
+    let a = plain.eventually(Duration::from_secs(10), "a failed attempt", || {
+        attempts(&plain, &id).first().cloned()
+    });
+    assert!(
+        a["error"].as_str().unwrap().to_lowercase().contains("certificate"),
+        "{a}"
+    );
+}
