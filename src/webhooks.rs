@@ -799,8 +799,15 @@ async fn post(app: &App, wh: &Webhook, event: &StoredEvent, first_in_run: bool) 
             attempt.duration_ms = elapsed.as_millis() as u64;
             let message = if timed_out { format!("timeout: {error}") } else { error };
             attempt.error = Some(message.clone());
+            // An untrusted or mismatched certificate is set-up (ca_file, URL),
+            // not an outage; rustls' error reaches us as text inside io errors.
+            let category = if message.to_ascii_lowercase().contains("certificate") {
+                Category::Configuration
+            } else {
+                Category::External
+            };
             Err(Failure {
-                category: Category::External,
+                category,
                 message,
                 status: None,
                 retry_after: None,
