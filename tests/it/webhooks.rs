@@ -627,4 +627,12 @@ fn receivers_behind_an_on_premise_ca_are_trusted_through_ca_file() {
         a["error"].as_str().unwrap().to_lowercase().contains("certificate"),
         "{a}"
     );
+    let exe = plain.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
+    let logs = plain
+        .get(
+            &format!("/v1/executions/{}/logs", exe["id"].as_str().unwrap()),
+            Some(ADMIN),
+        )
+        .json();
+    assert_eq!(logs["logs"][0]["category"], "configuration", "{logs}");
 }
