@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 targets=("${@:-aarch64 armv7}")
 read -r -a targets <<< "${targets[*]}"
-max_size=$((5 * 1024 * 1024))
+# The goal for aarch64 is under 5 MiB; armv7 has no stated goal, so a looser
+# guard there only catches bloat.
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -54,15 +55,15 @@ smoke() { # binary, qemu
   rm -rf "$dir"
 }
 
-check() { # target, qemu, readelf
-  local target=$1 qemu=$2 readelf=$3 bin size
+check() { # target, qemu, readelf, size limit in MiB
+  local target=$1 qemu=$2 readelf=$3 max_size=$(($4 * 1024 * 1024)) bin size
   rustup target add "$target" >/dev/null
   cargo build --release --locked --config cross/cargo-config.toml --target "$target"
   bin=target/$target/release/herald
   if "$readelf" -l "$bin" | grep -q INTERP; then echo "check-arm: $bin is not static"; return 1; fi
   size=$(stat -c %s "$bin")
   echo "check-arm: $target: static, $size bytes ($((size / 1024)) KiB)"
-  if [ "$size" -gt "$max_size" ]; then echo "check-arm: $bin is over 5 MiB"; return 1; fi
+  if [ "$size" -gt "$max_size" ]; then echo "check-arm: $bin is over $4 MiB"; return 1; fi
   smoke "$bin" "$qemu"
 }
 
@@ -70,10 +71,10 @@ for t in "${targets[@]}"; do
   case $t in
     aarch64)
       install_packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static python3
-      check aarch64-unknown-linux-musl qemu-aarch64-static aarch64-linux-gnu-readelf ;;
+      check aarch64-unknown-linux-musl qemu-aarch64-static aarch64-linux-gnu-readelf 5 ;;
     armv7)
       install_packages gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf qemu-user-static python3
-      check armv7-unknown-linux-gnueabihf qemu-arm-static arm-linux-gnueabihf-readelf ;;
+      check armv7-unknown-linux-gnueabihf qemu-arm-static arm-linux-gnueabihf-readelf 6 ;;
     *) echo "check-arm: unknown target $t (use aarch64 or armv7)"; exit 2 ;;
   esac
 done
