@@ -170,10 +170,9 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 /// Answers one request. Never fails: every error becomes a JSON answer.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+    // As it is logged and mailed: secrets in the query (the reactivation
+    // link's token) are blanked out.
+    let target = redacted_target(req.uri());
     let mut account: Option<Account> = None;
     let mut route_name = "unknown";
     // The start of the body, secrets redacted, for the error mail.
@@ -966,6 +965,27 @@ fn record_failure(
     });
 }
 
+/// The path and query of a request, with the values of secret-looking
+/// query parameters replaced by `[redacted]`.
+fn redacted_target(uri: &hyper::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_name(k) => format!("{k}=[redacted]"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), parts.join("&"))
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_NAMES.iter().any(|s| name.contains(s))
+}
+
 /// Names whose values never leave herald: not in mails, not in logs.
 const SECRET_NAMES: [&str; 8] = [
     "secret",
@@ -986,8 +1006,7 @@ fn redacted_excerpt(body: &[u8]) -> String {
         match v {
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    let k = k.to_ascii_lowercase();
-                    if SECRET_NAMES.iter().any(|s| k.contains(s)) {
+                    if is_secret_name(k) {
                         *v = Value::String("[redacted]".into());
                     } else {
                         redact(v);
@@ -1191,5 +1210,16 @@ mod tests {
             e.len()
         );
         assert_eq!(redacted_excerpt(b"not json whsec_zzz"), "not json [redacted]");
+    }
+
+    #[test]
+    fn targets_hide_secret_query_parameters() {
+        let uri: hyper::Uri = "/v1/webhooks/wh_1/activate?token=abc123&x=1&api_key=k".parse().unwrap();
+        assert_eq!(
+            redacted_target(&uri),
+            "/v1/webhooks/wh_1/activate?token=[redacted]&x=1&api_key=[redacted]"
+        );
+        let plain: hyper::Uri = "/v1/events?after=5".parse().unwrap();
+        assert_eq!(redacted_target(&plain), "/v1/events?after=5");
     }
 }

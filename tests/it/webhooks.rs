@@ -405,6 +405,17 @@ fn deactivation_mails_a_link_whose_page_changes_nothing_and_whose_post_replays()
         Some(("application/x-www-form-urlencoded", "replay_events=true")),
     );
     assert_eq!(again.status, 403);
+    assert!(!d.log_text().contains(&token), "the token never reaches the log");
+    let api = d.get("/v1/executions?interface=api", Some(ADMIN)).json()["executions"][0].clone();
+    let logs = d.get(
+        &format!("/v1/executions/{}/logs", api["id"].as_str().unwrap()),
+        Some(ADMIN),
+    );
+    assert!(
+        logs.body.contains("token=[redacted]") && !logs.body.contains(&token),
+        "{}",
+        logs.body
+    );
 }
 
 #[test]
