@@ -647,3 +647,65 @@ fn receivers_behind_an_on_premise_ca_are_trusted_through_ca_file() {
         .json();
     assert_eq!(logs["logs"][0]["category"], "configuration", "{logs}");
 }
+
+#[test]
+fn deleting_drops_pending_deliveries_and_retention_keeps_what_webhooks_need() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[storage]\nretention = \"1h\"\n[webhooks]\nretry_schedule = [\"0s\", \"10h\"]\n{}",
+            accounts()
+        ),
+        Some(START),
+    );
+    publish(&d, "unwatched", json!(0));
+    let id = create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "watched", "url": sink.url("/")}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..3 {
+        publish(&d, "watched", json!(i));
+    }
+    sink.wait_for(1, Duration::from_secs(5));
+    // Two hours on, past retention: the unwatched event goes, the three the
+    // webhook still has to deliver stay.
+    d.advance("2h");
+    let names = |d: &Daemon| -> Vec<String> {
+        d.get("/v1/events", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    d.eventually(Duration::from_secs(5), "the sweep", || {
+        (!names(&d).contains(&"unwatched".to_string())).then_some(())
+    });
+    assert_eq!(names(&d), ["watched", "watched", "watched"]);
+    assert_eq!(webhook(&d, &id)["pending"], 3);
+
+    let r = d.request(
+        "DELETE",
+        &format!("/v1/webhooks/{id}"),
+        Some(&format!("Bearer {ADMIN}")),
+        None,
+    );
+    assert_eq!(r.status, 204);
+    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
+    let logs = d.get(
+        &format!("/v1/executions/{}/logs?category=cascade", exe["id"].as_str().unwrap()),
+        Some(ADMIN),
+    );
+    assert!(logs.body.contains("3 pending deliveries dropped"), "{}", logs.body);
+    // Nothing needs them any more: the next sweep frees them.
+    d.advance("10m");
+    d.eventually(Duration::from_secs(5), "the second sweep", || {
+        names(&d).is_empty().then_some(())
+    });
+    settle();
+    assert_eq!(sink.received().len(), 1, "no delivery after the delete");
+}
