@@ -21,7 +21,6 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::clock::{self, Clock};
 use crate::metrics::Metrics;
@@ -190,12 +189,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `stop` is cancelled, then waits for the claimed jobs (the
-    /// caller bounds that wait by the drain timeout).
-    pub async fn run(self, stop: CancellationToken) {
+    /// Runs until `stop` is cancelled, then lets the claimed jobs finish for
+    /// at most `drain`; those still running are aborted without committing,
+    /// so they run again after the restart.
+    pub async fn run(self, stop: CancellationToken, drain: Duration) {
         let in_flight: Arc<Mutex<HashSet<JobKey>>> = Arc::default();
         let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let tasks = TaskTracker::new();
+        let mut tasks = tokio::task::JoinSet::new();
         // Ping systemd's watchdog from this loop: if the engine hangs, the
         // pings stop and systemd restarts herald.
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -206,6 +206,8 @@ impl Dispatcher {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             let now = self.clock.now();
+            // Reap finished tasks, so the set holds only running ones.
+            while tasks.try_join_next().is_some() {}
             let claimed = in_flight.lock().unwrap().clone();
             let room = MAX_IN_FLIGHT.saturating_sub(claimed.len());
             let (due, next) = match self.scan(now, &claimed, room) {
@@ -268,8 +270,15 @@ impl Dispatcher {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        tasks.close();
-        tasks.wait().await;
+        let all_done = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(drain, all_done).await.is_err() {
+            tracing::warn!(
+                jobs = tasks.len(),
+                "jobs still running at the drain timeout; they will run again after the restart"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Up to `room` due jobs not yet claimed, and the due time of the first
@@ -285,9 +294,14 @@ impl Dispatcher {
                 if claimed.contains(&key) {
                     continue;
                 }
-                if key.0 > now_ms || due.len() >= room {
-                    let next = if key.0 > now_ms { clock::from_ms(key.0) } else { now };
-                    return Ok((due, Some(next)));
+                if key.0 > now_ms {
+                    return Ok((due, Some(clock::from_ms(key.0))));
+                }
+                if due.len() >= room {
+                    // More is due than may run: come back when a claimed
+                    // job finishes (it wakes us), not in a busy loop.
+                    let next = if due.is_empty() { None } else { Some(now) };
+                    return Ok((due, next));
                 }
                 match store::decode::<Record>("job", v.value()) {
                     Ok(rec) => due.push((key, rec.job)),
@@ -379,7 +393,7 @@ mod tests {
             per_target: PER_TARGET,
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(dispatcher.run(stop.clone()));
+        let task = tokio::spawn(dispatcher.run(stop.clone(), Duration::from_secs(5)));
         tokio::time::sleep(d).await;
         stop.cancel();
         task.await.unwrap();

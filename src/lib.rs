@@ -187,7 +187,7 @@ pub async fn run(
         handler: Arc::new(Engine { app: app.clone() }),
         per_target,
     };
-    let engine = tokio::spawn(dispatcher.run(stop.child_token()));
+    let engine = tokio::spawn(dispatcher.run(stop.child_token(), drain));
     let server = tokio::spawn(http::serve(app.clone(), listener, tls, stop.child_token(), drain));
 
     app.ready.store(true, Ordering::Relaxed);

@@ -72,6 +72,9 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // Connections are tracked so that those still open at the drain timeout
+    // can be closed: their tasks hold the store, which must close cleanly.
+    let mut conns = tokio::task::JoinSet::new();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -96,11 +99,12 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        while conns.try_join_next().is_some() {}
         let app = app.clone();
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
                 let app = app.clone();
@@ -132,6 +136,8 @@ pub async fn serve(
         _ = graceful.shutdown() => tracing::debug!("all connections closed"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing the remaining connections"),
     }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
 }
 
 fn log_tls_failure(peer: SocketAddr, error: String) {

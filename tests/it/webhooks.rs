@@ -709,3 +709,30 @@ fn deleting_drops_pending_deliveries_and_retention_keeps_what_webhooks_need() {
     settle();
     assert_eq!(sink.received().len(), 1, "no delivery after the delete");
 }
+
+#[test]
+fn sigterm_with_a_hanging_delivery_exits_in_time_and_redelivers_after_restart() {
+    let receiver = HttpSink::start(Answer::Hang);
+    let mut d = Daemon::start(&format!(
+        "[server]\ndrain_timeout = \"1s\"\n[webhooks]\ntimeout = \"60s\"\n{}",
+        accounts()
+    ));
+    create(&d, ADMIN, json!({"app": "erp", "event": "*", "url": receiver.url("/")}));
+    let sent = publish(&d, "e", json!(1));
+    receiver.wait_for(1, Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let log = d.log_text();
+    assert!(log.contains("will run again after the restart"), "{log}");
+    assert!(
+        !log.contains("store writer still busy"),
+        "the store closed cleanly: {log}"
+    );
+    // The aborted delivery was never recorded: it runs again, with the same id.
+    receiver.set(Answer::Status(200));
+    d.spawn();
+    let got = receiver.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got[1].headers["webhook-id"], sent["id"].as_str().unwrap());
+}
