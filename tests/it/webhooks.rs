@@ -406,11 +406,12 @@ fn deactivation_mails_a_link_whose_page_changes_nothing_and_whose_post_replays()
     );
     assert_eq!(again.status, 403);
     assert!(!d.log_text().contains(&token), "the token never reaches the log");
-    let api = d.get("/v1/executions?interface=api", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d.get(
-        &format!("/v1/executions/{}/logs", api["id"].as_str().unwrap()),
-        Some(ADMIN),
-    );
+    // The failed call is recorded just after it is answered.
+    let logs = d.eventually(Duration::from_secs(5), "the failed call in the api log", || {
+        let list = d.get("/v1/executions?interface=api", Some(ADMIN)).json();
+        let id = list["executions"][0]["id"].as_str()?.to_string();
+        Some(d.get(&format!("/v1/executions/{id}/logs"), Some(ADMIN))).filter(|l| l.body.contains("/activate"))
+    });
     assert!(
         logs.body.contains("token=[redacted]") && !logs.body.contains(&token),
         "{}",
