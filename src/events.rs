@@ -293,28 +293,46 @@ pub fn schedule_sweep(txn: &mut Txn, now: Timestamp, retention: Duration) -> Res
     Ok(())
 }
 
-/// Deletes up to [`SWEEP_BUDGET`] events created before `cutoff` (and
-/// before `floor`, the oldest event a delivery still needs), with their
-/// idempotency keys. Returns whether more remain.
-pub fn sweep(txn: &mut Txn, cutoff: Timestamp, floor: Option<u64>) -> Result<bool, StoreError> {
+/// Rows one sweep transaction looks at, so that a long buffer of events
+/// still needed never holds the writer for long.
+const SWEEP_SCAN: usize = 20_000;
+/// Where the next sweep pass continues (0: from the oldest event).
+const SWEEP_CURSOR: &str = "events.sweep_from";
+
+/// Deletes up to [`SWEEP_BUDGET`] events created before `cutoff` that
+/// `needed` does not claim (a webhook still has to deliver them), with their
+/// idempotency keys. Looks at [`SWEEP_SCAN`] rows at most and goes on where
+/// it stopped next time. Returns whether more remain.
+pub fn sweep(
+    txn: &mut Txn,
+    cutoff: Timestamp,
+    needed: &dyn Fn(&Txn, u64) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
     let cutoff = clock::to_ms(cutoff);
-    let old: Vec<(u64, Option<String>)> = {
+    let from = txn.open(store::META)?.get(SWEEP_CURSOR)?.map_or(0, |v| v.value());
+    let (old, resume) = {
         let events = txn.open(EVENTS)?;
         let mut out = Vec::new();
-        for row in events.iter()? {
+        // Where to go on from; 0 once the pass reached the events to keep.
+        let mut resume = 0;
+        for (scanned, row) in events.range(from..)?.enumerate() {
             let (k, v) = row?;
-            let e: StoredEvent = store::decode("event", v.value())?;
-            if e.created_at >= cutoff || out.len() == SWEEP_BUDGET || floor.is_some_and(|f| k.value() >= f) {
+            let seq = k.value();
+            if scanned == SWEEP_SCAN || out.len() == SWEEP_BUDGET {
+                resume = seq;
                 break;
             }
-            out.push((
-                k.value(),
-                e.idempotency_key.map(|key| idempotency_row(&e.account, &key)),
-            ));
+            let e: StoredEvent = store::decode("event", v.value())?;
+            if e.created_at >= cutoff {
+                break;
+            }
+            if !needed(txn, seq)? {
+                out.push((seq, e.idempotency_key.map(|key| idempotency_row(&e.account, &key))));
+            }
         }
-        out
+        (out, resume)
     };
-    let more = old.len() == SWEEP_BUDGET;
+    txn.open(store::META)?.insert(SWEEP_CURSOR, resume)?;
     let mut events = txn.open(EVENTS)?;
     for (seq, _) in &old {
         events.remove(*seq)?;
@@ -327,14 +345,15 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp, floor: Option<u64>) -> Result<boo
     if !old.is_empty() {
         tracing::debug!(deleted = old.len(), "retention sweep");
     }
-    Ok(more)
+    Ok(resume != 0)
 }
 
 /// The sweep job: events, then old executions and sent mails; reschedules itself.
 pub fn run_sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Result<(), StoreError> {
     let cutoff = clock::sub(now, retention);
-    let floor = crate::webhooks::oldest_needed(txn)?;
-    let more = sweep(txn, cutoff, floor)?
+    let webhooks = crate::webhooks::ids(txn)?;
+    let needed = |txn: &Txn, seq: u64| crate::webhooks::needs(txn, &webhooks, seq);
+    let more = sweep(txn, cutoff, &needed)?
         | crate::executions::sweep(txn, cutoff, SWEEP_BUDGET)?
         | crate::mail::sweep(txn, cutoff, SWEEP_BUDGET)?;
     let next = if more {

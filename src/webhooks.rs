@@ -374,25 +374,25 @@ fn fan_out_except(txn: &mut Txn, published: &[Published], except: Option<&str>) 
     Ok(())
 }
 
-/// The oldest event some webhook still needs (retention keeps it).
-pub fn oldest_needed(txn: &Txn) -> Result<Option<u64>, StoreError> {
-    let ids: Vec<String> = {
-        let table = txn.open(WEBHOOKS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            out.push(row?.0.value().to_string());
-        }
-        out
-    };
+/// The ids of every webhook.
+pub fn ids(txn: &Txn) -> Result<Vec<String>, StoreError> {
+    let table = txn.open(WEBHOOKS)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        out.push(row?.0.value().to_string());
+    }
+    Ok(out)
+}
+
+/// Whether one of `webhooks` still has to deliver event `seq` (retention keeps it).
+pub fn needs(txn: &Txn, webhooks: &[String], seq: u64) -> Result<bool, StoreError> {
     let queue = txn.open(WH_QUEUE)?;
-    let mut oldest: Option<u64> = None;
-    for id in &ids {
-        if let Some(row) = queue.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.next() {
-            let seq = row?.0.value().1;
-            oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
+    for id in webhooks {
+        if queue.get((id.as_str(), seq))?.is_some() {
+            return Ok(true);
         }
     }
-    Ok(oldest)
+    Ok(false)
 }
 
 /// Removes every queued event of a webhook; returns how many.
