@@ -116,16 +116,8 @@ fn retention_sweep_deletes_old_events_and_frees_their_keys() {
     d.advance("30m");
     assert_eq!(d.post("/v1/events", Some(ADMIN), r#"{"event":"newer"}"#).status, 202);
     d.advance("40m");
-    let names = |d: &Daemon| -> Vec<String> {
-        d.get("/v1/events", Some(ADMIN)).json()["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .collect()
-    };
     d.eventually(Duration::from_secs(5), "the sweep", || {
-        (names(&d) == ["newer"]).then_some(())
+        (d.event_names() == ["newer"]).then_some(())
     });
     // The key expired with its event: the same key now stores a new one.
     let again = d.post("/v1/events", Some(ADMIN), r#"{"event":"old","idempotency_key":"once"}"#);

@@ -201,13 +201,7 @@ fn smtp_down_keeps_the_mail_queued_until_it_is_back() {
         "{queued}"
     );
     // The exchange is in the log of interface `mail`, as an external error.
-    let exe = d.get("/v1/executions?interface=mail", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d
-        .get(
-            &format!("/v1/executions/{}/logs", exe["id"].as_str().unwrap()),
-            Some(ADMIN),
-        )
-        .json();
+    let logs = d.newest_logs("mail", "");
     assert_eq!(logs["logs"][0]["category"], "external", "{logs}");
 
     let sink = SmtpSink::start_on(port, false);
@@ -238,13 +232,7 @@ fn refused_smtp_login_is_a_configuration_error_and_retention_ends_in_failed() {
         m["last_error"].as_str().unwrap().contains("authentication failed"),
         "{m}"
     );
-    let exe = d.get("/v1/executions?interface=mail", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d
-        .get(
-            &format!("/v1/executions/{}/logs", exe["id"].as_str().unwrap()),
-            Some(ADMIN),
-        )
-        .json();
+    let logs = d.newest_logs("mail", "");
     assert_eq!(logs["logs"][0]["category"], "configuration", "{logs}");
     assert!(
         !d.log_text().contains("wrong-password"),

@@ -249,6 +249,29 @@ impl Daemon {
         }
     }
 
+    /// The log lines of the newest execution of `interface`; `query` filters
+    /// them (`"?category=cascade"`).
+    pub fn newest_logs(&self, interface: &str, query: &str) -> serde_json::Value {
+        let list = self
+            .get(&format!("/v1/executions?interface={interface}"), Some(ADMIN))
+            .json();
+        let Some(id) = list["executions"][0]["id"].as_str() else {
+            self.fail(&format!("no execution of {interface}: {list}"));
+        };
+        self.get(&format!("/v1/executions/{id}/logs{query}"), Some(ADMIN))
+            .json()
+    }
+
+    /// The names of the stored events, in order.
+    pub fn event_names(&self) -> Vec<String> {
+        self.get("/v1/events?limit=1000", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Polls `check` until it returns Some, for at most `within`.
     pub fn eventually<T>(&self, within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + within;

@@ -245,13 +245,7 @@ fn retries_follow_the_schedule_on_the_driven_clock() {
         .as_secs_f64();
     assert!((240.0..=360.0).contains(&wait2), "5 min ± 20 %: {wait2}");
     // Every attempt is logged as an external error in the app's execution.
-    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d
-        .get(
-            &format!("/v1/executions/{}/logs?category=external", exe["id"].as_str().unwrap()),
-            Some(ADMIN),
-        )
-        .json();
+    let logs = d.newest_logs("erp", "?category=external");
     assert_eq!(logs["logs"].as_array().unwrap().len(), 2);
 
     sink.set(Answer::Status(200));
@@ -443,13 +437,7 @@ fn activation_without_replay_discards_the_buffer() {
     assert_eq!(got[3].json()["event"], "e3");
     settle();
     assert_eq!(sink.received().len(), 4, "the buffer was not delivered");
-    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d
-        .get(
-            &format!("/v1/executions/{}/logs?category=cascade", exe["id"].as_str().unwrap()),
-            Some(ADMIN),
-        )
-        .json();
+    let logs = d.newest_logs("erp", "?category=cascade");
     assert!(
         logs["logs"]
             .as_array()
@@ -639,13 +627,7 @@ fn receivers_behind_an_on_premise_ca_are_trusted_through_ca_file() {
         a["error"].as_str().unwrap().to_lowercase().contains("certificate"),
         "{a}"
     );
-    let exe = plain.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = plain
-        .get(
-            &format!("/v1/executions/{}/logs", exe["id"].as_str().unwrap()),
-            Some(ADMIN),
-        )
-        .json();
+    let logs = plain.newest_logs("erp", "");
     assert_eq!(logs["logs"][0]["category"], "configuration", "{logs}");
 }
 
@@ -677,18 +659,10 @@ fn deleting_drops_pending_deliveries_and_retention_keeps_what_webhooks_need() {
     // Two hours on, past retention: the unwatched event goes, the three the
     // webhook still has to deliver stay.
     d.advance("2h");
-    let names = |d: &Daemon| -> Vec<String> {
-        d.get("/v1/events", Some(ADMIN)).json()["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .collect()
-    };
     d.eventually(Duration::from_secs(5), "the sweep", || {
-        (!names(&d).iter().any(|n| n.starts_with("unwatched"))).then_some(())
+        (!d.event_names().iter().any(|n| n.starts_with("unwatched"))).then_some(())
     });
-    assert_eq!(names(&d), ["watched", "watched", "watched"]);
+    assert_eq!(d.event_names(), ["watched", "watched", "watched"]);
     assert_eq!(webhook(&d, &id)["pending"], 3);
 
     let r = d.request(
@@ -698,16 +672,12 @@ fn deleting_drops_pending_deliveries_and_retention_keeps_what_webhooks_need() {
         None,
     );
     assert_eq!(r.status, 204);
-    let exe = d.get("/v1/executions?interface=erp", Some(ADMIN)).json()["executions"][0].clone();
-    let logs = d.get(
-        &format!("/v1/executions/{}/logs?category=cascade", exe["id"].as_str().unwrap()),
-        Some(ADMIN),
-    );
-    assert!(logs.body.contains("3 pending deliveries dropped"), "{}", logs.body);
+    let logs = d.newest_logs("erp", "?category=cascade").to_string();
+    assert!(logs.contains("3 pending deliveries dropped"), "{logs}");
     // Nothing needs them any more: the next sweep frees them.
     d.advance("10m");
     d.eventually(Duration::from_secs(5), "the second sweep", || {
-        names(&d).is_empty().then_some(())
+        d.event_names().is_empty().then_some(())
     });
     settle();
     assert_eq!(sink.received().len(), 1, "no delivery after the delete");
