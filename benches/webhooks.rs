@@ -160,7 +160,10 @@ fn main() {
                     .unwrap()
             })
         };
-        let base = drive(&recv, CLIENTS, secs, post).await;
+        let base = drive(&recv, CLIENTS, secs, post.clone()).await;
+        // A replay is one webhook delivering in order, one request at a time:
+        // its baseline is the receiver on a single connection.
+        let single = drive(&recv, 1, secs, post).await;
         state.fanout.store(0, Ordering::Relaxed);
         for _ in 0..WEBHOOKS {
             create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
@@ -257,6 +260,11 @@ fn main() {
         println!(
             "  replay of the buffer              {:>9.0} events/s (goal >= 10,000)",
             replay_rate
+        );
+        println!(
+            "  receiver alone, 1 connection      {:>9.0} req/s  (replay / that: {:.2})",
+            single.per_sec,
+            replay_rate / single.per_sec
         );
         println!(
             "  peak RSS                          {:>9.1} MiB",
