@@ -94,6 +94,9 @@ impl App {
         if new.storage.cache_size != old.storage.cache_size {
             needs_restart.push("storage.cache_size");
         }
+        if new.webhooks.ca_file != old.webhooks.ca_file || new.webhooks.max_per_host != old.webhooks.max_per_host {
+            needs_restart.push("webhooks.ca_file/max_per_host");
+        }
         if !needs_restart.is_empty() {
             tracing::warn!(settings = ?needs_restart, "changed settings take effect at the next restart");
         }
@@ -104,6 +107,8 @@ impl App {
         keep.storage.dir = old.storage.dir.clone();
         keep.storage.max_size = old.storage.max_size;
         keep.storage.cache_size = old.storage.cache_size;
+        keep.webhooks.ca_file = old.webhooks.ca_file.clone();
+        keep.webhooks.max_per_host = old.webhooks.max_per_host;
         *self.settings.write().unwrap() = Arc::new(keep);
         tracing::info!(accounts = self.auth.accounts().len(), "configuration reloaded");
     }
