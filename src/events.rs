@@ -96,7 +96,11 @@ pub fn parse(body: &str, max_data: u64) -> Result<(Vec<NewEvent>, bool), FieldEr
 fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, FieldError> {
     let field = |name: &str| format!("{prefix}{name}");
     let item: Item<'_> = serde_json::from_str(raw.get()).map_err(|_| FieldError {
-        field: prefix.trim_end_matches('.').to_string().if_empty("event"),
+        field: if prefix.is_empty() {
+            "event".to_string()
+        } else {
+            prefix.trim_end_matches('.').to_string()
+        },
         message: "must be a JSON object like {\"event\": \"door.opened\", \"data\": {...}}".into(),
     })?;
     let event = match item.event {
@@ -154,16 +158,6 @@ fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, F
         data: data.to_string(),
         idempotency_key,
     })
-}
-
-trait IfEmpty {
-    fn if_empty(self, default: &str) -> String;
-}
-
-impl IfEmpty for String {
-    fn if_empty(self, default: &str) -> String {
-        if self.is_empty() { default.to_string() } else { self }
-    }
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -175,8 +175,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     let target = redacted_target(req.uri());
     let mut account: Option<Account> = None;
     let mut route_name = "unknown";
-    // The start of the body, secrets redacted, for the error mail.
-    let mut excerpt: Option<String> = None;
+    // The body as read, kept for the error mail; redacted only if the call fails.
+    let mut excerpt: Option<Bytes> = None;
     let result = async {
         let path = req.uri().path();
         let routed = route(&method, path);
@@ -242,7 +242,7 @@ async fn dispatch(
     route: Route,
     req: Request<Incoming>,
     who: Option<&Account>,
-    excerpt: &mut Option<String>,
+    excerpt: &mut Option<Bytes>,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     let q = Query::parse(&query);
@@ -591,7 +591,7 @@ async fn activate_webhook(
     id: &str,
     q: &Query,
     req: Request<Incoming>,
-    excerpt: &mut Option<String>,
+    excerpt: &mut Option<Bytes>,
 ) -> Result<Resp, ApiError> {
     let token = q.get("token").map(str::to_string);
     let is_form = req
@@ -899,7 +899,7 @@ fn record_failure(
     who: Option<&Account>,
     peer: SocketAddr,
     e: &ApiError,
-    excerpt: Option<String>,
+    excerpt: Option<Bytes>,
 ) {
     let account = who.map_or("-", |a| a.name.as_str());
     tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
@@ -919,7 +919,7 @@ fn record_failure(
         Some(a) if e.status != StatusCode::UNAUTHORIZED => match &a.email {
             Some(email) => {
                 let mut detail = format!("error: {}\nfrom: {}", e.message, peer.ip());
-                if let Some(body) = &excerpt {
+                if let Some(body) = excerpt.as_deref().map(redacted_excerpt) {
                     detail.push_str(&format!("\nbody: {body}"));
                 }
                 let entry = mail::Entry {
@@ -1089,8 +1089,8 @@ fn list_mails(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {
 // ---- plumbing ---------------------------------------------------------------
 
 /// Reads a JSON body within `server.max_body`, checking the content type;
-/// keeps its start in `excerpt` for the error mail.
-async fn read_json(app: &Arc<App>, req: Request<Incoming>, excerpt: &mut Option<String>) -> Result<String, ApiError> {
+/// keeps it in `excerpt` for the error mail.
+async fn read_json(app: &Arc<App>, req: Request<Incoming>, excerpt: &mut Option<Bytes>) -> Result<String, ApiError> {
     let max = app.settings().server.max_body;
     let is_json = req
         .headers()
@@ -1120,7 +1120,7 @@ async fn read_json(app: &Arc<App>, req: Request<Incoming>, excerpt: &mut Option<
             }
         })?;
     let bytes = body.to_bytes();
-    *excerpt = Some(redacted_excerpt(&bytes));
+    *excerpt = Some(bytes.clone());
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_json("it is not UTF-8"))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(ApiError::invalid_json)?;
     Ok(text)
