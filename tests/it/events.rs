@@ -138,6 +138,12 @@ fn every_error_code_has_the_json_shape() {
     let r = d.get("/v1/events?limit=5000", Some(ADMIN));
     check(&r, 422, "invalid_field");
     assert_eq!(r.json()["error"]["field"], "limit");
+    let r = d.get("/v1/events?event=bad%20name", Some(ADMIN));
+    check(&r, 422, "invalid_field");
+    assert_eq!(r.json()["error"]["field"], "event");
+    let r = d.get("/v1/events?after=yesterday", Some(ADMIN));
+    check(&r, 422, "invalid_field");
+    assert_eq!(r.json()["error"]["field"], "after");
     check(
         &d.request("DELETE", "/v1/events", Some(&format!("Bearer {ADMIN}")), None),
         405,

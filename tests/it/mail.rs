@@ -88,6 +88,21 @@ fn a_burst_of_failures_is_one_mail_sent_a_debounce_after_the_last() {
     d.advance("10m");
     settle();
     assert_eq!(sink.mails().len(), 1, "exactly one mail");
+    // (These checks are failed calls themselves: they come last.)
+    let count = |q: &str| {
+        d.get(&format!("/v1/mails{q}"), Some(ADMIN)).json()["mails"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((count("?state=sent"), count("?state=queued")), (1, 0));
+    let r = d.get("/v1/mails?state=nope", Some(ADMIN));
+    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (422, Some("state")));
+    assert_eq!(
+        d.get("/v1/mails", Some(TECHNICIAN)).status,
+        403,
+        "the outbox is for admins"
+    );
 }
 
 #[test]

@@ -325,6 +325,13 @@ fn deactivation_mails_a_link_whose_page_changes_nothing_and_whose_post_replays()
     assert_eq!(w["disabled_at"], "2026-11-22T10:01:20Z");
     assert!(w["disabled_reason"].as_str().unwrap().contains("500"), "{w}");
     assert_eq!(w["buffered"], 1, "the failed event is kept");
+    let active = |q: &str| {
+        d.get(&format!("/v1/webhooks?active={q}"), Some(ADMIN)).json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((active("false"), active("true")), (1, 0));
 
     // The internal event is published, for others to subscribe to.
     let internal = d.get("/v1/events?event=herald.webhook.deactivated", Some(ADMIN)).json();
