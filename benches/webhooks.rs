@@ -141,7 +141,23 @@ fn main() {
             base: Instant::now(),
             latencies_us: Mutex::default(),
         });
-        let recv = receiver(state.clone()).await;
+        let recv = if std::env::var("RECV_ST").is_ok() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let st = state.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    tx.send(receiver(st).await).unwrap();
+                    std::future::pending::<()>().await;
+                });
+            });
+            rx.recv().unwrap()
+        } else {
+            receiver(state.clone()).await
+        };
         let daemon = start(&format!("[webhooks]\nmax_per_host = {WEBHOOKS}\n"));
         let addr = daemon.addr.clone();
         let pid = daemon.child.id();
@@ -160,68 +176,71 @@ fn main() {
                     .unwrap()
             })
         };
-        let base = drive(&recv, CLIENTS, secs, post.clone()).await;
         // A replay is one webhook delivering in order, one request at a time:
         // its baseline is the receiver on a single connection.
-        let single = drive(&recv, 1, secs, post).await;
-        state.fanout.store(0, Ordering::Relaxed);
-        for _ in 0..WEBHOOKS {
-            create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
-        }
-        let events = 2000;
-        let started = Instant::now();
-        for _ in 0..events / 500 {
-            publish_batch(&addr, "tick", 500).await;
-        }
-        let expected = (events * WEBHOOKS) as u64;
-        wait_until("the fan-out deliveries", Duration::from_secs(600), || {
-            state.fanout.load(Ordering::Relaxed) >= expected
-        })
-        .await;
-        let rate = expected as f64 / started.elapsed().as_secs_f64();
-        println!();
-        println!("  receiver alone, {CLIENTS} connections   {:>9.0} req/s", base.per_sec);
-        println!(
-            "  deliveries, {WEBHOOKS} webhooks          {:>9.0} /s   ({expected} deliveries)",
-            rate
-        );
-        println!(
-            "  ratio deliveries / receiver       {:>9.2}      (goal >= 0.5)",
-            rate / base.per_sec
-        );
-
-        // 2. Latency at a steady 1000 events/s, one webhook.
-        create_webhook(&addr, "lat", format!("http://{recv}/lat")).await;
-        let mut sender = connect(&addr).await;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        let n = (secs * 1000.0) as u64;
-        for _ in 0..n {
-            tick.tick().await;
-            let t = state.base.elapsed().as_micros() as u64;
-            let req = api(
-                &addr,
-                "POST",
-                "/v1/events",
-                json!({"event": "lat", "data": {"t": t}}).to_string(),
-            );
-            if sender.ready().await.is_err() {
-                sender = connect(&addr).await;
+        let single = drive(&recv, 1, secs, post.clone()).await;
+        // HERALD_BENCH_ONLY=replay skips to part 3, for quick comparisons.
+        let replay_only = std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "replay");
+        if !replay_only {
+            let base = drive(&recv, CLIENTS, secs, post).await;
+            state.fanout.store(0, Ordering::Relaxed);
+            for _ in 0..WEBHOOKS {
+                create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
             }
-            let resp = sender.send_request(req).await.unwrap();
-            let _ = resp.into_body().collect().await;
-        }
-        wait_until("the latency deliveries", Duration::from_secs(60), || {
-            state.latencies_us.lock().unwrap().len() as u64 >= n
-        })
-        .await;
-        let mut lat = state.latencies_us.lock().unwrap().clone();
-        lat.sort_unstable();
-        println!(
-            "  event→delivery at 1000 events/s   p50 {:.2} ms   p99 {:.2} ms   (goal p99 < 20 ms)",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
+            let events = 2000;
+            let started = Instant::now();
+            for _ in 0..events / 500 {
+                publish_batch(&addr, "tick", 500).await;
+            }
+            let expected = (events * WEBHOOKS) as u64;
+            wait_until("the fan-out deliveries", Duration::from_secs(600), || {
+                state.fanout.load(Ordering::Relaxed) >= expected
+            })
+            .await;
+            let rate = expected as f64 / started.elapsed().as_secs_f64();
+            println!();
+            println!("  receiver alone, {CLIENTS} connections   {:>9.0} req/s", base.per_sec);
+            println!(
+                "  deliveries, {WEBHOOKS} webhooks          {:>9.0} /s   ({expected} deliveries)",
+                rate
+            );
+            println!(
+                "  ratio deliveries / receiver       {:>9.2}      (goal >= 0.5)",
+                rate / base.per_sec
+            );
 
+            // 2. Latency at a steady 1000 events/s, one webhook.
+            create_webhook(&addr, "lat", format!("http://{recv}/lat")).await;
+            let mut sender = connect(&addr).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let n = (secs * 1000.0) as u64;
+            for _ in 0..n {
+                tick.tick().await;
+                let t = state.base.elapsed().as_micros() as u64;
+                let req = api(
+                    &addr,
+                    "POST",
+                    "/v1/events",
+                    json!({"event": "lat", "data": {"t": t}}).to_string(),
+                );
+                if sender.ready().await.is_err() {
+                    sender = connect(&addr).await;
+                }
+                let resp = sender.send_request(req).await.unwrap();
+                let _ = resp.into_body().collect().await;
+            }
+            wait_until("the latency deliveries", Duration::from_secs(60), || {
+                state.latencies_us.lock().unwrap().len() as u64 >= n
+            })
+            .await;
+            let mut lat = state.latencies_us.lock().unwrap().clone();
+            lat.sort_unstable();
+            println!(
+                "  event→delivery at 1000 events/s   p50 {:.2} ms   p99 {:.2} ms   (goal p99 < 20 ms)",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
+        }
         // 3. Replay: a webhook deactivated by 410 buffers `replay` events.
         let id = create_webhook(&addr, "buffered", format!("http://{recv}/gone")).await;
         publish_batch(&addr, "buffered", 1).await;

@@ -1,25 +1,45 @@
-//! The outbound HTTP client: hyper over rustls (ring), pooled keep-alive
-//! connections, public web PKI roots plus the on-premise CA of
-//! `webhooks.ca_file`, and a timeout on every request.
+//! The outbound HTTP client: HTTP/1.1 over TCP or rustls (ring), public web
+//! PKI roots plus the on-premise CA of `webhooks.ca_file`, keep-alive
+//! connections pooled per origin, and one deadline per attempt.
+//!
+//! A delivery is strictly one request at a time, so its rate is set by the
+//! round trip. hyper's pooled client runs each connection in a task of its
+//! own and spawns one more per request to watch for the connection going
+//! idle; every answer then costs wake-ups across tasks and threads. Here the
+//! task that sends also drives the connection: the answer is read in the
+//! same poll that waits for it.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{HeaderMap, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::{CertificateDer, pem::PemObject};
+use hyper::client::conn::http1;
+use hyper::{HeaderMap, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// Idle connections older than this are closed rather than reused.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+/// Idle connections kept per origin; more are closed.
+const IDLE_PER_ORIGIN: usize = 64;
 
-/// A cheap clone; all clones share one connection pool.
-#[derive(Clone)]
+type Stream = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+type Connection = Pin<Box<http1::Connection<Stream, Full<Bytes>>>>;
+
+/// Shared by all delivery tasks; the pool is behind one short-held lock.
 pub struct HttpClient {
-    inner: Client<Connector, Full<Bytes>>,
+    tls: TlsConnector,
+    idle: Mutex<HashMap<Origin, Vec<Conn>>>,
 }
 
 /// What came back, or why nothing did.
@@ -50,6 +70,84 @@ pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Where a connection goes: requests to the same origin may share it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(uri: &Uri) -> Result<Origin, String> {
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{uri} is not an http or https URL")),
+        };
+        let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
+        Ok(Origin {
+            tls,
+            // An IPv6 literal comes bracketed; sockets and TLS want it bare.
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        })
+    }
+}
+
+/// One HTTP/1.1 connection: the handle that sends, and the driver that
+/// reads and writes the socket, polled by whoever is sending.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: Driver,
+    idle_since: Instant,
+}
+
+/// The connection's state machine; `None` once the connection has ended.
+/// Dropping it fails whatever was in flight, so a waiting sender wakes.
+struct Driver(Option<Connection>);
+
+impl Driver {
+    /// Runs `work` while driving the connection, since the answer `work`
+    /// waits for is read by the driver.
+    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            if let Some(conn) = &mut self.0
+                && conn.as_mut().poll(cx).is_ready()
+            {
+                self.0 = None;
+            }
+            // The driver may just have read the answer `work` waits for (or
+            // failed it by closing): take it now rather than on a wake-up.
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Conn {
+    /// Whether the connection can take a request: the peer may have closed
+    /// it while it sat idle, which only polling the driver finds out.
+    async fn usable(&mut self) -> bool {
+        if self.driver.0.is_none() {
+            return false;
+        }
+        let ready = self.driver.drive(self.sender.ready()).await.is_ok();
+        ready && self.driver.0.is_some()
+    }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection closed before any answer came.
+    NoAnswer(String),
+    Failed(String),
+}
+
 impl HttpClient {
     pub fn new(ca_file: Option<&Path>) -> Result<HttpClient, String> {
         let mut roots = rustls::RootCertStore::empty();
@@ -64,61 +162,205 @@ impl HttpClient {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        Ok(HttpClient { inner })
+        Ok(HttpClient {
+            tls: TlsConnector::from(Arc::new(tls)),
+            idle: Mutex::default(),
+        })
     }
 
-    /// Sends `req` and reads at most `keep` bytes of the answer, all within `timeout`.
+    /// Sends `req` (an absolute URL) and reads at most `keep` bytes of the
+    /// answer, all within `timeout`, connecting included.
     pub async fn send(&self, req: Request<Full<Bytes>>, timeout: Duration, keep: usize) -> Outcome {
         let started = Instant::now();
-        let exchange = async {
-            let resp = self.inner.request(req).await.map_err(|e| error_chain(&e))?;
-            let (parts, body) = resp.into_parts();
-            // Read a little more than we keep, so a large answer is cut, not refused.
-            let body = match Limited::new(body, keep.max(1) * 4).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => Bytes::new(),
-            };
-            Ok::<_, String>((parts.status, parts.headers, body))
+        let failed = |error, timed_out| Outcome::Failed {
+            error,
+            timed_out,
+            elapsed: started.elapsed(),
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((status, headers, body))) => {
-                let body = body.slice(..body.len().min(keep));
-                Outcome::Response {
-                    status,
-                    headers,
-                    body,
-                    elapsed: started.elapsed(),
-                }
-            }
-            Ok(Err(error)) => Outcome::Failed {
-                error,
-                timed_out: false,
+        let (origin, req) = match prepare(req) {
+            Ok(v) => v,
+            Err(e) => return failed(e, false),
+        };
+        match tokio::time::timeout(timeout, self.exchange(origin, req, keep)).await {
+            Ok(Ok((status, headers, body))) => Outcome::Response {
+                status,
+                headers,
+                body,
                 elapsed: started.elapsed(),
             },
-            Err(_) => Outcome::Failed {
-                error: format!("no answer within {}s", timeout.as_secs_f32()),
-                timed_out: true,
-                elapsed: started.elapsed(),
-            },
+            Ok(Err(error)) => failed(error, false),
+            Err(_) => failed(format!("no answer within {}s", timeout.as_secs_f32()), true),
         }
+    }
+
+    async fn exchange(
+        &self,
+        origin: Origin,
+        mut req: Request<Full<Bytes>>,
+        keep: usize,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        if let Some(mut conn) = self.checkout(&origin).await {
+            let spare = copy(&req);
+            match request(&mut conn, req, keep).await {
+                Ok(answer) => {
+                    self.checkin(origin, conn);
+                    return Ok(answer);
+                }
+                // A keep-alive connection may be closed by the peer just as a
+                // request goes out on it. Like browsers, we send once more on
+                // a new connection: a delivery carries `webhook-id` for the
+                // receiver to dedupe on, and would be retried anyway.
+                Err(Failure::NoAnswer(_)) => req = spare,
+                Err(Failure::Failed(e)) => return Err(e),
+            }
+        }
+        let mut conn = self.connect(&origin).await?;
+        match request(&mut conn, req, keep).await {
+            Ok(answer) => {
+                self.checkin(origin, conn);
+                Ok(answer)
+            }
+            Err(Failure::NoAnswer(e) | Failure::Failed(e)) => Err(e),
+        }
+    }
+
+    /// An idle connection to `origin` that still works, if there is one.
+    async fn checkout(&self, origin: &Origin) -> Option<Conn> {
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap();
+                let list = idle.get_mut(origin)?;
+                let conn = list.pop();
+                if list.is_empty() {
+                    idle.remove(origin);
+                }
+                conn?
+            };
+            if conn.idle_since.elapsed() < IDLE_FOR && conn.usable().await {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn checkin(&self, origin: Origin, mut conn: Conn) {
+        if conn.driver.0.is_none() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap();
+        // Drop what has idled too long everywhere, so a receiver that is
+        // no longer used does not keep its sockets open.
+        idle.retain(|_, list| {
+            list.retain(|c| c.idle_since.elapsed() < IDLE_FOR);
+            !list.is_empty()
+        });
+        let list = idle.entry(origin).or_default();
+        if list.len() < IDLE_PER_ORIGIN {
+            list.push(conn);
+        }
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<Conn, String> {
+        let what = |e: &dyn std::fmt::Display| format!("connecting to {}:{}: {e}", origin.host, origin.port);
+        let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(|e| what(&e))?;
+        tcp.set_nodelay(true).map_err(|e| what(&e))?;
+        let stream = if origin.tls {
+            let name = ServerName::try_from(origin.host.clone()).map_err(|e| what(&e))?;
+            Either::Right(
+                self.tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {}:{}: {e}", origin.host, origin.port))?,
+            )
+        } else {
+            Either::Left(tcp)
+        };
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| what(&error_chain(&e)))?;
+        Ok(Conn {
+            sender,
+            driver: Driver(Some(Box::pin(driver))),
+            idle_since: Instant::now(),
+        })
     }
 }
 
-/// hyper's errors say little at the top ("client error (Connect)"); the
-/// causes say what happened ("Connection refused").
+/// The origin to connect to, and the request in the form HTTP/1.1 sends:
+/// the path as target and the authority as `Host`.
+fn prepare(mut req: Request<Full<Bytes>>) -> Result<(Origin, Request<Full<Bytes>>), String> {
+    let origin = Origin::of(req.uri())?;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = target.parse().map_err(|e| format!("{target}: {e}"))?;
+    let host = host.parse().map_err(|e| format!("{host}: {e}"))?;
+    req.headers_mut().insert(hyper::header::HOST, host);
+    Ok((origin, req))
+}
+
+/// The same request again; the body is shared, not copied.
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(req.body().clone());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// One request and its answer on `conn`, the body cut at four times `keep`
+/// so a large answer is shortened, not refused.
+async fn request(
+    conn: &mut Conn,
+    req: Request<Full<Bytes>>,
+    keep: usize,
+) -> Result<(StatusCode, HeaderMap, Bytes), Failure> {
+    let sent = conn.sender.send_request(req);
+    let resp = match conn.driver.drive(sent).await {
+        Ok(resp) => resp,
+        Err(e) if closed_early(&e) => return Err(Failure::NoAnswer(error_chain(&e))),
+        Err(e) => return Err(Failure::Failed(error_chain(&e))),
+    };
+    let (parts, body) = resp.into_parts();
+    let body = conn.driver.drive(Limited::new(body, keep.max(1) * 4).collect()).await;
+    let body = match body {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            // Unread bytes are left on the socket: it cannot be reused.
+            conn.driver.0 = None;
+            Bytes::new()
+        }
+    };
+    Ok((parts.status, parts.headers, body.slice(..body.len().min(keep))))
+}
+
+/// Whether the connection went away before an answer started: closed,
+/// reset, or the request never left.
+fn closed_early(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind::*;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    e.is_canceled() || e.is_incomplete_message()
+}
+
+/// hyper's errors say little at the top ("connection error"); the causes say
+/// what happened ("Connection reset by peer").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -128,4 +370,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(url: &str) -> (Origin, Request<Full<Bytes>>) {
+        prepare(Request::post(url).body(Full::new(Bytes::new())).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn requests_go_out_in_origin_form_with_a_host_header() {
+        let (origin, req) = prepared("https://user:pw@erp.example.com:8443/hooks/in?x=1");
+        assert_eq!(
+            origin,
+            Origin {
+                tls: true,
+                host: "erp.example.com".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(req.uri().to_string(), "/hooks/in?x=1");
+        assert_eq!(req.headers()["host"], "erp.example.com:8443");
+
+        let (origin, req) = prepared("http://[::1]/");
+        assert_eq!((origin.host.as_str(), origin.port, origin.tls), ("::1", 80, false));
+        assert_eq!(req.headers()["host"], "[::1]");
+        assert!(prepare(Request::post("ftp://x/").body(Full::new(Bytes::new())).unwrap()).is_err());
+    }
 }

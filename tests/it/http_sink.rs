@@ -29,6 +29,9 @@ pub enum Answer {
     Status(u16),
     /// Status and a Retry-After header.
     RetryAfter(u16, u64),
+    /// Answer with the status, then close the connection without saying
+    /// so, as receivers that drop idle keep-alive connections do.
+    Close(u16),
     /// Never answer (until the sink is dropped).
     Hang,
 }
@@ -149,7 +152,7 @@ fn connection(
         });
         let a = answer.lock().unwrap().clone();
         let (status, extra) = match a {
-            Answer::Status(s) => (s, String::new()),
+            Answer::Status(s) | Answer::Close(s) => (s, String::new()),
             Answer::RetryAfter(s, secs) => (s, format!("retry-after: {secs}\r\n")),
             Answer::Hang => {
                 while !stop.load(Ordering::Relaxed) {
@@ -164,5 +167,8 @@ fn connection(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
             body.len()
         )?;
+        if let Answer::Close(_) = a {
+            return Ok(());
+        }
     }
 }

@@ -160,6 +160,7 @@ fn deliveries_are_signed_per_standard_webhooks_and_in_order() {
     assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/hook"));
     assert_eq!(first.headers["content-type"], "application/json");
     assert!(first.headers["user-agent"].starts_with("herald/"));
+    assert_eq!(first.headers["host"], format!("127.0.0.1:{}", sink.port));
     assert_eq!(first.headers["webhook-id"], ids[0]);
     let body = first.json();
     assert_eq!(body["event"], "tick");
@@ -186,6 +187,41 @@ fn deliveries_are_signed_per_standard_webhooks_and_in_order() {
             .filter(|e| e["successes"] == 30)
     });
     assert_eq!(exe["errors"], 0);
+}
+
+#[test]
+fn a_receiver_that_drops_idle_connections_loses_no_delivery() {
+    let sink = HttpSink::start(Answer::Close(200));
+    let d = Daemon::start(&accounts());
+    let wh = create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "tick", "url": sink.url("/hook")}),
+    );
+    // One at a time, so each delivery finds the last connection closed.
+    for i in 0..10 {
+        publish(&d, "tick", json!({"i": i}));
+        sink.wait_for(i + 1, Duration::from_secs(10));
+    }
+    // A burst, so deliveries race the receiver closing the connection.
+    for i in 10..40 {
+        publish(&d, "tick", json!({"i": i}));
+    }
+    let got = sink.wait_for(40, Duration::from_secs(10));
+    let seen: Vec<i64> = got.iter().map(|r| r.json()["data"]["i"].as_i64().unwrap()).collect();
+    assert_eq!(seen, (0..40).collect::<Vec<_>>());
+    let id = wh["id"].as_str().unwrap();
+    d.eventually(Duration::from_secs(5), "40 attempts recorded", || {
+        let list = attempts(&d, id);
+        (list.len() == 40).then_some(())
+    });
+    for a in attempts(&d, id) {
+        assert_eq!(
+            (a["attempt"].as_u64(), a["status_code"].as_u64()),
+            (Some(1), Some(200)),
+            "{a}"
+        );
+    }
 }
 
 #[test]
