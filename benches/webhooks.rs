@@ -187,7 +187,10 @@ fn main() {
             for _ in 0..WEBHOOKS {
                 create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
             }
-            let events = 2000;
+            let events: usize = std::env::var("HERALD_BENCH_FANOUT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2000);
             let started = Instant::now();
             for _ in 0..events / 500 {
                 publish_batch(&addr, "tick", 500).await;

@@ -215,21 +215,31 @@ pub fn matches(subscribed: &str, event: &str) -> bool {
     subscribed == "*" || subscribed == event
 }
 
-/// The Standard Webhooks signature of one delivery.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .unwrap_or_default();
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+/// Signs deliveries per Standard Webhooks: the key is decoded and the
+/// HMAC keyed once per delivery run, not once per event.
+pub struct Signer(hmac::Hmac<Sha256>);
+
+impl Signer {
+    pub fn new(secret: &str) -> Signer {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+            .unwrap_or_default();
+        Signer(hmac::Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length"))
+    }
+
+    /// `v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    }
 }
 
 pub fn new_secret() -> String {
@@ -689,6 +699,7 @@ pub async fn run_deliver(app: &App, id: String) -> Result<(), StoreError> {
             .await;
     };
 
+    let poster = Poster::new(app, &wh, ctx.settings.timeout);
     let mut delivered: Vec<(u64, Attempt)> = Vec::new();
     let mut missing: Vec<u64> = Vec::new();
     let mut failed: Option<(u64, Attempt, Failure)> = None;
@@ -697,7 +708,7 @@ pub async fn run_deliver(app: &App, id: String) -> Result<(), StoreError> {
             missing.push(seq);
             continue;
         };
-        let (attempt, verdict) = post(app, &wh, &event, delivered.is_empty() && missing.is_empty()).await;
+        let (attempt, verdict) = poster.post(&event, delivered.is_empty() && missing.is_empty()).await;
         match verdict {
             Ok(()) => delivered.push((seq, attempt)),
             Err(f) => {
@@ -739,83 +750,118 @@ fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
     serde_json::to_vec(&body).expect("a delivery body serializes")
 }
 
-/// One POST of one event; the attempt record and the verdict.
-async fn post(app: &App, wh: &Webhook, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
-    let now = app.clock.now();
-    let timestamp = now.as_second();
-    let body = delivery_body(wh, event);
-    let signature = sign(&wh.secret, &event.id, timestamp, &body);
-    let attempt_no = if first_in_run { wh.head_attempts + 1 } else { 1 };
-    let request = hyper::Request::post(&wh.url)
-        .header("content-type", "application/json")
-        .header("user-agent", concat!("herald/", env!("CARGO_PKG_VERSION")))
-        .header("webhook-id", &event.id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(Full::new(Bytes::from(body)));
-    let mut attempt = Attempt {
-        event_id: event.id.clone(),
-        attempt: attempt_no,
-        at: clock::to_ms(now),
-        status_code: None,
-        error: None,
-        duration_ms: 0,
-        next_retry_at: None,
-        response: String::new(),
-    };
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => {
-            let f = Failure {
-                category: Category::Technical,
-                message: format!("cannot build the request: {e}"),
-                status: None,
-                retry_after: None,
-                gone: false,
-            };
-            attempt.error = Some(f.message.clone());
-            return (attempt, Err(f));
+/// What the POSTs of one delivery run share.
+struct Poster<'a> {
+    app: &'a App,
+    wh: &'a Webhook,
+    url: Result<hyper::Uri, String>,
+    signer: Signer,
+    timeout: Duration,
+}
+
+impl<'a> Poster<'a> {
+    fn new(app: &'a App, wh: &'a Webhook, timeout: Duration) -> Poster<'a> {
+        Poster {
+            app,
+            wh,
+            url: wh
+                .url
+                .parse()
+                .map_err(|e| format!("the URL {:?} cannot be used: {e}", wh.url)),
+            signer: Signer::new(&wh.secret),
+            timeout,
         }
-    };
-    let settings = app.settings();
-    let verdict = match app.http.send(request, settings.webhooks.timeout, RESPONSE_KEPT).await {
-        Outcome::Response {
-            status,
-            headers,
-            body,
-            elapsed,
-        } => {
-            attempt.status_code = Some(status.as_u16());
-            attempt.duration_ms = elapsed.as_millis() as u64;
-            attempt.response = String::from_utf8_lossy(&body).into_owned();
-            let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
-            judge(status.as_u16(), retry_after, now)
-        }
-        Outcome::Failed {
-            error,
-            timed_out,
-            elapsed,
-        } => {
-            attempt.duration_ms = elapsed.as_millis() as u64;
-            let message = if timed_out { format!("timeout: {error}") } else { error };
-            attempt.error = Some(message.clone());
-            // An untrusted or mismatched certificate is set-up (ca_file, URL),
-            // not an outage; rustls' error reaches us as text inside io errors.
-            let category = if message.to_ascii_lowercase().contains("certificate") {
-                Category::Configuration
-            } else {
-                Category::External
-            };
-            Err(Failure {
-                category,
-                message,
-                status: None,
-                retry_after: None,
-                gone: false,
-            })
-        }
-    };
-    (attempt, verdict)
+    }
+
+    /// One POST of one event; the attempt record and the verdict.
+    async fn post(&self, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
+        use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+        let now = self.app.clock.now();
+        let timestamp = now.as_second();
+        let mut attempt = Attempt {
+            event_id: event.id.clone(),
+            attempt: if first_in_run { self.wh.head_attempts + 1 } else { 1 },
+            at: clock::to_ms(now),
+            status_code: None,
+            error: None,
+            duration_ms: 0,
+            next_retry_at: None,
+            response: String::new(),
+        };
+        let body = delivery_body(self.wh, event);
+        let signature = self.signer.sign(&event.id, timestamp, &body);
+        let built = self.url.clone().and_then(|url| {
+            let value = |v: String| HeaderValue::try_from(v).map_err(|e| format!("cannot build the request: {e}"));
+            let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
+            *req.method_mut() = hyper::Method::POST;
+            *req.uri_mut() = url;
+            let h = req.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))),
+            );
+            h.insert(HeaderName::from_static("webhook-id"), value(event.id.clone())?);
+            h.insert(
+                HeaderName::from_static("webhook-timestamp"),
+                HeaderValue::from(timestamp),
+            );
+            h.insert(HeaderName::from_static("webhook-signature"), value(signature)?);
+            Ok(req)
+        });
+        let request = match built {
+            Ok(r) => r,
+            Err(message) => {
+                attempt.error = Some(message.clone());
+                let f = Failure {
+                    category: Category::Technical,
+                    message,
+                    status: None,
+                    retry_after: None,
+                    gone: false,
+                };
+                return (attempt, Err(f));
+            }
+        };
+        let verdict = match self.app.http.send(request, self.timeout, RESPONSE_KEPT).await {
+            Outcome::Response {
+                status,
+                headers,
+                body,
+                elapsed,
+            } => {
+                attempt.status_code = Some(status.as_u16());
+                attempt.duration_ms = elapsed.as_millis() as u64;
+                attempt.response = String::from_utf8_lossy(&body).into_owned();
+                let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
+                judge(status.as_u16(), retry_after, now)
+            }
+            Outcome::Failed {
+                error,
+                timed_out,
+                elapsed,
+            } => {
+                attempt.duration_ms = elapsed.as_millis() as u64;
+                let message = if timed_out { format!("timeout: {error}") } else { error };
+                attempt.error = Some(message.clone());
+                // An untrusted or mismatched certificate is set-up (ca_file, URL),
+                // not an outage; rustls' error reaches us as text inside io errors.
+                let category = if message.to_ascii_lowercase().contains("certificate") {
+                    Category::Configuration
+                } else {
+                    Category::External
+                };
+                Err(Failure {
+                    category,
+                    message,
+                    status: None,
+                    retry_after: None,
+                    gone: false,
+                })
+            }
+        };
+        (attempt, verdict)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -833,10 +879,14 @@ fn record(
     let Some(mut wh) = load(txn, id)? else {
         return jobs::cancel_named(txn, &name);
     };
-    for seq in delivered.iter().map(|(s, _)| *s).chain(missing.iter().copied()) {
-        if txn.open(WH_QUEUE)?.remove((id, seq))?.is_some() {
-            wh.queued = wh.queued.saturating_sub(1);
-        }
+    // What was handled is the head of the queue, so it goes in one range.
+    if let Some(last) = delivered.iter().map(|(s, _)| *s).chain(missing.iter().copied()).max() {
+        let mut removed = 0;
+        txn.open(WH_QUEUE)?.retain_in((id, 0)..=(id, last), |_, _| {
+            removed += 1;
+            false
+        })?;
+        wh.queued = wh.queued.saturating_sub(removed);
     }
     for seq in &missing {
         log(
@@ -857,9 +907,7 @@ fn record(
         wh.next_retry_at = None;
     }
     let successes = delivered.len() as u64;
-    for (_, attempt) in delivered {
-        add_attempt(txn, &mut wh, &attempt)?;
-    }
+    add_attempts(txn, &mut wh, delivered.iter().map(|(_, a)| a))?;
     if successes > 0 {
         executions::count_success(txn, now, &ctx.tz, &wh.app, "webhook", successes)?;
     }
@@ -920,11 +968,11 @@ fn record(
                 Next::RetryAt(at) => {
                     wh.next_retry_at = Some(clock::to_ms(at));
                     attempt.next_retry_at = Some(clock::to_ms(at));
-                    add_attempt(txn, &mut wh, &attempt)?;
+                    add_attempts(txn, &mut wh, [&attempt])?;
                     jobs::schedule_named(txn, &name, at, wh.job())?;
                 }
                 Next::Disable => {
-                    add_attempt(txn, &mut wh, &attempt)?;
+                    add_attempts(txn, &mut wh, [&attempt])?;
                     let reason = if f.gone {
                         format!("the receiver answered 410 Gone: {error}")
                     } else {
@@ -941,13 +989,20 @@ fn record(
     save(txn, &wh)
 }
 
-fn add_attempt(txn: &mut Txn, wh: &mut Webhook, attempt: &Attempt) -> Result<(), StoreError> {
-    let n = wh.attempts_seq;
-    wh.attempts_seq += 1;
+/// Appends to the attempt log and keeps its newest `ATTEMPTS_KEPT` entries.
+fn add_attempts<'a>(
+    txn: &Txn,
+    wh: &mut Webhook,
+    attempts: impl IntoIterator<Item = &'a Attempt>,
+) -> Result<(), StoreError> {
+    let id = wh.id.as_str();
     let mut t = txn.open(WH_ATTEMPTS)?;
-    t.insert((wh.id.as_str(), n), store::encode(attempt).as_slice())?;
-    if n >= ATTEMPTS_KEPT {
-        t.remove((wh.id.as_str(), n - ATTEMPTS_KEPT))?;
+    for attempt in attempts {
+        t.insert((id, wh.attempts_seq), store::encode(attempt).as_slice())?;
+        wh.attempts_seq += 1;
+    }
+    if wh.attempts_seq > ATTEMPTS_KEPT {
+        t.retain_in((id, 0)..(id, wh.attempts_seq - ATTEMPTS_KEPT), |_, _| false)?;
     }
     Ok(())
 }
@@ -1040,13 +1095,68 @@ mod tests {
         assert_eq!(after_failure(start, 1, start, &failure(410), &s, 0.0), Next::Disable);
     }
 
+    #[tokio::test]
+    async fn the_attempt_log_keeps_the_newest_entries_of_each_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = store::Store::open(
+            dir.path(),
+            1 << 20,
+            1 << 30,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        )
+        .unwrap();
+        let attempt = |i: u64| Attempt {
+            event_id: format!("evt_{i}"),
+            attempt: 1,
+            at: 0,
+            status_code: Some(200),
+            error: None,
+            duration_ms: 1,
+            next_retry_at: None,
+            response: String::new(),
+        };
+        let now = t("2026-11-23T10:00:00Z");
+        let (a, b) = store
+            .write(Grows::Yes, move |txn| {
+                let new = |url: &str| NewWebhook {
+                    app: "erp".into(),
+                    event: "*".into(),
+                    url: url.into(),
+                    secret: None,
+                    created_by: "ops".into(),
+                    notify: None,
+                };
+                let mut a = create(txn, now, new("http://127.0.0.1:1/a"))?;
+                let mut b = create(txn, now, new("http://127.0.0.1:1/b"))?;
+                // Batches as deliveries record them, and single failures.
+                for batch in 0..3 {
+                    let list: Vec<Attempt> = (batch * 500..batch * 500 + 500).map(attempt).collect();
+                    add_attempts(txn, &mut a, &list)?;
+                }
+                add_attempts(txn, &mut a, [&attempt(1500)])?;
+                add_attempts(txn, &mut b, [&attempt(7)])?;
+                save(txn, &a)?;
+                save(txn, &b)?;
+                Ok((a.id, b.id))
+            })
+            .await
+            .unwrap();
+        let (kept, more) = store.read(|r| attempts(r, &a, None, 5000)).unwrap();
+        assert_eq!((kept.len() as u64, more), (ATTEMPTS_KEPT, None));
+        assert_eq!(kept[0].event_id, "evt_1500", "newest first");
+        assert_eq!(kept.last().unwrap().event_id, format!("evt_{}", 1501 - ATTEMPTS_KEPT));
+        let (other, _) = store.read(|r| attempts(r, &b, None, 10)).unwrap();
+        assert_eq!(other.len(), 1, "another webhook's log is left alone");
+    }
+
     #[test]
     fn signature_matches_the_standard_webhooks_example() {
         // The example of the Standard Webhooks specification.
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let body = br#"{"test": 2432232314}"#;
         assert_eq!(
-            sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            Signer::new(secret).sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         assert!(valid_secret(&new_secret()));

@@ -44,7 +44,9 @@ pub fn start(extra: &str) -> Daemon {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+    // HERALD_BIN runs another build (another opt-level, say) in the same bench.
+    let bin = std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_string());
+    let mut child = Command::new(bin)
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "warn,herald=info")
         .envs(
