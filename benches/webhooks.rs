@@ -2,12 +2,19 @@
 //! the same run:
 //!
 //! 1. deliveries/s with 32 webhooks on one receiver, beside that receiver's
-//!    own rate under 32 keep-alive connections (the ratio is the figure);
+//!    own rate under 32 keep-alive connections; three rounds, each ratio
+//!    against the baseline measured just before it, and their median;
 //! 2. event→delivery latency p50/p99 at a steady 1000 events/s;
-//! 3. replay of a buffer of deactivated-webhook events (default 1,000,000).
+//! 3. replay of a buffer of deactivated-webhook events (default 1,000,000),
+//!    beside one client doing what a replay does (one request at a time on
+//!    one connection, from another thread); then the same replay again with
+//!    herald and the receiver pinned to one core (`taskset -c 0`), where a
+//!    round trip costs no wake-up across CPUs.
 //!
 //!   cargo bench --bench webhooks
 //!   HERALD_BENCH_REPLAY=100000 HERALD_BENCH_SECS=3 cargo bench --bench webhooks
+//!
+//! HERALD_BENCH_ONLY=replay runs part 3 alone; HERALD_BIN runs another build.
 
 mod common;
 
@@ -117,18 +124,34 @@ async fn create_webhook(addr: &str, event: &str, url: String) -> String {
         .to_string()
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// `drive` with one connection from a thread of its own, as herald's
+/// delivery task is on another thread (and process) than the receiver.
+async fn drive_from_another_thread(addr: &str, secs: f64, make: MakeRequest) -> Load {
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(drive(&addr, 1, secs, make))
+    })
+    .await
+    .unwrap()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs: f64 = std::env::var("HERALD_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let replay: usize = std::env::var("HERALD_BENCH_REPLAY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let secs: f64 = env_or("HERALD_BENCH_SECS", 5.0);
+    let replay: usize = env_or("HERALD_BENCH_REPLAY", 1_000_000);
+    let fanout_events: usize = env_or("HERALD_BENCH_FANOUT", 2000);
+    let pinned = std::env::var("HERALD_BENCH_PINNED").is_ok();
+    let replay_only = pinned || std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "replay");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,29 +164,10 @@ fn main() {
             base: Instant::now(),
             latencies_us: Mutex::default(),
         });
-        let recv = if std::env::var("RECV_ST").is_ok() {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let st = state.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    tx.send(receiver(st).await).unwrap();
-                    std::future::pending::<()>().await;
-                });
-            });
-            rx.recv().unwrap()
-        } else {
-            receiver(state.clone()).await
-        };
+        let recv = receiver(state.clone()).await;
         let daemon = start(&format!("[webhooks]\nmax_per_host = {WEBHOOKS}\n"));
         let addr = daemon.addr.clone();
         let pid = daemon.child.id();
-        println!("herald webhook benchmark over loopback (receiver in the bench process)");
-
-        // 1. The receiver's own rate, then herald's deliveries to it.
         let post: MakeRequest = {
             let host = recv.clone();
             Arc::new(move |i| {
@@ -176,40 +180,45 @@ fn main() {
                     .unwrap()
             })
         };
-        // A replay is one webhook delivering in order, one request at a time:
-        // its baseline is the receiver on a single connection.
-        let single = drive(&recv, 1, secs, post.clone()).await;
-        // HERALD_BENCH_ONLY=replay skips to part 3, for quick comparisons.
-        let replay_only = std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "replay");
+        if pinned {
+            println!();
+            println!("pinned to one core (taskset -c 0): herald and the receiver share it");
+        } else {
+            println!("herald webhook benchmark over loopback (receiver in the bench process)");
+        }
+
         if !replay_only {
-            let base = drive(&recv, CLIENTS, secs, post).await;
-            state.fanout.store(0, Ordering::Relaxed);
+            // 1. Rounds of: the receiver's own rate, then herald's deliveries to it.
             for _ in 0..WEBHOOKS {
                 create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
             }
-            let events: usize = std::env::var("HERALD_BENCH_FANOUT")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(2000);
-            let started = Instant::now();
-            for _ in 0..events / 500 {
-                publish_batch(&addr, "tick", 500).await;
-            }
-            let expected = (events * WEBHOOKS) as u64;
-            wait_until("the fan-out deliveries", Duration::from_secs(600), || {
-                state.fanout.load(Ordering::Relaxed) >= expected
-            })
-            .await;
-            let rate = expected as f64 / started.elapsed().as_secs_f64();
             println!();
-            println!("  receiver alone, {CLIENTS} connections   {:>9.0} req/s", base.per_sec);
+            let mut ratios = Vec::new();
+            for round in 1..=3 {
+                let base = drive(&recv, CLIENTS, secs, post.clone()).await;
+                state.fanout.store(0, Ordering::Relaxed);
+                let started = Instant::now();
+                for _ in 0..fanout_events / 500 {
+                    publish_batch(&addr, "tick", 500).await;
+                }
+                let expected = (fanout_events / 500 * 500 * WEBHOOKS) as u64;
+                wait_until("the fan-out deliveries", Duration::from_secs(600), || {
+                    state.fanout.load(Ordering::Relaxed) >= expected
+                })
+                .await;
+                let rate = expected as f64 / started.elapsed().as_secs_f64();
+                ratios.push(rate / base.per_sec);
+                println!(
+                    "  round {round}: receiver alone, {CLIENTS} connections {:>7.0} req/s; \
+                     {WEBHOOKS} webhooks {:>7.0} deliveries/s; ratio {:.2}",
+                    base.per_sec,
+                    rate,
+                    rate / base.per_sec
+                );
+            }
             println!(
-                "  deliveries, {WEBHOOKS} webhooks          {:>9.0} /s   ({expected} deliveries)",
-                rate
-            );
-            println!(
-                "  ratio deliveries / receiver       {:>9.2}      (goal >= 0.5)",
-                rate / base.per_sec
+                "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.5)",
+                median(ratios)
             );
 
             // 2. Latency at a steady 1000 events/s, one webhook.
@@ -244,6 +253,7 @@ fn main() {
                 percentile(&lat, 0.99)
             );
         }
+
         // 3. Replay: a webhook deactivated by 410 buffers `replay` events.
         let id = create_webhook(&addr, "buffered", format!("http://{recv}/gone")).await;
         publish_batch(&addr, "buffered", 1).await;
@@ -275,6 +285,7 @@ fn main() {
         })
         .await;
         let replay_rate = want as f64 / started.elapsed().as_secs_f64();
+        let single = drive_from_another_thread(&recv, secs, post).await;
         println!(
             "  buffered {replay} events at        {:>9.0} events/s (batches of 1000)",
             fill_rate
@@ -284,7 +295,7 @@ fn main() {
             replay_rate
         );
         println!(
-            "  receiver alone, 1 connection      {:>9.0} req/s  (replay / that: {:.2})",
+            "  one request at a time, 1 connection, other thread {:>7.0} req/s  (replay / that: {:.2})",
             single.per_sec,
             replay_rate / single.per_sec
         );
@@ -294,4 +305,20 @@ fn main() {
         );
         drop(daemon);
     });
+    if !pinned {
+        replay_pinned();
+    }
+}
+
+/// Part 3 again in a copy of this bench pinned to CPU 0, if `taskset` is here.
+fn replay_pinned() {
+    let me = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(me)
+        .env("HERALD_BENCH_PINNED", "1")
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("  (no pinned replay: taskset, from util-linux, did not run)");
+    }
 }

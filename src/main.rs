@@ -12,7 +12,7 @@ use herald::clock::Clock;
 use herald::config::{self, Config, ConfigError};
 use http_body_util::{BodyExt, Empty};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
@@ -136,8 +136,16 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
 }
 
 /// Logs go to journald when systemd captures our output, else to stderr.
+/// `RUST_LOG` takes a default level and per-module levels, like
+/// `warn,herald=debug`. (tracing's `EnvFilter` would also take span and
+/// field filters, at the price of a regex engine in the binary.)
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let parsed = wanted.as_deref().map(str::parse::<Targets>);
+    let filter = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => Targets::new().with_default(tracing::Level::INFO),
+    };
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     match journald {
         Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
@@ -145,6 +153,9 @@ fn init_tracing() {
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init(),
+    }
+    if let (Some(value), Some(Err(e))) = (wanted, parsed) {
+        tracing::warn!("RUST_LOG={value:?} is not a list like warn,herald=debug ({e}); logging at info");
     }
 }
 

@@ -49,11 +49,6 @@ pub fn start(extra: &str) -> Daemon {
     let mut child = Command::new(bin)
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "warn,herald=info")
-        .envs(
-            std::env::var("HERALD_WORKERS")
-                .ok()
-                .map(|w| ("TOKIO_WORKER_THREADS", w)),
-        )
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting herald");
