@@ -729,25 +729,26 @@ pub async fn run_deliver(app: &App, id: String) -> Result<(), StoreError> {
 /// The delivery body, `{"id","event","app","created_at","data"}`, with
 /// `data` copied as stored (no re-parse: it was checked at publish).
 fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        id: &'a str,
-        event: &'a str,
-        app: &'a str,
-        created_at: String,
-        data: &'a serde_json::value::RawValue,
-    }
-    let null: Box<serde_json::value::RawValue> =
-        serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
-    let data: &serde_json::value::RawValue = serde_json::from_str(&event.data).unwrap_or(&null);
-    let body = Body {
-        id: &event.id,
-        event: &event.event,
-        app: &wh.app,
-        created_at: clock::rfc3339(event.created_at),
-        data,
+    let data = if event.data.is_empty() {
+        "null"
+    } else {
+        event.data.as_str()
     };
-    serde_json::to_vec(&body).expect("a delivery body serializes")
+    let created_at = clock::rfc3339(event.created_at);
+    let mut out = Vec::with_capacity(data.len() + event.id.len() + event.event.len() + wh.app.len() + 96);
+    for (name, value) in [
+        ("{\"id\":", event.id.as_str()),
+        (",\"event\":", &event.event),
+        (",\"app\":", &wh.app),
+        (",\"created_at\":", &created_at),
+    ] {
+        out.extend_from_slice(name.as_bytes());
+        serde_json::to_writer(&mut out, value).expect("a string serializes");
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    out
 }
 
 /// What the POSTs of one delivery run share.
@@ -1093,6 +1094,46 @@ mod tests {
             Next::Disable
         );
         assert_eq!(after_failure(start, 1, start, &failure(410), &s, 0.0), Next::Disable);
+    }
+
+    #[test]
+    fn the_body_carries_data_verbatim_and_escapes_the_rest() {
+        let event = StoredEvent {
+            id: "evt_1".into(),
+            event: "door \"north\"".into(),
+            data: r#"{"b": 1.50, "a": [true]}"#.into(),
+            created_at: 1_795_435_200_000,
+            account: "erp".into(),
+            idempotency_key: None,
+        };
+        let wh = Webhook {
+            id: "wh_1".into(),
+            app: "erp\\main".into(),
+            event: "*".into(),
+            url: "http://127.0.0.1:1/".into(),
+            secret: new_secret(),
+            created_at: 0,
+            created_by: "ops".into(),
+            notify: None,
+            state: State::Active,
+            disabled_at: None,
+            disabled_reason: None,
+            failing_since: None,
+            head_attempts: 0,
+            last_error: None,
+            next_retry_at: None,
+            queued: 0,
+            attempts_seq: 0,
+            token_sha256: None,
+            buffer_until: None,
+            not_kept: 0,
+        };
+        let body = String::from_utf8(delivery_body(&wh, &event)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["event"], "door \"north\"");
+        assert_eq!(parsed["app"], "erp\\main");
+        assert_eq!(parsed["created_at"], "2026-11-23T12:00:00Z");
+        assert!(body.ends_with(r#","data":{"b": 1.50, "a": [true]}}"#), "{body}");
     }
 
     #[tokio::test]
