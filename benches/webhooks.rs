@@ -2,8 +2,9 @@
 //! the same run:
 //!
 //! 1. deliveries/s with 32 webhooks on one receiver, beside that receiver's
-//!    own rate under 32 keep-alive connections; three rounds, each ratio
-//!    against the baseline measured just before it, and their median;
+//!    own rate under 32 keep-alive connections from this process; three
+//!    rounds, each ratio against the baseline measured just before it, and
+//!    their median (and against wrk itself, when wrk is installed);
 //! 2. event→delivery latency p50/p99 at a steady 1000 events/s;
 //! 3. replay of a buffer of deactivated-webhook events (default 1,000,000),
 //!    beside one client doing what a replay does (one request at a time on
@@ -143,6 +144,32 @@ async fn drive_from_another_thread(addr: &str, secs: f64, make: MakeRequest) -> 
     .unwrap()
 }
 
+/// The receiver's rate under wrk itself (two threads, `CLIENTS`
+/// connections, a POST like a delivery), when wrk is installed: a load
+/// generator in a process of its own, as herald is.
+async fn wrk_rate(addr: &str, secs: f64) -> Option<f64> {
+    let script = std::env::temp_dir().join(format!("herald-bench-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\n\
+         wrk.body = '{\"id\":\"evt_1\",\"event\":\"tick\",\"data\":{\"i\":1}}'\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .ok()?;
+    let url = format!("http://{addr}/base");
+    let duration = format!("{}s", secs.ceil() as u64);
+    let mut wrk = std::process::Command::new("wrk");
+    wrk.args(["-t2", &format!("-c{CLIENTS}"), "-d", &duration, "-s"])
+        .arg(&script)
+        .arg(url);
+    let out = tokio::task::spawn_blocking(move || wrk.output()).await.ok()?.ok()?;
+    let _ = std::fs::remove_file(&script);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -193,9 +220,10 @@ fn main() {
                 create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
             }
             println!();
-            let mut ratios = Vec::new();
+            let (mut ratios, mut wrk_ratios) = (Vec::new(), Vec::new());
             for round in 1..=3 {
                 let base = drive(&recv, CLIENTS, secs, post.clone()).await;
+                let wrk = wrk_rate(&recv, secs).await;
                 state.fanout.store(0, Ordering::Relaxed);
                 let started = Instant::now();
                 for _ in 0..fanout_events / 500 {
@@ -208,9 +236,16 @@ fn main() {
                 .await;
                 let rate = expected as f64 / started.elapsed().as_secs_f64();
                 ratios.push(rate / base.per_sec);
+                let by_wrk = match wrk {
+                    Some(w) => {
+                        wrk_ratios.push(rate / w);
+                        format!(" (wrk {w:.0} req/s, ratio {:.2})", rate / w)
+                    }
+                    None => String::new(),
+                };
                 println!(
                     "  round {round}: receiver alone, {CLIENTS} connections {:>7.0} req/s; \
-                     {WEBHOOKS} webhooks {:>7.0} deliveries/s; ratio {:.2}",
+                     {WEBHOOKS} webhooks {:>7.0} deliveries/s; ratio {:.2}{by_wrk}",
                     base.per_sec,
                     rate,
                     rate / base.per_sec
@@ -220,6 +255,9 @@ fn main() {
                 "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.5)",
                 median(ratios)
             );
+            if !wrk_ratios.is_empty() {
+                println!("  the same against wrk, median       {:>5.2}", median(wrk_ratios));
+            }
 
             // 2. Latency at a steady 1000 events/s, one webhook.
             create_webhook(&addr, "lat", format!("http://{recv}/lat")).await;
