@@ -590,16 +590,8 @@ mod tests {
 
     #[tokio::test]
     async fn notices_gather_per_recipient_like_error_mails() {
-        use std::sync::Arc;
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = store::Store::open(
-            dir.path(),
-            1 << 20,
-            1 << 30,
-            Arc::new(crate::metrics::Metrics::new()),
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .unwrap();
+        let (store, _guard) = store::open_for_test(dir.path()).unwrap();
         let mut alerts = alerts();
         alerts.system_recipients = vec!["noc@example.com".into(), "ops@example.com".into()];
         let now = t("2026-11-22T10:00:00Z");

@@ -554,18 +554,20 @@ impl Writer {
     }
 }
 
+/// A store in `dir` with small limits, for the unit tests of every module.
+#[cfg(test)]
+pub(crate) fn open_for_test(dir: &Path) -> Result<(Store, WriterGuard), OpenError> {
+    Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), Arc::new(Notify::new()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Result<(Store, WriterGuard), OpenError> {
-        Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), Arc::new(Notify::new()))
-    }
-
     #[test]
     fn a_newer_schema_is_refused_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, guard) = open(dir.path()).unwrap();
+        let (store, guard) = open_for_test(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.write(Grows::No, |txn| {
             txn.open(META)?.insert("schema_version", 99)?;
@@ -574,7 +576,7 @@ mod tests {
         .unwrap();
         drop(store);
         guard.close(Duration::from_secs(5));
-        let err = open(dir.path()).err().expect("refused");
+        let err = open_for_test(dir.path()).err().expect("refused");
         let text = err.to_string();
         assert!(text.contains("schema 99") && text.contains("newer herald"), "{text}");
     }
@@ -582,7 +584,7 @@ mod tests {
     #[test]
     fn pages_go_newest_first_and_filters_do_not_break_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = open(dir.path()).unwrap();
+        let (store, _guard) = open_for_test(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.write(Grows::No, |txn| {
             let mut t = txn.open(EXECUTIONS)?;
@@ -611,7 +613,7 @@ mod tests {
     #[test]
     fn a_failed_write_aborts_its_batch_and_nothing_is_half_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = open(dir.path()).unwrap();
+        let (store, _guard) = open_for_test(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let result: Result<(), StoreError> = rt.block_on(store.write(Grows::Yes, |txn| {
             txn.open(META)?.insert("half", 1)?;

@@ -267,31 +267,38 @@ pub struct NewWebhook {
 }
 
 pub fn create(txn: &mut Txn, now: Timestamp, n: NewWebhook) -> Result<Webhook, StoreError> {
-    let ulid = ulid::Ulid::from_parts(clock::to_ms(now).max(0) as u64, rand::random());
-    let wh = Webhook {
-        id: format!("wh_{ulid}"),
-        app: n.app,
-        event: n.event,
-        url: n.url,
-        secret: n.secret.unwrap_or_else(new_secret),
-        created_at: clock::to_ms(now),
-        created_by: n.created_by,
-        notify: n.notify,
-        state: State::Active,
-        disabled_at: None,
-        disabled_reason: None,
-        failing_since: None,
-        head_attempts: 0,
-        last_error: None,
-        next_retry_at: None,
-        queued: 0,
-        attempts_seq: 0,
-        token_sha256: None,
-        buffer_until: None,
-        not_kept: 0,
-    };
+    let wh = Webhook::new(n, now);
     save(txn, &wh)?;
     Ok(wh)
+}
+
+impl Webhook {
+    /// A new, active webhook with a fresh id (and secret, unless given).
+    fn new(n: NewWebhook, now: Timestamp) -> Webhook {
+        let ulid = ulid::Ulid::from_parts(clock::to_ms(now).max(0) as u64, rand::random());
+        Webhook {
+            id: format!("wh_{ulid}"),
+            app: n.app,
+            event: n.event,
+            url: n.url,
+            secret: n.secret.unwrap_or_else(new_secret),
+            created_at: clock::to_ms(now),
+            created_by: n.created_by,
+            notify: n.notify,
+            state: State::Active,
+            disabled_at: None,
+            disabled_reason: None,
+            failing_since: None,
+            head_attempts: 0,
+            last_error: None,
+            next_retry_at: None,
+            queued: 0,
+            attempts_seq: 0,
+            token_sha256: None,
+            buffer_until: None,
+            not_kept: 0,
+        }
+    }
 }
 
 fn save(txn: &Txn, wh: &Webhook) -> Result<(), StoreError> {
@@ -1106,28 +1113,17 @@ mod tests {
             account: "erp".into(),
             idempotency_key: None,
         };
-        let wh = Webhook {
-            id: "wh_1".into(),
-            app: "erp\\main".into(),
-            event: "*".into(),
-            url: "http://127.0.0.1:1/".into(),
-            secret: new_secret(),
-            created_at: 0,
-            created_by: "ops".into(),
-            notify: None,
-            state: State::Active,
-            disabled_at: None,
-            disabled_reason: None,
-            failing_since: None,
-            head_attempts: 0,
-            last_error: None,
-            next_retry_at: None,
-            queued: 0,
-            attempts_seq: 0,
-            token_sha256: None,
-            buffer_until: None,
-            not_kept: 0,
-        };
+        let wh = Webhook::new(
+            NewWebhook {
+                app: "erp\\main".into(),
+                event: "*".into(),
+                url: "http://127.0.0.1:1/".into(),
+                secret: None,
+                created_by: "ops".into(),
+                notify: None,
+            },
+            t("2026-11-23T10:00:00Z"),
+        );
         let body = String::from_utf8(delivery_body(&wh, &event)).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["event"], "door \"north\"");
@@ -1139,14 +1135,7 @@ mod tests {
     #[tokio::test]
     async fn the_attempt_log_keeps_the_newest_entries_of_each_webhook() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = store::Store::open(
-            dir.path(),
-            1 << 20,
-            1 << 30,
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
-            std::sync::Arc::new(tokio::sync::Notify::new()),
-        )
-        .unwrap();
+        let (store, _guard) = store::open_for_test(dir.path()).unwrap();
         let attempt = |i: u64| Attempt {
             event_id: format!("evt_{i}"),
             attempt: 1,

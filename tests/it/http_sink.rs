@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ pub struct HttpSink {
     got: Arc<Mutex<Vec<Received>>>,
     answer: Arc<Mutex<Answer>>,
     stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl HttpSink {
@@ -55,11 +56,13 @@ impl HttpSink {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let answer = Arc::new(Mutex::new(answer));
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, a, s) = (got.clone(), answer.clone(), stop.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (g, a, s, c) = (got.clone(), answer.clone(), stop.clone(), connections.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        c.fetch_add(1, Ordering::Relaxed);
                         let (g, a, s) = (g.clone(), a.clone(), s.clone());
                         std::thread::spawn(move || {
                             let _ = connection(stream, &g, &a, &s);
@@ -74,6 +77,7 @@ impl HttpSink {
             got,
             answer,
             stop,
+            connections,
         }
     }
 
@@ -83,6 +87,11 @@ impl HttpSink {
 
     pub fn set(&self, answer: Answer) {
         *self.answer.lock().unwrap() = answer;
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -99,6 +99,20 @@ fn bad_config_exits_78_naming_the_key() {
 }
 
 #[test]
+fn a_bad_rust_log_is_named_and_logging_goes_on_at_info() {
+    let mut d = Daemon::start("");
+    d.kill9();
+    d.set_rust_log("herald=loud");
+    d.spawn();
+    let log = d.log_text();
+    if !log.contains(r#"RUST_LOG="herald=loud" is not a list like warn,herald=debug"#) {
+        d.fail("no warning naming the bad RUST_LOG");
+    }
+    // `spawn` found "listening on" after the restart: info lines still come.
+    assert_eq!(d.get("/healthz", None).status, 200);
+}
+
+#[test]
 fn serve_without_config_answers_on_8470() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))

@@ -37,6 +37,7 @@ pub struct Daemon {
     pub log: PathBuf,
     config: PathBuf,
     clock: Option<String>,
+    rust_log: String,
 }
 
 pub struct Reply {
@@ -109,7 +110,13 @@ impl Daemon {
             base: String::new(),
             config,
             clock: clock.map(str::to_string),
+            rust_log: "info,herald=debug".into(),
         }
+    }
+
+    /// The `RUST_LOG` of the next `spawn`.
+    pub fn set_rust_log(&mut self, value: &str) {
+        self.rust_log = value.to_string();
     }
 
     /// Where the manual clock starts at the next `spawn` (a restart later in time).
@@ -151,7 +158,7 @@ impl Daemon {
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info,herald=debug")
+            .env("RUST_LOG", &self.rust_log)
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("HERALD_TEST_CLOCK")

@@ -190,6 +190,30 @@ fn deliveries_are_signed_per_standard_webhooks_and_in_order() {
 }
 
 #[test]
+fn deliveries_share_pooled_keep_alive_connections() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start(&accounts());
+    for app in ["erp", "mes"] {
+        create(
+            &d,
+            ADMIN,
+            json!({"app": app, "event": "tick", "url": sink.url("/hook")}),
+        );
+    }
+    for i in 0..10 {
+        publish(&d, "tick", json!({"i": i}));
+        sink.wait_for(2 * (i + 1), Duration::from_secs(10));
+    }
+    // Two webhooks, each one request at a time: never more than two
+    // connections, whatever the order the jobs take them from the pool.
+    assert!(
+        sink.connections() <= 2,
+        "20 deliveries took {} connections",
+        sink.connections()
+    );
+}
+
+#[test]
 fn a_receiver_that_drops_idle_connections_loses_no_delivery() {
     let sink = HttpSink::start(Answer::Close(200));
     let d = Daemon::start(&accounts());
