@@ -67,6 +67,11 @@ impl Job {
     }
 }
 
+/// The error for a job handed to a feature that does not own its kind.
+pub fn misrouted(job: &Job, feature: &str) -> StoreError {
+    StoreError::Corrupt("job", format!("a {} job was handed to {feature}", job.kind()))
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     /// Set for jobs that exist at most once (see [`schedule_named`]).

@@ -4,35 +4,52 @@
 //!
 //! # Layout
 //!
+//! The base, which knows no feature:
 //! - [`config`]: the TOML file, its defaults and validation.
 //! - [`clock`]: business time, real or driven by tests.
 //! - [`store`]: the redb database, every table, and the group-commit writer.
 //! - [`jobs`]: the durable timer queue and its dispatcher ("everything is a
 //!   durable timer").
-//! - [`events`]: publishing, listing and the retention sweep.
-//! - [`executions`]: interfaces, executions and their log lines.
-//! - [`mail`]: the durable outbox, debounced admin error mails and system
-//!   notifications, sent over SMTP.
+//! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
+//! - [`http`]: the server, the router with authentication and role checks,
+//!   the JSON errors, and the outbound client.
+//! - [`tls`], [`html`], [`metrics`]: PEM files, the page layout, the
+//!   Prometheus registry.
+//!
+//! The features, each a folder that owns its tables, its pure rules
+//! (`rules.rs`), its jobs and its routes (`routes.rs`):
+//! - [`events`]: validation, durable publishing to its subscribers, paging.
+//! - [`executions`]: interfaces, executions and their log lines; the
+//!   midnight roll of daily executions.
+//! - [`mail`]: the durable outbox, debounced admin error mails (a failed API
+//!   call) and system notifications, sent over SMTP.
 //! - [`webhooks`]: signed deliveries in order, retries, deactivation, the
 //!   buffer and its replay.
-//! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
-//! - [`http`]: the server, the API routes and the JSON errors.
-//! - [`metrics`]: the Prometheus registry.
-//! - [`ui`]: the status page for field technicians.
 //!
-//! `main.rs` parses the command line, loads the config, sets up tracing and
-//! signals, binds the socket and calls [`run`].
+//! And what spans them: [`retention`] (the sweep), [`ops`] (health,
+//! readiness, metrics, status), [`ui`] (the status page).
+//!
+//! Dependencies point one way: features use the base, never the reverse,
+//! and a feature calls another's functions, never its tables. This root
+//! wires them: the publishing seam's subscribers, the route tables, and
+//! which feature runs each kind of job. `main.rs` parses the command line,
+//! loads the config, sets up tracing and signals, binds the socket and
+//! calls [`run`].
 
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod events;
 pub mod executions;
+pub mod html;
 pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod ops;
+pub mod retention;
 pub mod store;
+pub mod tls;
 pub mod ui;
 pub mod webhooks;
 
@@ -50,9 +67,26 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Account, Auth};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::events::{Publisher, Subscriber};
 use crate::jobs::{Job, JobKey};
 use crate::metrics::Metrics;
 use crate::store::{Grows, Store, StoreError};
+
+/// What acts on each published event, in the publishing commit.
+const SUBSCRIBERS: &[Subscriber] = &[webhooks::fan_out];
+
+/// Every route of the API, from the features that own them.
+fn router() -> http::Router {
+    let routes = [
+        ops::routes(),
+        ui::routes(),
+        events::routes(),
+        executions::routes(),
+        mail::routes(),
+        webhooks::routes(),
+    ];
+    http::Router::new(routes.into_iter().flatten().collect(), mail::record_failed_call)
+}
 
 /// What every request handler and job handler shares.
 pub struct App {
@@ -62,6 +96,8 @@ pub struct App {
     pub auth: Auth,
     /// The pooled outbound client (webhook deliveries).
     pub http: http::client::HttpClient,
+    /// Publishes events and tells their subscribers.
+    pub publisher: Publisher,
     /// The settings in force; replaced whole when SIGHUP reloads the file.
     settings: RwLock<Arc<Config>>,
     /// Set once the store is open and the workers run (`/readyz`).
@@ -133,7 +169,7 @@ pub async fn run(
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let tls = match &config.server.tls {
-        Some(files) => Some(http::load_tls(files).map_err(anyhow::Error::msg)?),
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
@@ -169,6 +205,7 @@ pub async fn run(
     let http = http::client::HttpClient::new(config.webhooks.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
         http,
+        publisher: Publisher::new(SUBSCRIBERS),
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -193,7 +230,14 @@ pub async fn run(
         per_target,
     };
     let engine = tokio::spawn(dispatcher.run(stop.child_token(), drain));
-    let server = tokio::spawn(http::serve(app.clone(), listener, tls, stop.child_token(), drain));
+    let server = tokio::spawn(http::serve(
+        app.clone(),
+        Arc::new(router()),
+        listener,
+        tls,
+        stop.child_token(),
+        drain,
+    ));
 
     app.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -245,7 +289,7 @@ async fn schedule_housekeeping(app: &Arc<App>) -> Result<(), StoreError> {
     app.store
         .write(Grows::No, move |txn| {
             executions::schedule_roll(txn, now, &tz)?;
-            events::schedule_sweep(txn, now, retention)
+            retention::schedule(txn, now, retention)
         })
         .await
 }
@@ -257,37 +301,14 @@ struct Engine {
 
 impl jobs::Handler for Engine {
     fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        let app = &self.app;
         Box::pin(async move {
-            let now = self.app.clock.now();
-            let settings = self.app.settings();
             match job {
-                Job::RollDaily => {
-                    let tz = settings.general.timezone.clone();
-                    let closed = self
-                        .app
-                        .store
-                        .write(Grows::No, move |txn| executions::roll(txn, key, now, &tz))
-                        .await?;
-                    tracing::info!(closed, "daily executions rolled at midnight");
-                }
-                Job::Sweep => {
-                    let retention = settings.storage.retention;
-                    self.app
-                        .store
-                        .write(Grows::No, move |txn| events::run_sweep(txn, key, now, retention))
-                        .await?;
-                }
-                Job::SendMail { id } => mail::run_send(&self.app, id).await?,
-                Job::Deliver { webhook, .. } => webhooks::run_deliver(&self.app, webhook).await?,
-                Job::WebhookBufferEnd { webhook } => {
-                    let tz = settings.general.timezone.clone();
-                    self.app
-                        .store
-                        .write(Grows::No, move |txn| webhooks::end_buffer(txn, &webhook, now, &tz))
-                        .await?;
-                }
+                Job::RollDaily => executions::run_job(app, key, job).await,
+                Job::Sweep => retention::run_job(app, key, job).await,
+                Job::SendMail { .. } => mail::run_job(app, key, job).await,
+                Job::Deliver { .. } | Job::WebhookBufferEnd { .. } => webhooks::run_job(app, key, job).await,
             }
-            Ok(())
         })
     }
 }

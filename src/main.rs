@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match load(Some(config)) {
             Ok(c) => {
                 if let Some(files) = &c.server.tls
-                    && let Err(e) = herald::http::load_tls(files)
+                    && let Err(e) = herald::tls::acceptor(&files.cert, &files.key)
                 {
                     eprintln!("herald: {e}");
                     return ExitCode::from(config::EX_CONFIG as u8);

@@ -62,7 +62,7 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, route: &'static str, status: u16) {
+    pub fn request(&self, route: &str, status: u16) {
         self.requests
             .get_or_create(&vec![("route", route.to_string()), ("status", status.to_string())])
             .inc();

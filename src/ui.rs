@@ -3,41 +3,32 @@
 //! endpoints for the details.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
+use hyper::{Method, StatusCode};
 use jiff::Timestamp;
 
 use crate::App;
 use crate::clock;
 use crate::executions::{self, Execution, Status};
+use crate::html::{escape, page};
+use crate::http::{self, Access, ApiError, Call, READERS, Resp, Route};
 use crate::mail;
 use crate::store::StoreError;
 use crate::webhooks::{self, Webhook};
 
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/", Access::Roles(READERS), |app, call| {
+        Box::pin(status_page(app, call))
+    })]
+}
+
+async fn status_page(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    Ok(http::html(StatusCode::OK, render(app)?))
+}
+
 /// Rows shown per table; the JSON endpoints page through the rest.
 const ROWS: usize = 20;
-
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// The whole page, wrapped in the common layout.
-pub fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
-         <meta name=\"viewport\" content=\"width=device-width\"><title>herald: {title}</title><style>\
-         body{{font-family:sans-serif;max-width:72em;margin:1em auto;padding:0 1em}}\
-         table{{border-collapse:collapse;width:100%;margin-bottom:1.5em}}\
-         th,td{{text-align:left;padding:.25em .5em;border-bottom:1px solid #ddd;vertical-align:top}}\
-         .ko{{color:#b00;font-weight:bold}}.ok{{color:#070}}.warn{{color:#a60}}\
-         code{{font-size:.9em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
-         </head><body><h1>{title}</h1>{body}</body></html>",
-        title = escape(title)
-    )
-}
 
 fn local(ms: i64, tz: &jiff::tz::TimeZone) -> String {
     clock::from_ms(ms)
@@ -55,7 +46,7 @@ fn status_cell(e: &Execution) -> String {
     }
 }
 
-pub fn render(app: &App) -> Result<String, StoreError> {
+fn render(app: &App) -> Result<String, StoreError> {
     let settings = app.settings();
     let tz = &settings.general.timezone;
     let now: Timestamp = app.clock.now();

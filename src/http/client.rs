@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::{HeaderMap, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -57,17 +57,6 @@ pub enum Outcome {
         timed_out: bool,
         elapsed: Duration,
     },
-}
-
-/// Reads the PEM certificates of a CA file; the error says what to fix.
-pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read PEM certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 /// Where a connection goes: requests to the same origin may share it.
@@ -153,7 +142,7 @@ impl HttpClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = ca_file {
-            for cert in load_roots(path)? {
+            for cert in crate::tls::load_roots(path)? {
                 roots.add(cert).map_err(|e| format!("webhooks.ca_file: {e}"))?;
             }
         }

@@ -5,7 +5,6 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::executions::Category;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -131,15 +130,6 @@ impl ApiError {
             error["field"] = json!(field);
         }
         json!({ "error": error })
-    }
-
-    /// The execution-log category of a failed call to herald's API.
-    pub fn category(&self) -> Category {
-        match self.status.as_u16() {
-            401 | 403 | 404 | 405 | 429 => Category::Configuration,
-            400..=499 => Category::Mapping,
-            _ => Category::Technical,
-        }
     }
 }
 

@@ -7,15 +7,19 @@
 //! local day (`general.timezone`), created on first use and closed by the
 //! midnight roll, a durable job, with status `ok` or `ko`.
 
+mod routes;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+pub use self::routes::routes;
+use crate::App;
 use crate::clock;
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, DAILY, EXECUTIONS, INTERFACES, LOGS, StoreError, Txn};
+use crate::store::{self, DAILY, EXECUTIONS, Grows, INTERFACES, LOGS, StoreError, Txn};
 
 /// The built-in interface that records failed calls to herald's own API.
 pub const API: &str = "api";
@@ -268,6 +272,18 @@ fn append(txn: &mut Txn, exe: &mut Execution, line: LogLine) -> Result<(), Store
 pub fn schedule_roll(txn: &mut Txn, now: Timestamp, tz: &TimeZone) -> Result<(), StoreError> {
     let due = start_of_next_day(local_day(now, tz), tz);
     jobs::schedule_named(txn, ROLL_JOB, due, Job::RollDaily)?;
+    Ok(())
+}
+
+/// Runs this feature's jobs: the midnight roll.
+pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<(), StoreError> {
+    let Job::RollDaily = job else {
+        return Err(jobs::misrouted(&job, "executions"));
+    };
+    let now = app.clock.now();
+    let tz = app.settings().general.timezone.clone();
+    let closed = app.store.write(Grows::No, move |txn| roll(txn, key, now, &tz)).await?;
+    tracing::info!(closed, "daily executions rolled at midnight");
     Ok(())
 }
 

@@ -9,21 +9,27 @@
 //! mail per `max_delay`. Once its job starts, a mail is closed and new
 //! entries open the next one.
 //!
-//! The rules (when to send, what to do after an attempt) are pure functions
-//! at the top of this module; the rest reads the store, talks SMTP and
-//! writes the outcome with the job's next step in one transaction.
+//! This module owns the records (`MAILS`, `MAIL_OPEN`) and gathering;
+//! `rules` says when a mail goes out and what follows a failure, `send`
+//! talks SMTP, and `failed_calls` turns a failed API call into an entry of
+//! its account's error mail.
 
-use std::time::Duration;
+mod failed_calls;
+mod routes;
+mod rules;
+mod send;
 
 use jiff::Timestamp;
-use lettre::AsyncTransport;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+pub use self::failed_calls::record as record_failed_call;
+pub use self::routes::routes;
+use self::rules::due;
+use crate::App;
 use crate::clock;
-use crate::config::{Alerts, MailPolicy, Security, Smtp};
-use crate::executions::{self, Category, Level, LogLine};
-use crate::jobs::{self, Job};
+use crate::config::Alerts;
+use crate::jobs::{self, Job, JobKey};
 use crate::store::{self, MAIL_OPEN, MAILS, StoreError, Txn};
 
 /// Entries listed in one mail; beyond, the mail gives a count of the rest.
@@ -31,35 +37,12 @@ pub const MAX_ENTRIES: usize = 100;
 /// The execution-log interface of the outbox.
 pub const INTERFACE: &str = "mail";
 
-// ---- the rules ----------------------------------------------------------------
-
-/// When a gathering mail is sent: `debounce` after its last entry, but no
-/// later than `max_delay` after its first.
-pub fn due(first_at: Timestamp, last_at: Timestamp, alerts: &Alerts) -> Timestamp {
-    clock::add(last_at, alerts.debounce).min(clock::add(first_at, alerts.max_delay))
-}
-
-/// What follows a failed attempt.
-#[derive(Debug, PartialEq)]
-pub enum AfterFailure {
-    RetryAt(Timestamp),
-    /// `mail_retention` has passed since the mail was created.
-    GiveUp,
-}
-
-/// `attempts` counts the attempts made, including the one that just failed.
-pub fn after_failure(created: Timestamp, attempts: u32, now: Timestamp, policy: &MailPolicy) -> AfterFailure {
-    let deadline = clock::add(created, policy.retention);
-    if now >= deadline {
-        return AfterFailure::GiveUp;
+/// Runs this feature's jobs: sending a mail of the outbox.
+pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<(), StoreError> {
+    match job {
+        Job::SendMail { id } => send::run(app, id).await,
+        other => Err(jobs::misrouted(&other, "mail")),
     }
-    let step = (attempts.max(1) as usize - 1).min(policy.retry_schedule.len().saturating_sub(1));
-    let wait = policy
-        .retry_schedule
-        .get(step)
-        .copied()
-        .unwrap_or(Duration::from_secs(60));
-    AfterFailure::RetryAt(clock::add(now, wait).min(deadline))
 }
 
 // ---- the records ----------------------------------------------------------------
@@ -281,201 +264,6 @@ pub fn notify(
         .collect()
 }
 
-// ---- sending ------------------------------------------------------------------
-
-/// Why an attempt failed, and the log category that tells whom to call.
-#[derive(Debug)]
-pub struct SendError {
-    pub category: Category,
-    pub message: String,
-}
-
-async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: String) -> Result<(), SendError> {
-    let config_error = |message: String| SendError {
-        category: Category::Configuration,
-        message,
-    };
-    let message = lettre::Message::builder()
-        .from(
-            from.parse()
-                .map_err(|e| config_error(format!("smtp.from {from:?}: {e}")))?,
-        )
-        .to(mail.to.parse().map_err(|e| SendError {
-            category: Category::Mapping,
-            message: format!("recipient {:?}: {e}", mail.to),
-        })?)
-        .subject(subject)
-        .header(lettre::message::header::ContentType::TEXT_PLAIN)
-        .body(body)
-        .map_err(|e| SendError {
-            category: Category::Technical,
-            message: format!("building the message: {e}"),
-        })?;
-    type Transport = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
-    let builder = match smtp.security {
-        Security::None => Transport::builder_dangerous(&smtp.host),
-        Security::Starttls => {
-            Transport::starttls_relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?
-        }
-        Security::Tls => Transport::relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?,
-    };
-    let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
-    if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            user.clone(),
-            password.0.clone(),
-        ));
-    }
-    let transport = builder.build();
-    transport
-        .send(message)
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(&e, smtp))
-}
-
-fn classify(e: &lettre::transport::smtp::Error, smtp: &Smtp) -> SendError {
-    let code = e.status().map(|c| c.to_string());
-    let server = format!("{}:{}", smtp.host, smtp.port);
-    // 530/534/535: authentication required or refused; TLS trouble is set-up too.
-    let category = match code.as_deref() {
-        Some("530" | "534" | "535" | "538") => Category::Configuration,
-        _ if e.is_tls() => Category::Configuration,
-        Some(c) if c.starts_with('5') => Category::Configuration,
-        _ => Category::External,
-    };
-    let what = match category {
-        Category::Configuration if code.as_deref().is_some_and(|c| c.starts_with("53")) => {
-            "authentication failed; check smtp.username and the password"
-        }
-        Category::Configuration => "the mail server refused the mail",
-        _ if e.is_timeout() => "the mail server did not answer in time",
-        _ => "could not reach or talk to the mail server",
-    };
-    SendError {
-        category,
-        message: format!("{what} ({server}): {e}"),
-    }
-}
-
-/// The job: closes the mail to new entries, sends it, and commits the
-/// outcome with the job's next step.
-pub async fn run_send(app: &crate::App, id: String) -> Result<(), StoreError> {
-    let name = job_name(&id);
-    let mail = {
-        let id = id.clone();
-        let name = name.clone();
-        app.store
-            .write(store::Grows::No, move |txn| {
-                let Some(mut mail) = store::get::<&str, Mail>(&txn.open(MAILS)?, "mail", id.as_str())? else {
-                    jobs::cancel_named(txn, &name)?;
-                    return Ok(None);
-                };
-                if mail.state != State::Queued {
-                    jobs::cancel_named(txn, &name)?;
-                    return Ok(None);
-                }
-                if mail.open {
-                    mail.open = false;
-                    let key = open_key(&mail.kind, &mail.to);
-                    let mut open = txn.open(MAIL_OPEN)?;
-                    if open.get(key.as_str())?.is_some_and(|v| v.value() == mail.id) {
-                        open.remove(key.as_str())?;
-                    }
-                    drop(open);
-                    txn.open(MAILS)?
-                        .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
-                }
-                Ok(Some(mail))
-            })
-            .await?
-    };
-    let Some(mail) = mail else { return Ok(()) };
-
-    let settings = app.settings();
-    let subject = mail.subject(&settings.general.name);
-    let outcome = match &settings.smtp {
-        None => Err(SendError {
-            category: Category::Configuration,
-            message: "no [smtp] is configured, so mails stay queued; add an [smtp] table to the config and reload"
-                .into(),
-        }),
-        Some(smtp) => {
-            let body = mail.body(&settings.general.name, &settings.server.public_url);
-            send_smtp(smtp, &smtp.from, &mail, subject.clone(), body).await
-        }
-    };
-    let now = app.clock.now();
-    let policy = settings.mail.clone();
-    let tz = settings.general.timezone.clone();
-    app.store
-        .write(store::Grows::No, move |txn| {
-            record_attempt(txn, &name, mail, &subject, outcome, now, &policy, &tz)
-        })
-        .await
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record_attempt(
-    txn: &mut Txn,
-    job: &str,
-    mut mail: Mail,
-    subject: &str,
-    outcome: Result<(), SendError>,
-    now: Timestamp,
-    policy: &MailPolicy,
-    tz: &jiff::tz::TimeZone,
-) -> Result<(), StoreError> {
-    mail.attempts += 1;
-    let attempt = mail.attempts;
-    let line = match outcome {
-        Ok(()) => {
-            mail.state = State::Sent;
-            mail.sent_at = Some(clock::to_ms(now));
-            mail.last_error = None;
-            jobs::cancel_named(txn, job)?;
-            executions::count_success(txn, now, tz, INTERFACE, INTERFACE, 1)?;
-            LogLine {
-                at: clock::to_ms(now),
-                level: Level::Info,
-                category: None,
-                message: format!("sent {} to {}: {subject}", mail.id, mail.to),
-                detail: Some(format!("attempt {attempt}, {} entries", mail.total)),
-            }
-        }
-        Err(e) => {
-            mail.last_error = Some(e.message.clone());
-            let next = after_failure(clock::from_ms(mail.created_at), attempt, now, policy);
-            let (what, level) = match next {
-                AfterFailure::RetryAt(at) => {
-                    mail.send_after = clock::to_ms(at);
-                    jobs::schedule_named(txn, job, at, Job::SendMail { id: mail.id.clone() })?;
-                    (format!("stays queued, next try at {at}"), Level::Error)
-                }
-                AfterFailure::GiveUp => {
-                    mail.state = State::Failed;
-                    jobs::cancel_named(txn, job)?;
-                    (
-                        "failed: mail_retention is over, no more tries".to_string(),
-                        Level::Error,
-                    )
-                }
-            };
-            LogLine {
-                at: clock::to_ms(now),
-                level,
-                category: Some(e.category),
-                message: format!("{} to {} (attempt {attempt}) {what}: {}", mail.id, mail.to, e.message),
-                detail: Some(format!("subject: {subject}")),
-            }
-        }
-    };
-    txn.open(MAILS)?
-        .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
-    executions::log_daily(txn, now, tz, INTERFACE, INTERFACE, line)?;
-    Ok(())
-}
-
 // ---- reads ----------------------------------------------------------------------
 
 pub struct Filter<'a> {
@@ -518,6 +306,8 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, St
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn alerts() -> Alerts {
@@ -530,62 +320,6 @@ mod tests {
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn each_entry_pushes_the_sending_back_up_to_max_delay() {
-        let first = t("2026-11-22T10:00:00Z");
-        assert_eq!(due(first, first, &alerts()), t("2026-11-22T10:01:00Z"));
-        assert_eq!(
-            due(first, t("2026-11-22T10:00:50Z"), &alerts()),
-            t("2026-11-22T10:01:50Z")
-        );
-        // A storm: the cap holds.
-        assert_eq!(
-            due(first, t("2026-11-22T10:14:30Z"), &alerts()),
-            t("2026-11-22T10:15:00Z")
-        );
-        assert_eq!(
-            due(first, t("2026-11-22T11:00:00Z"), &alerts()),
-            t("2026-11-22T10:15:00Z")
-        );
-    }
-
-    #[test]
-    fn retries_follow_the_schedule_and_stop_after_retention() {
-        let policy = MailPolicy {
-            retry_schedule: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(60),
-                Duration::from_secs(3600),
-            ],
-            retention: Duration::from_secs(7 * 86400),
-        };
-        let created = t("2026-11-22T10:00:00Z");
-        let now = t("2026-11-22T10:01:00Z");
-        assert_eq!(
-            after_failure(created, 1, now, &policy),
-            AfterFailure::RetryAt(t("2026-11-22T10:01:30Z"))
-        );
-        assert_eq!(
-            after_failure(created, 2, now, &policy),
-            AfterFailure::RetryAt(t("2026-11-22T10:02:00Z"))
-        );
-        // The last step repeats.
-        assert_eq!(
-            after_failure(created, 9, now, &policy),
-            AfterFailure::RetryAt(t("2026-11-22T11:01:00Z"))
-        );
-        // Never past the retention, and then no more.
-        let late = t("2026-11-29T09:30:00Z");
-        assert_eq!(
-            after_failure(created, 50, late, &policy),
-            AfterFailure::RetryAt(t("2026-11-29T10:00:00Z"))
-        );
-        assert_eq!(
-            after_failure(created, 51, t("2026-11-29T10:00:00Z"), &policy),
-            AfterFailure::GiveUp
-        );
     }
 
     #[tokio::test]

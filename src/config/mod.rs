@@ -7,15 +7,19 @@
 //! Every error names the line and the dotted key, because the person reading it
 //! is on a console at a customer site with the file open in an editor.
 
+mod lines;
+mod raw;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use self::lines::{key_at, line_of, line_of_nth};
+pub use self::raw::parse_duration;
+use self::raw::{RawConfig, RawSmtp, default_mail_retention, default_retry_schedule};
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG). The unit file
 /// lists it in `RestartPreventExitStatus=` so systemd does not restart-loop.
@@ -23,6 +27,26 @@ pub const EX_CONFIG: i32 = 78;
 
 /// Where `herald serve` looks when neither `--config` nor `$HERALD_CONFIG` is given.
 pub const SYSTEM_PATH: &str = "/etc/herald/herald.toml";
+
+/// What an account may do (API.md's roles). Declared here because the
+/// config file assigns it; `auth` enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Integration,
+    Technician,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Integration => "integration",
+            Role::Technician => "technician",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,7 +103,7 @@ pub struct AccountConfig {
     pub token_sha256: [u8; 32],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     None,
@@ -384,7 +408,7 @@ impl Config {
             ));
         }
         if let Some(ca) = &w.ca_file {
-            crate::http::client::load_roots(ca).map_err(|e| err("webhooks", "ca_file", e))?;
+            crate::tls::load_roots(ca).map_err(|e| err("webhooks", "ca_file", e))?;
         }
         let webhooks = Webhooks {
             timeout: w.timeout.0,
@@ -532,326 +556,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "herald".to_string())
 }
 
-/// The 1-based line of byte `offset`, and the dotted key written there
-/// (`server.listen`), found from the nearest table header above it.
-fn key_at(text: &str, offset: usize) -> (usize, String) {
-    let offset = offset.min(text.len());
-    let line = text[..offset].matches('\n').count() + 1;
-    let mut section = String::new();
-    for l in text.lines().take(line - 1) {
-        if let Some(h) = header(l) {
-            section = h.to_string();
-        }
-    }
-    let here = text.lines().nth(line - 1).unwrap_or("");
-    if let Some(h) = header(here) {
-        return (line, h.to_string());
-    }
-    let key = here.split('=').next().unwrap_or("").trim().trim_matches('"');
-    let key = match (section.is_empty(), key.is_empty()) {
-        (_, true) => section,
-        (true, false) => key.to_string(),
-        (false, false) => format!("{section}.{key}"),
-    };
-    (line, key)
-}
-
-fn header(line: &str) -> Option<&str> {
-    let l = line.trim();
-    let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
-    let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()));
-    inner.map(str::trim)
-}
-
-/// The line where `key` is set inside `[section]`.
-fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
-    let mut current = "";
-    for (i, l) in text.lines().enumerate() {
-        if let Some(h) = header(l) {
-            current = h;
-        } else if current == section && assigns(l, key) {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
-/// The line where `key` is set inside the `n`th `[[array]]` table (or the
-/// table's header when the key is missing).
-fn line_of_nth(text: &str, array_header: &str, n: usize, key: &str) -> Option<usize> {
-    let mut count = 0;
-    let mut inside = false;
-    let mut header_line = None;
-    for (i, l) in text.lines().enumerate() {
-        if l.trim() == array_header {
-            inside = count == n;
-            if inside {
-                header_line = Some(i + 1);
-            }
-            count += 1;
-        } else if header(l).is_some() {
-            inside = false;
-        } else if inside && assigns(l, key) {
-            return Some(i + 1);
-        }
-    }
-    header_line
-}
-
-fn assigns(line: &str, key: &str) -> bool {
-    line.split_once('=')
-        .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
-}
-
-// ---- the file as serde reads it -------------------------------------------
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawConfig {
-    server: RawServer,
-    storage: RawStorage,
-    general: RawGeneral,
-    accounts: Vec<RawAccount>,
-    smtp: Option<RawSmtp>,
-    alerts: RawAlerts,
-    webhooks: RawWebhooks,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawWebhooks {
-    timeout: Dur,
-    retry_schedule: Vec<ZeroOk>,
-    disable_after: Dur,
-    buffer_for: Dur,
-    ca_file: Option<PathBuf>,
-    max_per_host: usize,
-}
-
-impl Default for RawWebhooks {
-    fn default() -> Self {
-        let s = |n| ZeroOk(Duration::from_secs(n));
-        RawWebhooks {
-            timeout: Dur(Duration::from_secs(15)),
-            retry_schedule: vec![s(0), s(5), s(300), s(1800), s(7200), s(18000), s(36000), s(36000)],
-            disable_after: Dur(Duration::from_secs(86400)),
-            buffer_for: Dur(Duration::from_secs(5 * 86400)),
-            ca_file: None,
-            max_per_host: 16,
-        }
-    }
-}
-
-/// A duration where zero is allowed (\"0s\": at once).
-#[derive(Clone, Copy)]
-struct ZeroOk(Duration);
-
-impl<'de> Deserialize<'de> for ZeroOk {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(ZeroOk)
-            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a duration like \"0s\", \"5s\" or \"2h\"")))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSmtp {
-    host: Option<String>,
-    port: Option<u16>,
-    security: Option<Security>,
-    username: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    from: Option<String>,
-    #[serde(default = "default_smtp_timeout")]
-    timeout: Dur,
-    #[serde(default = "default_retry_schedule")]
-    retry_schedule: Vec<Dur>,
-    #[serde(default = "default_mail_retention")]
-    mail_retention: Dur,
-}
-
-fn default_retry_schedule() -> Vec<Dur> {
-    [30, 60, 300, 900, 3600]
-        .into_iter()
-        .map(|n| Dur(Duration::from_secs(n)))
-        .collect()
-}
-
-fn default_mail_retention() -> Dur {
-    Dur(Duration::from_secs(7 * 86400))
-}
-
-fn default_smtp_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAlerts {
-    debounce: Dur,
-    max_delay: Dur,
-    system_recipients: Vec<String>,
-}
-
-impl Default for RawAlerts {
-    fn default() -> Self {
-        RawAlerts {
-            debounce: Dur(Duration::from_secs(60)),
-            max_delay: Dur(Duration::from_secs(900)),
-            system_recipients: Vec::new(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawServer {
-    listen: Listen,
-    max_body: Size,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    metrics_auth: bool,
-    drain_timeout: Dur,
-    public_url: Option<PublicUrl>,
-}
-
-impl Default for RawServer {
-    fn default() -> Self {
-        RawServer {
-            listen: Listen(SocketAddr::from(([127, 0, 0, 1], 8470))),
-            max_body: Size(1 << 20),
-            tls_cert: None,
-            tls_key: None,
-            metrics_auth: false,
-            drain_timeout: Dur(Duration::from_secs(10)),
-            public_url: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawStorage {
-    dir: Option<PathBuf>,
-    max_size: Size,
-    retention: Dur,
-    cache_size: Size,
-    max_event_size: Size,
-}
-
-impl Default for RawStorage {
-    fn default() -> Self {
-        RawStorage {
-            dir: None,
-            max_size: Size(1 << 30),
-            retention: Dur(Duration::from_secs(5 * 86400)),
-            // redb's own default is 1 GiB: far too much for a 256 MiB gateway.
-            cache_size: Size(16 << 20),
-            max_event_size: Size(256 << 10),
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawGeneral {
-    name: Option<String>,
-    timezone: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccount {
-    name: String,
-    email: String,
-    role: Role,
-    token_sha256: String,
-}
-
-/// `host:port`, checked where it is read so the error points at the value.
-struct Listen(SocketAddr);
-
-impl<'de> Deserialize<'de> for Listen {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse()
-            .map(Listen)
-            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8470")))
-    }
-}
-
-/// A size such as `"1MiB"` or `"512KiB"` (a bare integer counts bytes).
-#[derive(Clone, Copy)]
-struct Size(u64);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", bytesize::ByteSize(self.0).display().iec_short())
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Int(u64),
-            Text(String),
-        }
-        match Either::deserialize(d)? {
-            Either::Int(n) => Ok(Size(n)),
-            Either::Text(s) => bytesize::ByteSize::from_str(&s)
-                .map(|b| Size(b.0))
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a size like \"16MiB\" or \"512KiB\""))),
-        }
-    }
-}
-
-/// A duration such as `"60s"`, `"5m"`, `"2h"`, `"5d"`; zero is refused.
-#[derive(Clone, Copy)]
-struct Dur(Duration);
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses a duration as config and requests write them (`"60s"`, `"5d"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("{s:?} is zero; give a positive duration like \"60s\"")),
-        Err(_) => Err(format!(
-            "{s:?} is not a duration like \"60s\", \"5m\", \"2h\" or \"5d\""
-        )),
-    }
-}
-
-struct PublicUrl(String);
-
-impl<'de> Deserialize<'de> for PublicUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.parse::<hyper::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => Ok(PublicUrl(s)),
-            _ => Err(serde::de::Error::custom(format!(
-                "{s:?} is not an http(s) URL like https://gateway.example.com:8470"
-            ))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,7 +612,7 @@ mod tests {
 
     #[test]
     fn template_parses_and_states_the_defaults() {
-        let t = Config::parse(include_str!("../config/herald.toml"), None).unwrap();
+        let t = Config::parse(include_str!("../../config/herald.toml"), None).unwrap();
         let d = Config::defaults();
         assert_eq!(t.server.listen, d.server.listen);
         assert_eq!(t.server.max_body, d.server.max_body);

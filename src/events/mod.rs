@@ -1,0 +1,226 @@
+//! Events: what local programs hand to herald. This module owns the
+//! `EVENTS` and `IDEMPOTENCY` tables: durable publishing with idempotency
+//! keys, paging by sequence number, and deleting what retention lets go.
+//!
+//! Publishing tells the features that act on new events (webhooks queue
+//! them) through one seam, the [`Publisher`] and its [`Subscriber`]s, in the
+//! same commit that stores them; this module knows none of them.
+
+mod parse;
+mod routes;
+
+use jiff::Timestamp;
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+pub use self::parse::{FieldError, NewEvent, parse, valid_name};
+pub use self::routes::routes;
+use crate::clock;
+use crate::store::{self, EVENTS, IDEMPOTENCY, StoreError, Txn};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub id: String,
+    pub event: String,
+    /// The `data` JSON exactly as published.
+    pub data: String,
+    pub created_at: i64,
+    /// Who published it: integrations read only their own events.
+    pub account: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// One published event as the API answers it, and whether it is new.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub seq: u64,
+    pub event: StoredEvent,
+    pub created: bool,
+}
+
+fn idempotency_row(account: &str, key: &str) -> String {
+    format!("{account}\0{key}")
+}
+
+/// Acts on newly published events inside the commit that stores them
+/// (webhooks queue them for delivery). Only events with `created` are new;
+/// the others repeat an idempotency key.
+pub type Subscriber = fn(&mut Txn, &[Published]) -> Result<(), StoreError>;
+
+/// The one way to publish: stores the events, then tells every subscriber,
+/// all in the caller's transaction. The crate root names the subscribers.
+#[derive(Clone, Copy)]
+pub struct Publisher {
+    subscribers: &'static [Subscriber],
+}
+
+impl Publisher {
+    pub const fn new(subscribers: &'static [Subscriber]) -> Publisher {
+        Publisher { subscribers }
+    }
+
+    /// Stores `events` (skipping those whose idempotency key was seen), all
+    /// stamped `now`, and hands them to the subscribers.
+    pub fn publish(
+        &self,
+        txn: &mut Txn,
+        account: &str,
+        now: Timestamp,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Published>, StoreError> {
+        let published = store_new(txn, account, now, events)?;
+        for tell in self.subscribers {
+            tell(txn, &published)?;
+        }
+        Ok(published)
+    }
+}
+
+fn store_new(
+    txn: &mut Txn,
+    account: &str,
+    now: Timestamp,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Published>, StoreError> {
+    let created_at = clock::to_ms(now);
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        if let Some(key) = &e.idempotency_key {
+            let first = txn
+                .open(IDEMPOTENCY)?
+                .get(idempotency_row(account, key).as_str())?
+                .map(|v| v.value());
+            if let Some(seq) = first
+                && let Some(event) = store::get::<u64, StoredEvent>(&txn.open(EVENTS)?, "event", seq)?
+            {
+                out.push(Published {
+                    seq,
+                    event,
+                    created: false,
+                });
+                continue;
+            }
+        }
+        let seq = txn.next_id("events.next_seq")?;
+        let ulid = ulid::Ulid::from_parts(created_at.max(0) as u64, rand::random());
+        let stored = StoredEvent {
+            id: format!("evt_{ulid}"),
+            event: e.event,
+            data: e.data,
+            created_at,
+            account: account.to_string(),
+            idempotency_key: e.idempotency_key,
+        };
+        txn.open(EVENTS)?.insert(seq, store::encode(&stored).as_slice())?;
+        if let Some(key) = &stored.idempotency_key {
+            txn.open(IDEMPOTENCY)?
+                .insert(idempotency_row(account, key).as_str(), seq)?;
+        }
+        out.push(Published {
+            seq,
+            event: stored,
+            created: true,
+        });
+    }
+    Ok(out)
+}
+
+pub struct Filter<'a> {
+    pub after: u64,
+    pub limit: usize,
+    pub event: Option<&'a str>,
+    /// Set for integration accounts: only the events they published.
+    pub account: Option<&'a str>,
+}
+
+/// Scanned rows at most per page when filters skip many, so one request
+/// cannot walk the whole table; the cursor lets the caller continue.
+const MAX_SCAN: usize = 100_000;
+
+/// Events with their sequence numbers, and the cursor of the next page.
+pub type Page = (Vec<(u64, StoredEvent)>, Option<u64>);
+
+/// Events after `filter.after` in sequence order, and the next cursor.
+pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<Page, StoreError> {
+    let table = r.open_table(EVENTS)?;
+    let mut out = Vec::new();
+    let mut last = f.after;
+    for (scanned, row) in table.range(f.after.saturating_add(1)..)?.enumerate() {
+        let (k, v) = row?;
+        let seq = k.value();
+        if scanned >= MAX_SCAN {
+            return Ok((out, Some(last)));
+        }
+        let e: StoredEvent = store::decode("event", v.value())?;
+        if f.event.is_some_and(|n| n != e.event) || f.account.is_some_and(|a| a != e.account) {
+            last = seq;
+            continue;
+        }
+        if out.len() == f.limit {
+            return Ok((out, Some(last)));
+        }
+        last = seq;
+        out.push((seq, e));
+    }
+    Ok((out, None))
+}
+
+pub fn count(r: &ReadTransaction) -> Result<u64, StoreError> {
+    store::count(r, EVENTS)
+}
+
+/// Rows one sweep transaction looks at, so that a long buffer of events
+/// still needed never holds the writer for long.
+const SWEEP_SCAN: usize = 20_000;
+/// Where the next sweep pass continues (0: from the oldest event).
+const SWEEP_CURSOR: &str = "events.sweep_from";
+
+/// Deletes up to `budget` events created before `cutoff` that `needed`
+/// does not claim (a webhook still has to deliver them), with their
+/// idempotency keys. Looks at [`SWEEP_SCAN`] rows at most and goes on where
+/// it stopped next time. Returns whether more remain.
+pub fn sweep(
+    txn: &mut Txn,
+    cutoff: Timestamp,
+    budget: usize,
+    needed: &dyn Fn(&Txn, u64) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let cutoff = clock::to_ms(cutoff);
+    let from = txn.open(store::META)?.get(SWEEP_CURSOR)?.map_or(0, |v| v.value());
+    let (old, resume) = {
+        let events = txn.open(EVENTS)?;
+        let mut out = Vec::new();
+        // Where to go on from; 0 once the pass reached the events to keep.
+        let mut resume = 0;
+        for (scanned, row) in events.range(from..)?.enumerate() {
+            let (k, v) = row?;
+            let seq = k.value();
+            if scanned == SWEEP_SCAN || out.len() == budget {
+                resume = seq;
+                break;
+            }
+            let e: StoredEvent = store::decode("event", v.value())?;
+            if e.created_at >= cutoff {
+                break;
+            }
+            if !needed(txn, seq)? {
+                out.push((seq, e.idempotency_key.map(|key| idempotency_row(&e.account, &key))));
+            }
+        }
+        (out, resume)
+    };
+    txn.open(store::META)?.insert(SWEEP_CURSOR, resume)?;
+    let mut events = txn.open(EVENTS)?;
+    for (seq, _) in &old {
+        events.remove(*seq)?;
+    }
+    drop(events);
+    let mut keys = txn.open(IDEMPOTENCY)?;
+    for key in old.iter().filter_map(|(_, k)| k.as_deref()) {
+        keys.remove(key)?;
+    }
+    if !old.is_empty() {
+        tracing::debug!(deleted = old.len(), "retention sweep");
+    }
+    Ok(resume != 0)
+}

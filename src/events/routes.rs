@@ -1,0 +1,118 @@
+//! `POST /v1/events` and `GET /v1/events`.
+
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{Filter, parse, valid_name};
+use crate::App;
+use crate::auth::Role;
+use crate::clock;
+use crate::http::{self, ALL, Access, ApiError, Call, PUBLISHERS, Resp, Route};
+use crate::store::Grows;
+
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::POST, "/v1/events", Access::Roles(PUBLISHERS), |app, call| {
+            Box::pin(publish(app, call))
+        }),
+        Route::new(Method::GET, "/v1/events", Access::Roles(ALL), |app, call| {
+            Box::pin(list(app, call))
+        }),
+    ]
+}
+
+#[derive(Serialize)]
+struct EventAck<'a> {
+    id: &'a str,
+    seq: u64,
+    event: &'a str,
+    created_at: String,
+}
+
+async fn publish(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let body = call.json().await?;
+    let max_data = app.settings().storage.max_event_size;
+    let (events, batch) = parse(&body, max_data).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let account = call.who().name.clone();
+    let now = app.clock.now();
+    let publisher = app.publisher;
+    let published = app
+        .store
+        .write(Grows::Yes, move |txn| publisher.publish(txn, &account, now, events))
+        .await?;
+    let created = published.iter().filter(|p| p.created).count();
+    app.metrics.events_ingested.inc_by(created as u64);
+    let status = if created > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let acks: Vec<EventAck<'_>> = published
+        .iter()
+        .map(|p| EventAck {
+            id: &p.event.id,
+            seq: p.seq,
+            event: &p.event.event,
+            created_at: clock::rfc3339(p.event.created_at),
+        })
+        .collect();
+    Ok(if batch {
+        http::json(status, &json!({ "events": acks }))
+    } else {
+        http::json(status, &acks[0])
+    })
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    id: &'a str,
+    seq: u64,
+    event: &'a str,
+    data: &'a RawValue,
+    created_at: String,
+}
+
+async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let q = &call.query;
+    let after = q.u64("after")?.unwrap_or(0);
+    let limit = q.limit()?;
+    let event = q.get("event");
+    if let Some(name) = event
+        && !valid_name(name)
+    {
+        return Err(ApiError::invalid_field(
+            "event",
+            format!("{name:?} is not an event name"),
+        ));
+    }
+    let who = call.who();
+    let account = (who.role == Role::Integration).then_some(who.name.as_str());
+    let filter = Filter {
+        after,
+        limit,
+        event,
+        account,
+    };
+    let (rows, next) = app.store.read(|r| super::list(r, &filter))?;
+    let raws: Vec<Box<RawValue>> = rows
+        .iter()
+        .map(|(_, e)| RawValue::from_string(e.data.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::internal)?;
+    let out: Vec<EventOut<'_>> = rows
+        .iter()
+        .zip(&raws)
+        .map(|((seq, e), data)| EventOut {
+            id: &e.id,
+            seq: *seq,
+            event: &e.event,
+            data,
+            created_at: clock::rfc3339(e.created_at),
+        })
+        .collect();
+    Ok(http::json(StatusCode::OK, &json!({ "events": out, "next": next })))
+}

@@ -1,0 +1,141 @@
+//! `GET /v1/interfaces`, `/v1/executions`, `/v1/executions/{id}` and its `/logs`.
+
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Category, Level, LogLine, Status};
+use crate::App;
+use crate::clock;
+use crate::http::{self, Access, ApiError, Call, READERS, Resp, Route};
+
+pub fn routes() -> Vec<Route> {
+    let readers = Access::Roles(READERS);
+    vec![
+        Route::new(Method::GET, "/v1/interfaces", readers, |app, call| {
+            Box::pin(interfaces(app, call))
+        }),
+        Route::new(Method::GET, "/v1/executions", readers, |app, call| {
+            Box::pin(list(app, call))
+        }),
+        Route::new(Method::GET, "/v1/executions/{id}", readers, |app, call| {
+            Box::pin(get(app, call))
+        }),
+        Route::new(Method::GET, "/v1/executions/{id}/logs", readers, |app, call| {
+            Box::pin(logs(app, call))
+        }),
+    ]
+}
+
+async fn get(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let exe = find(app, call.param())?;
+    Ok(http::json(StatusCode::OK, &execution_json(&exe, app.clock.now())))
+}
+
+fn execution_json(e: &super::Execution, now: jiff::Timestamp) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "interface": e.interface,
+        "kind": match e.kind { super::Kind::Daily => "daily", super::Kind::Scheduled => "scheduled" },
+        "status": e.status.as_str(),
+        "started_at": clock::rfc3339(e.started_at),
+        "errors": e.errors,
+        "successes": e.successes,
+        "anomaly": e.anomaly(now),
+    });
+    if let Some(s) = &e.schedule {
+        v["schedule"] = json!(s);
+    }
+    if let Some(t) = e.ended_at {
+        v["ended_at"] = json!(clock::rfc3339(t));
+    }
+    if let Some(d) = &e.day {
+        v["day"] = json!(d);
+    }
+    v
+}
+
+async fn interfaces(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    let rows = app.store.read(super::interfaces)?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|(i, last)| {
+            let mut v = json!({"name": i.name, "kind": i.kind});
+            if let Some(e) = last {
+                v["last_execution"] = json!({"id": e.id, "status": e.status.as_str()});
+            }
+            v
+        })
+        .collect();
+    Ok(http::json(StatusCode::OK, &json!({ "interfaces": out })))
+}
+
+async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let q = &call.query;
+    let status = match q.get("status") {
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("status", format!("{s:?} is not one of running, ok, ko")))?,
+        ),
+        None => None,
+    };
+    let filter = super::Filter {
+        interface: q.get("interface"),
+        status,
+        after: q.get("after"),
+        limit: q.limit()?,
+    };
+    let (rows, next) = app.store.read(|r| super::list(r, &filter))?;
+    let now = app.clock.now();
+    let out: Vec<Value> = rows.iter().map(|e| execution_json(e, now)).collect();
+    Ok(http::json(StatusCode::OK, &json!({ "executions": out, "next": next })))
+}
+
+fn find(app: &Arc<App>, id: &str) -> Result<super::Execution, ApiError> {
+    app.store
+        .read(|r| super::get(r, id))?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id:?}; list them with GET /v1/executions")))
+}
+
+async fn logs(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let q = &call.query;
+    let exe = find(app, call.param())?;
+    let level = match q.get("level") {
+        Some(s) => Some(
+            Level::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("level", format!("{s:?} is not one of info, warn, error")))?,
+        ),
+        None => None,
+    };
+    let category = match q.get("category") {
+        Some(s) => Some(Category::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "category",
+                format!("{s:?} is not one of external, configuration, mapping, technical, cascade"),
+            )
+        })?),
+        None => None,
+    };
+    let after = q.u64("after")?.map(|a| a.min(u64::from(u32::MAX)) as u32);
+    let filter = super::LogFilter {
+        level,
+        category,
+        after,
+        limit: q.limit()?,
+    };
+    let (lines, next) = app.store.read(|r| super::logs(r, &exe, &filter))?;
+    let out: Vec<Value> = lines.iter().map(log_json).collect();
+    Ok(http::json(StatusCode::OK, &json!({ "logs": out, "next": next })))
+}
+
+fn log_json(l: &LogLine) -> Value {
+    let mut v = json!({"at": clock::rfc3339(l.at), "level": l.level.as_str(), "message": l.message});
+    if let Some(c) = l.category {
+        v["category"] = json!(c.as_str());
+    }
+    if let Some(d) = &l.detail {
+        v["detail"] = json!(d);
+    }
+    v
+}

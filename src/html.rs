@@ -1,0 +1,25 @@
+//! HTML pieces every page shares: escaping and the common layout (no
+//! scripts, no external assets, readable on a phone).
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The whole page, wrapped in the common layout.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>herald: {title}</title><style>\
+         body{{font-family:sans-serif;max-width:72em;margin:1em auto;padding:0 1em}}\
+         table{{border-collapse:collapse;width:100%;margin-bottom:1.5em}}\
+         th,td{{text-align:left;padding:.25em .5em;border-bottom:1px solid #ddd;vertical-align:top}}\
+         .ko{{color:#b00;font-weight:bold}}.ok{{color:#070}}.warn{{color:#a60}}\
+         code{{font-size:.9em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
+         </head><body><h1>{title}</h1>{body}</body></html>",
+        title = escape(title)
+    )
+}

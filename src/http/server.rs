@@ -1,0 +1,107 @@
+//! The server: hyper 1.x over HTTP/1.1 with keep-alive, optional TLS
+//! (rustls), a connection limit, and a graceful drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::Router;
+use crate::App;
+
+/// Open connections at most; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// A client must send its request headers within this time (slowloris guard).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stop`, then lets in-flight requests finish
+/// for at most `drain`.
+pub async fn serve(
+    app: Arc<App>,
+    router: Arc<Router>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    // Connections are tracked so that those still open at the drain timeout
+    // can be closed: their tasks hold the store, which must close cleanly.
+    let mut conns = tokio::task::JoinSet::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        while conns.try_join_next().is_some() {}
+        let app = app.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let (app, router) = (app.clone(), router.clone());
+                async move { Ok::<_, std::convert::Infallible>(router.handle(app, req, peer).await) }
+            });
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Ok(Err(e)) => return log_tls_failure(peer, e.to_string()),
+                    Err(_) => return log_tls_failure(peer, "handshake timed out".into()),
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections closed"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing the remaining connections"),
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+fn log_tls_failure(peer: SocketAddr, error: String) {
+    tracing::debug!(%peer, %error, "TLS handshake failed");
+}

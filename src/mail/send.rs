@@ -1,0 +1,208 @@
+//! Sending one mail of the outbox over SMTP (lettre, tokio and rustls), and
+//! recording the attempt with the job's next step in one transaction.
+
+use jiff::Timestamp;
+use lettre::AsyncTransport;
+use redb::ReadableTable;
+
+use super::rules::{AfterFailure, after_failure};
+use super::{INTERFACE, Mail, State, job_name, open_key};
+use crate::App;
+use crate::clock;
+use crate::config::{MailPolicy, Security, Smtp};
+use crate::executions::{self, Category, Level, LogLine};
+use crate::jobs::{self, Job};
+use crate::store::{self, MAIL_OPEN, MAILS, StoreError, Txn};
+
+/// Why an attempt failed, and the log category that tells whom to call.
+#[derive(Debug)]
+pub struct SendError {
+    pub category: Category,
+    pub message: String,
+}
+
+async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: String) -> Result<(), SendError> {
+    let config_error = |message: String| SendError {
+        category: Category::Configuration,
+        message,
+    };
+    let message = lettre::Message::builder()
+        .from(
+            from.parse()
+                .map_err(|e| config_error(format!("smtp.from {from:?}: {e}")))?,
+        )
+        .to(mail.to.parse().map_err(|e| SendError {
+            category: Category::Mapping,
+            message: format!("recipient {:?}: {e}", mail.to),
+        })?)
+        .subject(subject)
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| SendError {
+            category: Category::Technical,
+            message: format!("building the message: {e}"),
+        })?;
+    type Transport = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+    let builder = match smtp.security {
+        Security::None => Transport::builder_dangerous(&smtp.host),
+        Security::Starttls => {
+            Transport::starttls_relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?
+        }
+        Security::Tls => Transport::relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?,
+    };
+    let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
+    if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.clone(),
+            password.0.clone(),
+        ));
+    }
+    let transport = builder.build();
+    transport
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e, smtp))
+}
+
+fn classify(e: &lettre::transport::smtp::Error, smtp: &Smtp) -> SendError {
+    let code = e.status().map(|c| c.to_string());
+    let server = format!("{}:{}", smtp.host, smtp.port);
+    // 530/534/535: authentication required or refused; TLS trouble is set-up too.
+    let category = match code.as_deref() {
+        Some("530" | "534" | "535" | "538") => Category::Configuration,
+        _ if e.is_tls() => Category::Configuration,
+        Some(c) if c.starts_with('5') => Category::Configuration,
+        _ => Category::External,
+    };
+    let what = match category {
+        Category::Configuration if code.as_deref().is_some_and(|c| c.starts_with("53")) => {
+            "authentication failed; check smtp.username and the password"
+        }
+        Category::Configuration => "the mail server refused the mail",
+        _ if e.is_timeout() => "the mail server did not answer in time",
+        _ => "could not reach or talk to the mail server",
+    };
+    SendError {
+        category,
+        message: format!("{what} ({server}): {e}"),
+    }
+}
+
+/// The job: closes the mail to new entries, sends it, and commits the
+/// outcome with the job's next step.
+pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
+    let name = job_name(&id);
+    let mail = {
+        let id = id.clone();
+        let name = name.clone();
+        app.store
+            .write(store::Grows::No, move |txn| {
+                let Some(mut mail) = store::get::<&str, Mail>(&txn.open(MAILS)?, "mail", id.as_str())? else {
+                    jobs::cancel_named(txn, &name)?;
+                    return Ok(None);
+                };
+                if mail.state != State::Queued {
+                    jobs::cancel_named(txn, &name)?;
+                    return Ok(None);
+                }
+                if mail.open {
+                    mail.open = false;
+                    let key = open_key(&mail.kind, &mail.to);
+                    let mut open = txn.open(MAIL_OPEN)?;
+                    if open.get(key.as_str())?.is_some_and(|v| v.value() == mail.id) {
+                        open.remove(key.as_str())?;
+                    }
+                    drop(open);
+                    txn.open(MAILS)?
+                        .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
+                }
+                Ok(Some(mail))
+            })
+            .await?
+    };
+    let Some(mail) = mail else { return Ok(()) };
+
+    let settings = app.settings();
+    let subject = mail.subject(&settings.general.name);
+    let outcome = match &settings.smtp {
+        None => Err(SendError {
+            category: Category::Configuration,
+            message: "no [smtp] is configured, so mails stay queued; add an [smtp] table to the config and reload"
+                .into(),
+        }),
+        Some(smtp) => {
+            let body = mail.body(&settings.general.name, &settings.server.public_url);
+            send_smtp(smtp, &smtp.from, &mail, subject.clone(), body).await
+        }
+    };
+    let now = app.clock.now();
+    let policy = settings.mail.clone();
+    let tz = settings.general.timezone.clone();
+    app.store
+        .write(store::Grows::No, move |txn| {
+            record_attempt(txn, &name, mail, &subject, outcome, now, &policy, &tz)
+        })
+        .await
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_attempt(
+    txn: &mut Txn,
+    job: &str,
+    mut mail: Mail,
+    subject: &str,
+    outcome: Result<(), SendError>,
+    now: Timestamp,
+    policy: &MailPolicy,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(), StoreError> {
+    mail.attempts += 1;
+    let attempt = mail.attempts;
+    let line = match outcome {
+        Ok(()) => {
+            mail.state = State::Sent;
+            mail.sent_at = Some(clock::to_ms(now));
+            mail.last_error = None;
+            jobs::cancel_named(txn, job)?;
+            executions::count_success(txn, now, tz, INTERFACE, INTERFACE, 1)?;
+            LogLine {
+                at: clock::to_ms(now),
+                level: Level::Info,
+                category: None,
+                message: format!("sent {} to {}: {subject}", mail.id, mail.to),
+                detail: Some(format!("attempt {attempt}, {} entries", mail.total)),
+            }
+        }
+        Err(e) => {
+            mail.last_error = Some(e.message.clone());
+            let next = after_failure(clock::from_ms(mail.created_at), attempt, now, policy);
+            let (what, level) = match next {
+                AfterFailure::RetryAt(at) => {
+                    mail.send_after = clock::to_ms(at);
+                    jobs::schedule_named(txn, job, at, Job::SendMail { id: mail.id.clone() })?;
+                    (format!("stays queued, next try at {at}"), Level::Error)
+                }
+                AfterFailure::GiveUp => {
+                    mail.state = State::Failed;
+                    jobs::cancel_named(txn, job)?;
+                    (
+                        "failed: mail_retention is over, no more tries".to_string(),
+                        Level::Error,
+                    )
+                }
+            };
+            LogLine {
+                at: clock::to_ms(now),
+                level,
+                category: Some(e.category),
+                message: format!("{} to {} (attempt {attempt}) {what}: {}", mail.id, mail.to, e.message),
+                detail: Some(format!("subject: {subject}")),
+            }
+        }
+    };
+    txn.open(MAILS)?
+        .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
+    executions::log_daily(txn, now, tz, INTERFACE, INTERFACE, line)?;
+    Ok(())
+}

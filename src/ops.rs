@@ -1,0 +1,126 @@
+//! The daemon's own endpoints: liveness (`/healthz`), readiness
+//! (`/readyz`), Prometheus metrics (`/metrics`), the status summary
+//! (`/v1/status`, what `herald status` prints) and, for tests only, the
+//! driven clock (`/v1/test/clock`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::config;
+use crate::http::{self, ADMIN, Access, ApiError, Call, READERS, Resp, Route};
+use crate::{events, executions, jobs};
+
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/healthz", Access::Public, |app, call| {
+            Box::pin(healthz(app, call))
+        }),
+        Route::new(Method::GET, "/readyz", Access::Public, |app, call| {
+            Box::pin(readyz(app, call))
+        }),
+        Route::new(Method::GET, "/metrics", Access::Metrics, |app, call| {
+            Box::pin(metrics(app, call))
+        }),
+        Route::new(Method::GET, "/v1/status", Access::Roles(READERS), |app, call| {
+            Box::pin(status(app, call))
+        }),
+        Route::new(Method::POST, "/v1/test/clock", Access::Roles(ADMIN), |app, call| {
+            Box::pin(test_clock(app, call))
+        }),
+    ]
+}
+
+async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    Ok(http::text(StatusCode::OK, "ok\n"))
+}
+
+async fn readyz(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    let draining = app.draining.load(Ordering::Relaxed);
+    Ok(if app.ready.load(Ordering::Relaxed) && !draining {
+        http::text(StatusCode::OK, "ready\n")
+    } else if draining {
+        http::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        http::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    })
+}
+
+async fn metrics(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    if let Ok(n) = jobs::count_due(&app.store, app.clock.now()) {
+        app.metrics.jobs_due.set(n as i64);
+    }
+    Ok(http::with_type(
+        StatusCode::OK,
+        Bytes::from(app.metrics.encode()),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    ))
+}
+
+async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
+    let now = app.clock.now();
+    let (events_stored, (ko, running_with_errors)) = app
+        .store
+        .read(|r| Ok((events::count(r)?, executions::count_troubled(r)?)))?;
+    let settings = app.settings();
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "gateway": settings.general.name,
+            "now": now.to_string(),
+            "health": "ok",
+            "ready": app.ready.load(Ordering::Relaxed),
+            "draining": app.draining.load(Ordering::Relaxed),
+            "events_stored": events_stored,
+            "jobs_due": jobs::count_due(&app.store, now)?,
+            "jobs_scheduled": jobs::count_all(&app.store)?,
+            "executions_ko": ko,
+            "executions_running_with_errors": running_with_errors,
+            "store_bytes": app.store.file_bytes(),
+            "storage_full": app.store.is_full(),
+        }),
+    ))
+}
+
+/// Moves the manual clock (tests only: exists when `HERALD_TEST_CLOCK` is set).
+async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let body = call.json().await?;
+    if !app.clock.is_manual() {
+        return Err(ApiError::not_found(
+            "the clock is driven only when herald runs with HERALD_TEST_CLOCK",
+        ));
+    }
+    let v: Value = serde_json::from_str(&body).map_err(ApiError::invalid_json)?;
+    let by = match (
+        v.get("advance").and_then(Value::as_str),
+        v.get("to").and_then(Value::as_str),
+    ) {
+        (Some(d), _) => jiff::SignedDuration::try_from(
+            config::parse_duration(d).map_err(|m| ApiError::invalid_field("advance", m))?,
+        )
+        .map_err(|e| ApiError::invalid_field("advance", e.to_string()))?,
+        (None, Some(t)) => {
+            let to: jiff::Timestamp = t
+                .parse()
+                .map_err(|_| ApiError::invalid_field("to", format!("{t:?} is not an RFC 3339 time")))?;
+            let by = to.duration_since(app.clock.now());
+            if by.is_negative() {
+                return Err(ApiError::invalid_field("to", "the clock only moves forward"));
+            }
+            by
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "advance",
+                "give \"advance\": \"60s\" or \"to\": RFC 3339",
+            ));
+        }
+    };
+    let now = app.clock.advance(by);
+    Ok(http::json(StatusCode::OK, &json!({ "now": now.to_string() })))
+}

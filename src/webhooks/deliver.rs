@@ -1,0 +1,540 @@
+//! The delivery job of one webhook: posts the head of its queue and the
+//! events behind it in order, then commits what happened (attempts, the
+//! next retry, or the deactivation) with the job's next step.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::rules::{Failure, Next, Signer, after_failure, judge};
+use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
+use crate::App;
+use crate::clock;
+use crate::config::Webhooks as Settings;
+use crate::events::{NewEvent, Publisher, StoredEvent};
+use crate::executions::{self, Category, Level};
+use crate::http::client::Outcome;
+use crate::jobs::{self, Job};
+use crate::mail;
+use crate::store::{self, EVENTS, Grows, StoreError, Txn, WH_ATTEMPTS, WH_QUEUE};
+
+/// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
+const ATTEMPTS_KEPT: u64 = 1000;
+/// Events one job run delivers before it commits their progress: enough to
+/// amortise the commit and the dispatch, few enough that a crash repeats
+/// little (deliveries are at least once; receivers dedupe on webhook-id).
+const BATCH: usize = 500;
+/// The part of a receiver's answer that is kept.
+const RESPONSE_KEPT: usize = 1024;
+
+/// Context the delivery job needs from the settings in force.
+struct Ctx {
+    settings: Settings,
+    tz: jiff::tz::TimeZone,
+    public_url: String,
+    alerts: crate::config::Alerts,
+    publisher: Publisher,
+}
+
+/// The delivery job of one webhook: posts the head of its queue and the
+/// events behind it, then commits what happened and what comes next.
+pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
+    let name = job_name(&id);
+    let (wh, heads) = app.store.read(|r| {
+        let Some(wh) = get(r, &id)? else {
+            return Ok((None, Vec::new()));
+        };
+        let queue = r.open_table(WH_QUEUE)?;
+        let events = r.open_table(EVENTS)?;
+        let mut heads = Vec::new();
+        for row in queue.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+            let seq = row?.0.value().1;
+            heads.push((seq, store::get::<u64, StoredEvent>(&events, "event", seq)?));
+            if heads.len() == BATCH {
+                break;
+            }
+        }
+        Ok((Some(wh), heads))
+    })?;
+    let settings = app.settings();
+    let ctx = Ctx {
+        settings: settings.webhooks.clone(),
+        tz: settings.general.timezone.clone(),
+        public_url: settings.server.public_url.clone(),
+        alerts: settings.alerts.clone(),
+        publisher: app.publisher,
+    };
+    let Some(wh) = wh.filter(|w| w.state == State::Active) else {
+        return app
+            .store
+            .write(Grows::No, move |txn| jobs::cancel_named(txn, &name))
+            .await;
+    };
+
+    let poster = Poster::new(app, &wh, ctx.settings.timeout);
+    let mut delivered: Vec<(u64, Attempt)> = Vec::new();
+    let mut missing: Vec<u64> = Vec::new();
+    let mut failed: Option<(u64, Attempt, Failure)> = None;
+    for (seq, event) in heads {
+        let Some(event) = event else {
+            missing.push(seq);
+            continue;
+        };
+        let (attempt, verdict) = poster.post(&event, delivered.is_empty() && missing.is_empty()).await;
+        match verdict {
+            Ok(()) => delivered.push((seq, attempt)),
+            Err(f) => {
+                failed = Some((seq, attempt, f));
+                break;
+            }
+        }
+    }
+    let now = app.clock.now();
+    let jitter = rand::random::<f64>() * 2.0 - 1.0;
+    app.store
+        .write(Grows::No, move |txn| {
+            record(txn, &id, delivered, missing, failed, now, jitter, &ctx)
+        })
+        .await
+}
+
+/// The delivery body, `{"id","event","app","created_at","data"}`, with
+/// `data` copied as stored (no re-parse: it was checked at publish).
+fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
+    let data = if event.data.is_empty() {
+        "null"
+    } else {
+        event.data.as_str()
+    };
+    let created_at = clock::rfc3339(event.created_at);
+    let mut out = Vec::with_capacity(data.len() + event.id.len() + event.event.len() + wh.app.len() + 96);
+    for (name, value) in [
+        ("{\"id\":", event.id.as_str()),
+        (",\"event\":", &event.event),
+        (",\"app\":", &wh.app),
+        (",\"created_at\":", &created_at),
+    ] {
+        out.extend_from_slice(name.as_bytes());
+        serde_json::to_writer(&mut out, value).expect("a string serializes");
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// What the POSTs of one delivery run share.
+struct Poster<'a> {
+    app: &'a App,
+    wh: &'a Webhook,
+    url: Result<hyper::Uri, String>,
+    signer: Signer,
+    timeout: Duration,
+}
+
+impl<'a> Poster<'a> {
+    fn new(app: &'a App, wh: &'a Webhook, timeout: Duration) -> Poster<'a> {
+        Poster {
+            app,
+            wh,
+            url: wh
+                .url
+                .parse()
+                .map_err(|e| format!("the URL {:?} cannot be used: {e}", wh.url)),
+            signer: Signer::new(&wh.secret),
+            timeout,
+        }
+    }
+
+    /// One POST of one event; the attempt record and the verdict.
+    async fn post(&self, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
+        use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+        let now = self.app.clock.now();
+        let timestamp = now.as_second();
+        let mut attempt = Attempt {
+            event_id: event.id.clone(),
+            attempt: if first_in_run { self.wh.head_attempts + 1 } else { 1 },
+            at: clock::to_ms(now),
+            status_code: None,
+            error: None,
+            duration_ms: 0,
+            next_retry_at: None,
+            response: String::new(),
+        };
+        let body = delivery_body(self.wh, event);
+        let signature = self.signer.sign(&event.id, timestamp, &body);
+        let built = self.url.clone().and_then(|url| {
+            let value = |v: String| HeaderValue::try_from(v).map_err(|e| format!("cannot build the request: {e}"));
+            let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
+            *req.method_mut() = hyper::Method::POST;
+            *req.uri_mut() = url;
+            let h = req.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))),
+            );
+            h.insert(HeaderName::from_static("webhook-id"), value(event.id.clone())?);
+            h.insert(
+                HeaderName::from_static("webhook-timestamp"),
+                HeaderValue::from(timestamp),
+            );
+            h.insert(HeaderName::from_static("webhook-signature"), value(signature)?);
+            Ok(req)
+        });
+        let request = match built {
+            Ok(r) => r,
+            Err(message) => {
+                attempt.error = Some(message.clone());
+                let f = Failure {
+                    category: Category::Technical,
+                    message,
+                    status: None,
+                    retry_after: None,
+                    gone: false,
+                };
+                return (attempt, Err(f));
+            }
+        };
+        let verdict = match self.app.http.send(request, self.timeout, RESPONSE_KEPT).await {
+            Outcome::Response {
+                status,
+                headers,
+                body,
+                elapsed,
+            } => {
+                attempt.status_code = Some(status.as_u16());
+                attempt.duration_ms = elapsed.as_millis() as u64;
+                attempt.response = String::from_utf8_lossy(&body).into_owned();
+                let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
+                judge(status.as_u16(), retry_after, now)
+            }
+            Outcome::Failed {
+                error,
+                timed_out,
+                elapsed,
+            } => {
+                attempt.duration_ms = elapsed.as_millis() as u64;
+                let message = if timed_out { format!("timeout: {error}") } else { error };
+                attempt.error = Some(message.clone());
+                // An untrusted or mismatched certificate is set-up (ca_file, URL),
+                // not an outage; rustls' error reaches us as text inside io errors.
+                let category = if message.to_ascii_lowercase().contains("certificate") {
+                    Category::Configuration
+                } else {
+                    Category::External
+                };
+                Err(Failure {
+                    category,
+                    message,
+                    status: None,
+                    retry_after: None,
+                    gone: false,
+                })
+            }
+        };
+        (attempt, verdict)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    txn: &mut Txn,
+    id: &str,
+    delivered: Vec<(u64, Attempt)>,
+    missing: Vec<u64>,
+    failed: Option<(u64, Attempt, Failure)>,
+    now: Timestamp,
+    jitter: f64,
+    ctx: &Ctx,
+) -> Result<(), StoreError> {
+    let name = job_name(id);
+    let Some(mut wh) = load(txn, id)? else {
+        return jobs::cancel_named(txn, &name);
+    };
+    // What was handled is the head of the queue, so it goes in one range.
+    if let Some(last) = delivered.iter().map(|(s, _)| *s).chain(missing.iter().copied()).max() {
+        let mut removed = 0;
+        txn.open(WH_QUEUE)?.retain_in((id, 0)..=(id, last), |_, _| {
+            removed += 1;
+            false
+        })?;
+        wh.queued = wh.queued.saturating_sub(removed);
+    }
+    for seq in &missing {
+        log(
+            txn,
+            now,
+            &ctx.tz,
+            &wh,
+            Level::Warn,
+            Some(Category::Cascade),
+            format!("event #{seq} expired before webhook {id} could deliver it"),
+            None,
+        )?;
+    }
+    if !delivered.is_empty() {
+        wh.failing_since = None;
+        wh.head_attempts = 0;
+        wh.last_error = None;
+        wh.next_retry_at = None;
+    }
+    let successes = delivered.len() as u64;
+    add_attempts(txn, &mut wh, delivered.iter().map(|(_, a)| a))?;
+    if successes > 0 {
+        executions::count_success(txn, now, &ctx.tz, &wh.app, "webhook", successes)?;
+    }
+    match failed {
+        None => {
+            if wh.state == State::Active && wh.queued > 0 {
+                jobs::schedule_named(txn, &name, now, wh.job())?;
+            } else {
+                jobs::cancel_named(txn, &name)?;
+            }
+        }
+        Some((seq, mut attempt, f)) => {
+            wh.head_attempts = attempt.attempt;
+            let since = *wh.failing_since.get_or_insert(clock::to_ms(now));
+            let error = match f.status {
+                Some(s) => format!("{} (HTTP {s})", f.message),
+                None => f.message.clone(),
+            };
+            wh.last_error = Some(error.clone());
+            let next = after_failure(clock::from_ms(since), attempt.attempt, now, &f, &ctx.settings, jitter);
+            let what = match &next {
+                Next::RetryAt(at) => format!("next try at {at}"),
+                Next::Disable => "deactivating".into(),
+            };
+            log(
+                txn,
+                now,
+                &ctx.tz,
+                &wh,
+                Level::Error,
+                Some(f.category),
+                format!(
+                    "webhook {id}: event {} attempt {}: {error}; {what}",
+                    attempt.event_id, attempt.attempt
+                ),
+                Some(format!(
+                    "url: {}; response: {}",
+                    wh.url,
+                    attempt.response.chars().take(200).collect::<String>()
+                )),
+            )?;
+            if attempt.attempt == 1 && wh.queued > 1 {
+                log(
+                    txn,
+                    now,
+                    &ctx.tz,
+                    &wh,
+                    Level::Warn,
+                    Some(Category::Cascade),
+                    format!(
+                        "webhook {id}: {} later events held back behind event #{seq}",
+                        wh.queued - 1
+                    ),
+                    None,
+                )?;
+            }
+            match next {
+                Next::RetryAt(at) => {
+                    wh.next_retry_at = Some(clock::to_ms(at));
+                    attempt.next_retry_at = Some(clock::to_ms(at));
+                    add_attempts(txn, &mut wh, [&attempt])?;
+                    jobs::schedule_named(txn, &name, at, wh.job())?;
+                }
+                Next::Disable => {
+                    add_attempts(txn, &mut wh, [&attempt])?;
+                    let reason = if f.gone {
+                        format!("the receiver answered 410 Gone: {error}")
+                    } else {
+                        format!(
+                            "no success for {}: {error}",
+                            humantime::format_duration(ctx.settings.disable_after)
+                        )
+                    };
+                    deactivate(txn, &mut wh, reason, now, ctx)?;
+                }
+            }
+        }
+    }
+    save(txn, &wh)
+}
+
+/// Appends to the attempt log and keeps its newest `ATTEMPTS_KEPT` entries.
+fn add_attempts<'a>(
+    txn: &Txn,
+    wh: &mut Webhook,
+    attempts: impl IntoIterator<Item = &'a Attempt>,
+) -> Result<(), StoreError> {
+    let id = wh.id.as_str();
+    let mut t = txn.open(WH_ATTEMPTS)?;
+    for attempt in attempts {
+        t.insert((id, wh.attempts_seq), store::encode(attempt).as_slice())?;
+        wh.attempts_seq += 1;
+    }
+    if wh.attempts_seq > ATTEMPTS_KEPT {
+        t.retain_in((id, 0)..(id, wh.attempts_seq - ATTEMPTS_KEPT), |_, _| false)?;
+    }
+    Ok(())
+}
+
+/// Deactivates: keeps the queue as the buffer, notifies the creator with a
+/// reactivation link, publishes the internal event, schedules the buffer's end.
+fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, ctx: &Ctx) -> Result<(), StoreError> {
+    let mut token_bytes = [0u8; 32];
+    rand::fill(&mut token_bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token_bytes);
+    let until = clock::add(now, ctx.settings.buffer_for);
+    wh.state = State::Disabled;
+    wh.disabled_at = Some(clock::to_ms(now));
+    wh.disabled_reason = Some(reason.clone());
+    wh.next_retry_at = None;
+    wh.token_sha256 = Some(Sha256::digest(token.as_bytes()).into());
+    wh.buffer_until = Some(clock::to_ms(until));
+    jobs::cancel_named(txn, &job_name(&wh.id))?;
+    jobs::schedule_named(
+        txn,
+        &buffer_job_name(&wh.id),
+        until,
+        Job::WebhookBufferEnd { webhook: wh.id.clone() },
+    )?;
+    let since = wh.failing_since.map(clock::rfc3339).unwrap_or_default();
+    log(
+        txn,
+        now,
+        &ctx.tz,
+        wh,
+        Level::Error,
+        Some(Category::External),
+        format!("webhook {} deactivated: {reason}", wh.id),
+        Some(format!("failing since {since}; events are buffered until {until}")),
+    )?;
+    let link = format!("{}/v1/webhooks/{}/activate?token={token}", ctx.public_url, wh.id);
+    let title = format!("Webhook {} of {} deactivated", wh.id, wh.app);
+    let detail = format!(
+        "url: {}\nevent: {}\nreason: {reason}\nlast error: {}\nfailing since: {since}\n\
+         Its events are kept until {until}. To reactivate it (with or without replaying them), open:\n{link}",
+        wh.url,
+        wh.event,
+        wh.last_error.as_deref().unwrap_or("-"),
+    );
+    match &wh.notify {
+        Some(to) => {
+            mail::notify(txn, now, &ctx.alerts, mail::Recipient::Email(to), &title, &detail)?;
+        }
+        None => {
+            mail::notify(txn, now, &ctx.alerts, mail::Recipient::System, &title, &detail)?;
+        }
+    }
+    let data = serde_json::json!({
+        "webhook": wh.id, "app": wh.app, "url": wh.url, "event": wh.event,
+        "reason": reason, "disabled_at": clock::rfc3339(clock::to_ms(now)),
+    });
+    let internal = NewEvent {
+        event: DEACTIVATED_EVENT.into(),
+        data: data.to_string(),
+        idempotency_key: None,
+    };
+    save(txn, wh)?;
+    let published = ctx.publisher.publish(txn, "herald", now, vec![internal])?;
+    // A webhook does not buffer the notice of its own deactivation.
+    let mut queue = txn.open(WH_QUEUE)?;
+    for p in &published {
+        queue.remove((wh.id.as_str(), p.seq))?;
+    }
+    drop(queue);
+    save(txn, wh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhooks::{NewWebhook, attempts, create};
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_body_carries_data_verbatim_and_escapes_the_rest() {
+        let event = StoredEvent {
+            id: "evt_1".into(),
+            event: "door \"north\"".into(),
+            data: r#"{"b": 1.50, "a": [true]}"#.into(),
+            created_at: 1_795_435_200_000,
+            account: "erp".into(),
+            idempotency_key: None,
+        };
+        let wh = Webhook::new(
+            NewWebhook {
+                app: "erp\\main".into(),
+                event: "*".into(),
+                url: "http://127.0.0.1:1/".into(),
+                secret: None,
+                created_by: "ops".into(),
+                notify: None,
+            },
+            t("2026-11-23T10:00:00Z"),
+        );
+        let body = String::from_utf8(delivery_body(&wh, &event)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["event"], "door \"north\"");
+        assert_eq!(parsed["app"], "erp\\main");
+        assert_eq!(parsed["created_at"], "2026-11-23T12:00:00Z");
+        assert!(body.ends_with(r#","data":{"b": 1.50, "a": [true]}}"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_attempt_log_keeps_the_newest_entries_of_each_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = store::open_for_test(dir.path()).unwrap();
+        let attempt = |i: u64| Attempt {
+            event_id: format!("evt_{i}"),
+            attempt: 1,
+            at: 0,
+            status_code: Some(200),
+            error: None,
+            duration_ms: 1,
+            next_retry_at: None,
+            response: String::new(),
+        };
+        let now = t("2026-11-23T10:00:00Z");
+        let (a, b) = store
+            .write(Grows::Yes, move |txn| {
+                let new = |url: &str| NewWebhook {
+                    app: "erp".into(),
+                    event: "*".into(),
+                    url: url.into(),
+                    secret: None,
+                    created_by: "ops".into(),
+                    notify: None,
+                };
+                let mut a = create(txn, now, new("http://127.0.0.1:1/a"))?;
+                let mut b = create(txn, now, new("http://127.0.0.1:1/b"))?;
+                // Batches as deliveries record them, and single failures.
+                for batch in 0..3 {
+                    let list: Vec<Attempt> = (batch * 500..batch * 500 + 500).map(attempt).collect();
+                    add_attempts(txn, &mut a, &list)?;
+                }
+                add_attempts(txn, &mut a, [&attempt(1500)])?;
+                add_attempts(txn, &mut b, [&attempt(7)])?;
+                save(txn, &a)?;
+                save(txn, &b)?;
+                Ok((a.id, b.id))
+            })
+            .await
+            .unwrap();
+        let (kept, more) = store.read(|r| attempts(r, &a, None, 5000)).unwrap();
+        assert_eq!((kept.len() as u64, more), (ATTEMPTS_KEPT, None));
+        assert_eq!(kept[0].event_id, "evt_1500", "newest first");
+        assert_eq!(kept.last().unwrap().event_id, format!("evt_{}", 1501 - ATTEMPTS_KEPT));
+        let (other, _) = store.read(|r| attempts(r, &b, None, 10)).unwrap();
+        assert_eq!(other.len(), 1, "another webhook's log is left alone");
+    }
+}
