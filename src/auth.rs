@@ -19,6 +19,24 @@ use crate::config::AccountConfig;
 pub use crate::config::Role;
 use crate::store::{META_BLOBS, Store, StoreError};
 
+/// Who may call a route of the API.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Access {
+    Public,
+    /// Public unless `server.metrics_auth`.
+    Metrics,
+    Roles(&'static [Role]),
+    /// These roles, or anyone with a link's single-purpose `token` in the
+    /// query, which the handler checks.
+    RolesOrLink(&'static [Role]),
+}
+
+/// The role groups of API.md's table.
+pub const ALL: &[Role] = &[Role::Admin, Role::Integration, Role::Technician];
+pub const PUBLISHERS: &[Role] = &[Role::Admin, Role::Integration];
+pub const READERS: &[Role] = &[Role::Admin, Role::Technician];
+pub const ADMIN: &[Role] = &[Role::Admin];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     pub name: String,

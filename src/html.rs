@@ -1,5 +1,20 @@
-//! HTML pieces every page shares: escaping and the common layout (no
-//! scripts, no external assets, readable on a phone).
+//! HTML pieces every page shares: escaping, the common layout (no scripts,
+//! no external assets, readable on a phone) and the page's answer.
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::HeaderValue;
+
+use crate::http::{self, Resp};
+
+/// A page as an answer; no referrer leaves it, since its URL may hold a
+/// link's token.
+pub fn response(status: StatusCode, page: String) -> Resp {
+    let mut r = http::with_type(status, Bytes::from(page), "text/html; charset=utf-8");
+    r.headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

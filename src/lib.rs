@@ -75,8 +75,8 @@ use crate::store::{Grows, Store, StoreError};
 /// What acts on each published event, in the publishing commit.
 const SUBSCRIBERS: &[Subscriber] = &[webhooks::fan_out];
 
-/// Every route of the API, from the features that own them.
-fn router() -> http::Router {
+/// The API: every route, from the features that own them.
+fn router(app: Arc<App>) -> http::Router {
     let routes = [
         ops::routes(),
         ui::routes(),
@@ -85,7 +85,11 @@ fn router() -> http::Router {
         mail::routes(),
         webhooks::routes(),
     ];
-    http::Router::new(routes.into_iter().flatten().collect(), mail::record_failed_call)
+    http::Router {
+        app,
+        routes: routes.into_iter().flatten().collect(),
+        on_failure: mail::record_failed_call,
+    }
 }
 
 /// What every request handler and job handler shares.
@@ -230,14 +234,8 @@ pub async fn run(
         per_target,
     };
     let engine = tokio::spawn(dispatcher.run(stop.child_token(), drain));
-    let server = tokio::spawn(http::serve(
-        app.clone(),
-        Arc::new(router()),
-        listener,
-        tls,
-        stop.child_token(),
-        drain,
-    ));
+    let api = Arc::new(router(app.clone()));
+    let server = tokio::spawn(http::serve(api, listener, tls, stop.child_token(), drain));
 
     app.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -11,8 +11,9 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::App;
+use crate::auth::{ADMIN, Access, READERS};
 use crate::config;
-use crate::http::{self, ADMIN, Access, ApiError, Call, READERS, Resp, Route};
+use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::{events, executions, jobs};
 
 pub fn routes() -> Vec<Route> {

@@ -1,14 +1,19 @@
-//! PEM files for TLS: the server's certificate and key (`server.tls_cert`,
-//! `server.tls_key`) and the extra roots the outbound client trusts
-//! (`webhooks.ca_file`). Kept apart from `config` and `http` because both
-//! load them: the config checks the files when it is read, the server and
-//! the client build on them.
+//! TLS set-up (rustls on ring): the server's certificate and key
+//! (`server.tls_cert`, `server.tls_key`) and the roots the outbound client
+//! trusts (web PKI plus `webhooks.ca_file`). Kept apart from `config` and
+//! `http` because both use it: the config checks the files when it is
+//! read, the server and the client are built on them.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio_rustls::TlsAcceptor;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// A client must finish the TLS handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the PEM certificates of a CA file; the error says what to fix.
 pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -44,4 +49,44 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .map_err(|e| format!("server.tls_key: does not match server.tls_cert or is unusable: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The outbound client's TLS: the public web PKI roots, plus the PEM roots
+/// of `ca_file` for receivers behind an on-premise CA.
+pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in load_roots(path)? {
+            roots.add(cert).map_err(|e| format!("webhooks.ca_file: {e}"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The server side of a handshake, within [`HANDSHAKE_TIMEOUT`].
+pub async fn accept(acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<server::TlsStream<TcpStream>, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+/// The client side of a handshake with `host` (a name or an IP address).
+pub async fn connect(
+    connector: &TlsConnector,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<client::TlsStream<TcpStream>, String> {
+    let peer = tcp.peer_addr().map(|a| a.port()).unwrap_or_default();
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("connecting to {host}:{peer}: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}:{peer}: {e}"))
 }

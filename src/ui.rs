@@ -9,10 +9,11 @@ use hyper::{Method, StatusCode};
 use jiff::Timestamp;
 
 use crate::App;
+use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::executions::{self, Execution, Status};
 use crate::html::{escape, page};
-use crate::http::{self, Access, ApiError, Call, READERS, Resp, Route};
+use crate::http::{ApiError, Call, Resp, Route};
 use crate::mail;
 use crate::store::StoreError;
 use crate::webhooks::{self, Webhook};
@@ -24,7 +25,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn status_page(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
-    Ok(http::html(StatusCode::OK, render(app)?))
+    Ok(crate::html::response(StatusCode::OK, render(app)?))
 }
 
 /// Rows shown per table; the JSON endpoints page through the rest.

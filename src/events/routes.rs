@@ -10,17 +10,18 @@ use serde_json::value::RawValue;
 use super::{Filter, parse, valid_name};
 use crate::App;
 use crate::auth::Role;
+use crate::auth::{ALL, Access, PUBLISHERS};
 use crate::clock;
-use crate::http::{self, ALL, Access, ApiError, Call, PUBLISHERS, Resp, Route};
+use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::store::Grows;
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route::new(Method::POST, "/v1/events", Access::Roles(PUBLISHERS), |app, call| {
-            Box::pin(publish(app, call))
-        }),
         Route::new(Method::GET, "/v1/events", Access::Roles(ALL), |app, call| {
             Box::pin(list(app, call))
+        }),
+        Route::new(Method::POST, "/v1/events", Access::Roles(PUBLISHERS), |app, call| {
+            Box::pin(publish(app, call))
         }),
     ]
 }

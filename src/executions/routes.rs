@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use super::{Category, Level, LogLine, Status};
 use crate::App;
+use crate::auth::{Access, READERS};
 use crate::clock;
-use crate::http::{self, Access, ApiError, Call, READERS, Resp, Route};
+use crate::http::{self, ApiError, Call, Resp, Route};
 
 pub fn routes() -> Vec<Route> {
     let readers = Access::Roles(READERS);

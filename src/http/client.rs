@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::{HeaderMap, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -138,21 +137,11 @@ enum Failure {
 }
 
 impl HttpClient {
+    /// A client that trusts the public web PKI and the roots of `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<HttpClient, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            for cert in crate::tls::load_roots(path)? {
-                roots.add(cert).map_err(|e| format!("webhooks.ca_file: {e}"))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::connector(ca_file)?;
         Ok(HttpClient {
-            tls: TlsConnector::from(Arc::new(tls)),
+            tls,
             idle: Mutex::default(),
         })
     }
@@ -255,20 +244,13 @@ impl HttpClient {
             .await
             .map_err(|e| what(&e))?;
         tcp.set_nodelay(true).map_err(|e| what(&e))?;
-        let stream = if origin.tls {
-            let name = ServerName::try_from(origin.host.clone()).map_err(|e| what(&e))?;
-            Either::Right(
-                self.tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {}:{}: {e}", origin.host, origin.port))?,
-            )
-        } else {
-            Either::Left(tcp)
+        let stream = match origin.tls {
+            true => Either::Right(crate::tls::connect(&self.tls, &origin.host, tcp).await?),
+            false => Either::Left(tcp),
         };
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| what(&error_chain(&e)))?;
+            .map_err(|e| what(&chain(e)))?;
         Ok(Conn {
             sender,
             driver: Driver(Some(Box::pin(driver))),
@@ -312,8 +294,8 @@ async fn request(
     let sent = conn.sender.send_request(req);
     let resp = match conn.driver.drive(sent).await {
         Ok(resp) => resp,
-        Err(e) if closed_early(&e) => return Err(Failure::NoAnswer(error_chain(&e))),
-        Err(e) => return Err(Failure::Failed(error_chain(&e))),
+        Err(e) if closed_early(&e) => return Err(Failure::NoAnswer(chain(e))),
+        Err(e) => return Err(Failure::Failed(chain(e))),
     };
     let (parts, body) = resp.into_parts();
     let body = conn.driver.drive(Limited::new(body, keep.max(1) * 4).collect()).await;
@@ -350,15 +332,8 @@ fn closed_early(e: &hyper::Error) -> bool {
 
 /// hyper's errors say little at the top ("connection error"); the causes say
 /// what happened ("Connection reset by peer").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+fn chain(e: hyper::Error) -> String {
+    format!("{:#}", anyhow::Error::new(e))
 }
 
 #[cfg(test)]

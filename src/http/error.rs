@@ -3,15 +3,20 @@
 //! else is logged with its cause and answered with a plain 500.
 
 use hyper::StatusCode;
+use hyper::header::{self, HeaderValue};
+use serde::Serialize;
 use serde_json::json;
 
+use super::Resp;
 use crate::store::StoreError;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
+    #[serde(skip)]
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
@@ -30,27 +35,18 @@ impl ApiError {
     }
 
     pub fn invalid_json(detail: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not valid JSON: {detail}"),
-        )
+        let message = format!("the body is not valid JSON: {detail}");
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong credentials; send Authorization: Bearer TOKEN (or Basic with the account name)",
-        )
+        let message = "missing or wrong credentials; send Authorization: Bearer TOKEN (or Basic with the account name)";
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
     pub fn forbidden(role: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the {role} role may not do this; use an account with a role that may"),
-        )
+        let message = format!("the {role} role may not do this; use an account with a role that may");
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -58,27 +54,18 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(allowed: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("this path accepts {allowed}"),
-        )
+        let message = format!("this path accepts {allowed}");
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
     }
 
     pub fn payload_too_large(max: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is over {max} bytes (server.max_body); send smaller batches"),
-        )
+        let message = format!("the body is over {max} bytes (server.max_body); send smaller batches");
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
     pub fn unsupported_media_type() -> ApiError {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON with Content-Type: application/json",
-        )
+        let message = "send the body as JSON with Content-Type: application/json";
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
     }
 
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -91,45 +78,37 @@ impl ApiError {
     }
 
     pub fn rate_limited() -> ApiError {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed logins from this address; wait a minute and check the token",
-        )
+        let message = "too many failed logins from this address; wait a minute and check the token";
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
 
     pub fn shutting_down() -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "herald is stopping; retry in a moment",
-        )
+        let message = "herald is stopping; retry in a moment";
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
     }
 
     pub fn storage_full() -> ApiError {
-        ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "storage_full",
-            "the database reached storage.max_size and nothing was stored; free space or raise storage.max_size",
-        )
+        let message =
+            "the database reached storage.max_size and nothing was stored; free space or raise storage.max_size";
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
     }
 
     /// Logs the cause, answers without it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; the daemon's log has the cause",
-        )
+        let message = "internal error; the daemon's log has the cause";
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
+    /// The answer: the status and the JSON body; a 401 also carries the
+    /// Basic challenge, so a browser asks for the account and token.
+    pub fn response(&self) -> Resp {
+        let mut r = super::json(self.status, &json!({ "error": self }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = HeaderValue::from_static("Basic realm=\"herald\", charset=\"UTF-8\"");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
-        json!({ "error": error })
+        r
     }
 }
 

@@ -1,11 +1,9 @@
-//! HTTP, and only HTTP: the server, the router that the crate root fills
-//! with the features' route tables, authentication and role checks, the
-//! JSON error shape, query and body parsing with their limits, the answers'
-//! shapes, and the outbound client the features call counterparts with.
-//!
-//! Nothing here knows a feature: each feature owns its handlers and JSON
-//! (`routes.rs` in its folder) and hands them over as [`Route`]s.
+//! HTTP, and only HTTP: the server, the router (authentication and role
+//! checks), the JSON error shape, the request with its query and limits,
+//! the answers' shapes, and the outbound client. Nothing here knows a
+//! feature: each owns its handlers (`routes.rs`) and hands over [`Route`]s.
 
+mod call;
 pub mod client;
 mod error;
 mod router;
@@ -17,8 +15,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
+pub use self::call::{Call, Query};
 pub use self::error::ApiError;
-pub use self::router::{ADMIN, ALL, Access, Call, Failed, PUBLISHERS, Query, READERS, Route, Router};
+pub use self::router::{Route, Router};
 pub use self::server::serve;
 
 /// Every answer herald gives: a body read in one piece.
@@ -31,14 +30,6 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Resp {
 
 pub fn text(status: StatusCode, body: &str) -> Resp {
     with_type(status, Bytes::from(body.to_string()), "text/plain; charset=utf-8")
-}
-
-/// An HTML page; no referrer leaves it, since its URL may hold a link's token.
-pub fn html(status: StatusCode, page: String) -> Resp {
-    let mut r = with_type(status, Bytes::from(page), "text/html; charset=utf-8");
-    r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    r
 }
 
 pub fn no_content() -> Resp {

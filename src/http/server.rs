@@ -1,7 +1,6 @@
 //! The server: hyper 1.x over HTTP/1.1 with keep-alive, optional TLS
 //! (rustls), a connection limit, and a graceful drain on shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,21 +10,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::App;
 
 /// Open connections at most; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
 /// A client must send its request headers within this time (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `stop`, then lets in-flight requests finish
 /// for at most `drain`.
 pub async fn serve(
-    app: Arc<App>,
     router: Arc<Router>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -61,7 +58,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        let app = app.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -69,25 +65,18 @@ pub async fn serve(
         conns.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
-                let (app, router) = (app.clone(), router.clone());
-                async move { Ok::<_, std::convert::Infallible>(router.handle(app, req, peer).await) }
+                let router = router.clone();
+                async move { Ok::<_, std::convert::Infallible>(router.handle(req, peer).await) }
             });
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
-                    }
-                    Ok(Err(e)) => return log_tls_failure(peer, e.to_string()),
-                    Err(_) => return log_tls_failure(peer, "handshake timed out".into()),
+            let stream = match tls {
+                None => Either::Left(stream),
+                Some(acceptor) => match crate::tls::accept(&acceptor, stream).await {
+                    Ok(stream) => Either::Right(stream),
+                    Err(error) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 },
             };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let result = watcher.watch(connection).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -100,8 +89,4 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
-}
-
-fn log_tls_failure(peer: SocketAddr, error: String) {
-    tracing::debug!(%peer, %error, "TLS handshake failed");
 }

@@ -11,25 +11,23 @@ use super::{Entry, Kind, gather};
 use crate::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
-use crate::http::{ApiError, Failed};
+use crate::http::{ApiError, Call};
 use crate::store::Grows;
 
 /// Records a failed call: in the daily execution of interface `api`, and,
 /// when the caller authenticated, in the error mail to its account's address
 /// (any 4xx but 401 and 429, any 5xx). Calls refused for rate limiting are not
 /// written at all: a stranger must not be able to fill the log.
-pub fn record(app: &Arc<App>, call: Failed<'_>) {
-    let Failed {
-        method,
-        uri,
-        account: who,
-        peer,
-        error: e,
-        body: excerpt,
-    } = call;
+pub fn record(app: &Arc<App>, call: &Call, e: &ApiError) {
+    let (method, who, peer, excerpt) = (
+        &call.parts.method,
+        call.account.as_ref(),
+        call.peer,
+        call.excerpt.as_ref(),
+    );
     // As it is logged and mailed: secrets in the query (the reactivation
     // link's token) are blanked out.
-    let target = redacted_target(uri);
+    let target = redacted_target(&call.parts.uri);
     let target = target.as_str();
     let account = who.map_or("-", |a| a.name.as_str());
     tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
@@ -49,7 +47,7 @@ pub fn record(app: &Arc<App>, call: Failed<'_>) {
         Some(a) if e.status != StatusCode::UNAUTHORIZED => match &a.email {
             Some(email) => {
                 let mut detail = format!("error: {}\nfrom: {}", e.message, peer.ip());
-                if let Some(body) = excerpt.as_deref().map(redacted_excerpt) {
+                if let Some(body) = excerpt.map(|b| redacted_excerpt(b)) {
                     detail.push_str(&format!("\nbody: {body}"));
                 }
                 let entry = Entry {

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use super::{Filter, State};
 use crate::App;
+use crate::auth::{ADMIN, Access};
 use crate::clock;
-use crate::http::{self, ADMIN, Access, ApiError, Call, Resp, Route};
+use crate::http::{self, ApiError, Call, Resp, Route};
 
 pub fn routes() -> Vec<Route> {
     vec![Route::new(

@@ -10,20 +10,22 @@ use serde_json::{Value, json};
 use super::rules::valid_secret;
 use super::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
 use crate::App;
+use crate::auth::{ADMIN, ALL, Access, READERS};
 use crate::auth::{Account, Role};
 use crate::clock;
 use crate::events;
 use crate::html::{self, escape};
-use crate::http::{self, ADMIN, ALL, Access, ApiError, Call, READERS, Resp, Route};
+use crate::http::{self, ApiError, Call, Query, Resp, Route};
 use crate::store::Grows;
 
 pub fn routes() -> Vec<Route> {
+    // GET first: a 405 lists the methods in this order.
     vec![
-        Route::new(Method::POST, "/v1/webhooks", Access::Roles(ADMIN), |app, call| {
-            Box::pin(create(app, call))
-        }),
         Route::new(Method::GET, "/v1/webhooks", Access::Roles(ALL), |app, call| {
             Box::pin(list(app, call))
+        }),
+        Route::new(Method::POST, "/v1/webhooks", Access::Roles(ADMIN), |app, call| {
+            Box::pin(create(app, call))
         }),
         Route::new(Method::GET, "/v1/webhooks/{id}", Access::Roles(ALL), |app, call| {
             Box::pin(get(app, call))
@@ -36,16 +38,16 @@ pub fn routes() -> Vec<Route> {
         ),
         // The reactivation link carries its own single-purpose token.
         Route::new(
-            Method::POST,
-            "/v1/webhooks/{id}/activate",
-            Access::RolesOrLink(READERS),
-            |app, call| Box::pin(activate(app, call)),
-        ),
-        Route::new(
             Method::GET,
             "/v1/webhooks/{id}/activate",
             Access::Public,
             |app, call| Box::pin(activate_page(app, call)),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/webhooks/{id}/activate",
+            Access::RolesOrLink(READERS),
+            |app, call| Box::pin(activate(app, call)),
         ),
         Route::new(
             Method::GET,
@@ -57,12 +59,12 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn get(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let wh = find(app, call.param(), call.account())?;
+    let wh = find(app, call.param(), call.account.as_ref())?;
     Ok(http::json(StatusCode::OK, &webhook_json(&wh)))
 }
 
 async fn delete(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let id = find(app, call.param(), call.account())?.id;
+    let id = find(app, call.param(), call.account.as_ref())?.id;
     let (now, tz) = (app.clock.now(), app.settings().general.timezone.clone());
     app.store
         .write(Grows::No, move |txn| super::delete(txn, &id, now, &tz))
@@ -71,7 +73,7 @@ async fn delete(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 }
 
 async fn attempts(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let id = find(app, call.param(), call.account())?.id;
+    let id = find(app, call.param(), call.account.as_ref())?.id;
     let after = call.query.u64("after")?;
     let limit = call.query.limit()?;
     let (rows, next) = app.store.read(|r| super::attempts(r, &id, after, limit))?;
@@ -80,7 +82,7 @@ async fn attempts(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Resp {
-    http::html(status, html::page(title, body))
+    html::response(status, html::page(title, body))
 }
 
 fn webhook_json(w: &Webhook) -> Value {
@@ -259,7 +261,7 @@ async fn activate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         .header(header::CONTENT_TYPE)
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let replay = if is_form {
-        let form = call.form(4096).await?;
+        let form = Query::parse(&String::from_utf8_lossy(&call.body(4096).await?));
         matches!(form.get("replay_events"), Some("true" | "1" | "on"))
     } else if call.has_body() {
         let body = call.json().await?;
