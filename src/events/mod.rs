@@ -165,6 +165,15 @@ pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<Page, StoreError> {
     Ok((out, None))
 }
 
+/// The events with these sequence numbers, in the same order; `None` for
+/// one that retention deleted.
+pub fn get_many(r: &ReadTransaction, seqs: &[u64]) -> Result<Vec<(u64, Option<StoredEvent>)>, StoreError> {
+    let table = r.open_table(EVENTS)?;
+    seqs.iter()
+        .map(|&seq| Ok((seq, store::get::<u64, StoredEvent>(&table, "event", seq)?)))
+        .collect()
+}
+
 pub fn count(r: &ReadTransaction) -> Result<u64, StoreError> {
     store::count(r, EVENTS)
 }

@@ -15,12 +15,12 @@ use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, jo
 use crate::App;
 use crate::clock;
 use crate::config::Webhooks as Settings;
-use crate::events::{NewEvent, Publisher, StoredEvent};
+use crate::events::{self, NewEvent, Publisher, StoredEvent};
 use crate::executions::{self, Category, Level};
 use crate::http::client::Outcome;
 use crate::jobs::{self, Job};
 use crate::mail;
-use crate::store::{self, EVENTS, Grows, StoreError, Txn, WH_ATTEMPTS, WH_QUEUE};
+use crate::store::{self, Grows, StoreError, Txn, WH_ATTEMPTS, WH_QUEUE};
 
 /// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
 const ATTEMPTS_KEPT: u64 = 1000;
@@ -49,16 +49,11 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
             return Ok((None, Vec::new()));
         };
         let queue = r.open_table(WH_QUEUE)?;
-        let events = r.open_table(EVENTS)?;
-        let mut heads = Vec::new();
-        for row in queue.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
-            let seq = row?.0.value().1;
-            heads.push((seq, store::get::<u64, StoredEvent>(&events, "event", seq)?));
-            if heads.len() == BATCH {
-                break;
-            }
+        let mut seqs = Vec::new();
+        for row in queue.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.take(BATCH) {
+            seqs.push(row?.0.value().1);
         }
-        Ok((Some(wh), heads))
+        Ok((Some(wh), events::get_many(r, &seqs)?))
     })?;
     let settings = app.settings();
     let ctx = Ctx {
