@@ -63,8 +63,9 @@ pub enum AuthError {
     Missing,
     /// Credentials that match no account.
     Wrong,
-    /// Too many wrong credentials from this address lately.
-    RateLimited,
+    /// Too many wrong credentials from this address lately: wrong ones are
+    /// refused without a look for this long.
+    RateLimited(Duration),
 }
 
 /// Wrong credentials from one address within [`WINDOW`] before it is refused.
@@ -103,22 +104,27 @@ impl Auth {
         self.accounts.read().unwrap().clone()
     }
 
-    /// Checks an `Authorization` header value from `ip`.
+    /// Checks an `Authorization` header value from `ip`. Correct credentials
+    /// always pass: local programs share 127.0.0.1, and one of them with a
+    /// wrong token must not lock the others out.
     pub fn authenticate(&self, header: Option<&str>, ip: IpAddr) -> Result<Account, AuthError> {
-        let now = Instant::now();
-        if self.locked(ip, now) {
-            return Err(AuthError::RateLimited);
-        }
         let header = header.ok_or(AuthError::Missing)?;
         let found = match credentials(header) {
             Some((name, token)) => self.find(name.as_deref(), &token),
             None => None,
         };
-        match found {
-            Some(account) => Ok(account),
+        found.ok_or_else(|| self.wrong(ip))
+    }
+
+    /// Counts a wrong credential from `ip` (a token, or the token of a link):
+    /// `Wrong`, or `RateLimited` once too many came from there lately.
+    pub fn wrong(&self, ip: IpAddr) -> AuthError {
+        let now = Instant::now();
+        match self.locked(ip, now) {
+            Some(left) => AuthError::RateLimited(left),
             None => {
                 self.fail(ip, now);
-                Err(AuthError::Wrong)
+                AuthError::Wrong
             }
         }
     }
@@ -138,12 +144,11 @@ impl Auth {
         found
     }
 
-    fn locked(&self, ip: IpAddr, now: Instant) -> bool {
+    /// How long `ip` stays locked, if it is.
+    fn locked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let failures = self.failures.lock().unwrap();
-        failures
-            .get(&ip)
-            .and_then(|f| f.locked_until)
-            .is_some_and(|until| now < until)
+        let until = failures.get(&ip).and_then(|f| f.locked_until)?;
+        (now < until).then(|| until - now)
     }
 
     fn fail(&self, ip: IpAddr, now: Instant) {
@@ -166,7 +171,11 @@ impl Auth {
         f.count += 1;
         if f.count >= MAX_FAILURES {
             f.locked_until = Some(now + LOCKOUT);
-            tracing::warn!(%ip, "too many failed logins; refusing this address for {}s", LOCKOUT.as_secs());
+            tracing::warn!(
+                %ip,
+                "too many wrong credentials; refusing further wrong ones from this address for {}s",
+                LOCKOUT.as_secs()
+            );
         }
     }
 }
@@ -296,18 +305,26 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_lock_the_address_only() {
+    fn repeated_failures_slow_wrong_credentials_only() {
         let auth = Auth::new(vec![account("ops", "s3cret", Role::Admin)]);
         let bad: IpAddr = "127.0.0.9".parse().unwrap();
         for _ in 0..MAX_FAILURES {
             assert_eq!(auth.authenticate(Some("Bearer nope"), bad), Err(AuthError::Wrong));
         }
-        assert_eq!(
-            auth.authenticate(Some("Bearer s3cret"), bad),
-            Err(AuthError::RateLimited)
+        assert!(matches!(
+            auth.authenticate(Some("Bearer nope"), bad),
+            Err(AuthError::RateLimited(left)) if left <= LOCKOUT && left > LOCKOUT / 2
+        ));
+        assert!(
+            matches!(auth.wrong(bad), AuthError::RateLimited(_)),
+            "a link's token counts too"
         );
-        let good: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(auth.authenticate(Some("Bearer s3cret"), good).is_ok());
+        assert!(
+            auth.authenticate(Some("Bearer s3cret"), bad).is_ok(),
+            "correct credentials always pass"
+        );
+        let other: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(auth.authenticate(Some("Bearer nope"), other), Err(AuthError::Wrong));
     }
 
     #[test]

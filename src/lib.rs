@@ -62,6 +62,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Account, Auth};
@@ -71,6 +72,9 @@ use crate::events::{Publisher, Subscriber};
 use crate::jobs::{Job, JobKey};
 use crate::metrics::Metrics;
 use crate::store::{Grows, Store, StoreError};
+
+/// How long requests still running when the server stops may take.
+const SERVER_GRACE: Duration = Duration::from_secs(2);
 
 /// What acts on each published event, in the publishing commit.
 const SUBSCRIBERS: &[Subscriber] = &[webhooks::fan_out];
@@ -167,15 +171,12 @@ fn accounts_of(config: &Config, bootstrap: Option<&Account>) -> Vec<Account> {
 /// re-reads the config file (SIGHUP).
 pub async fn run(
     config: Config,
+    tls: Option<TlsAcceptor>,
     listener: TcpListener,
     clock: Clock,
     shutdown: impl Future<Output = ()>,
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let tls = match &config.server.tls {
-        Some(files) => Some(tls::acceptor(&files.cert, &files.key).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
     let metrics = Arc::new(Metrics::new());
     let jobs_changed = Arc::new(Notify::new());
     let storage = config.storage.clone();
@@ -224,7 +225,7 @@ pub async fn run(
         .await
         .context("scheduling the midnight roll and the retention sweep")?;
 
-    let stop = CancellationToken::new();
+    let (engine_stop, server_stop) = (CancellationToken::new(), CancellationToken::new());
     let dispatcher = jobs::Dispatcher {
         store: store.clone(),
         clock: clock.clone(),
@@ -233,9 +234,11 @@ pub async fn run(
         handler: Arc::new(Engine { app: app.clone() }),
         per_target,
     };
-    let engine = tokio::spawn(dispatcher.run(stop.child_token(), drain));
+    let engine = tokio::spawn(dispatcher.run(engine_stop.clone(), drain));
     let api = Arc::new(router(app.clone()));
-    let server = tokio::spawn(http::serve(api, listener, tls, stop.child_token(), drain));
+    // The server's own drain is short: it stops only after the engine has
+    // drained, and requests during the drain are answered 503 at once.
+    let server = tokio::spawn(http::serve(api, listener, tls, server_stop.clone(), SERVER_GRACE));
 
     app.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -251,14 +254,15 @@ pub async fn run(
 
     tracing::info!(drain = ?drain, "shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // While the engine drains, the server goes on accepting and answers
+    // `503 shutting_down` with Retry-After, so that a local client can tell
+    // "stopping" from "dead".
     app.draining.store(true, Ordering::Relaxed);
-    stop.cancel();
-    let finished = tokio::time::timeout(drain + Duration::from_millis(500), async {
-        let _ = server.await;
-        let _ = engine.await;
-    })
-    .await;
-    if finished.is_err() {
+    engine_stop.cancel();
+    let engine_done = tokio::time::timeout(drain + Duration::from_millis(500), engine).await;
+    server_stop.cancel();
+    let server_done = tokio::time::timeout(SERVER_GRACE + Duration::from_millis(500), server).await;
+    if engine_done.is_err() || server_done.is_err() {
         tracing::warn!("work still running after the drain timeout; it will run again after the restart");
     }
     drop(app);

@@ -1,6 +1,7 @@
 //! The `herald` command: parses arguments, loads the config, sets up
 //! tracing and signals, binds the socket and hands over to `herald::run`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use herald::clock::Clock;
 use herald::config::{self, Config, ConfigError};
 use http_body_util::{BodyExt, Empty};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -34,10 +36,11 @@ enum Command {
         #[arg(long, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and exit (78 when invalid).
+    /// Validate a config file, and the files it names, and exit (78 when invalid).
     CheckConfig {
-        #[arg(long)]
-        config: PathBuf,
+        /// Config file; else $HERALD_CONFIG, else /etc/herald/herald.toml.
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Print a new random token and the token_sha256 line for the config.
     Token,
@@ -63,7 +66,17 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_tracing();
-            match serve(config) {
+            // Every fault of the configuration, the files it names included,
+            // exits 78 before anything listens: systemd does not restart-loop.
+            let tls = match check_files(&config) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("herald: {e}");
+                    return ExitCode::from(config::EX_CONFIG as u8);
+                }
+            };
+            match serve(config, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -72,25 +85,31 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match load(Some(config)) {
-            Ok(c) => {
-                if let Some(files) = &c.server.tls
-                    && let Err(e) = herald::tls::acceptor(&files.cert, &files.key)
-                {
-                    eprintln!("herald: {e}");
-                    return ExitCode::from(config::EX_CONFIG as u8);
-                }
-                println!(
-                    "config OK: listen {}, storage {}, {} account(s), time zone {}",
-                    c.server.listen,
-                    c.storage.dir.display(),
-                    c.accounts.len(),
-                    c.general.timezone.iana_name().unwrap_or("system")
+        Command::CheckConfig { config } => {
+            let Some(path) = config.or_else(system_config) else {
+                eprintln!(
+                    "herald: no config file to check: pass --config FILE or set HERALD_CONFIG ({} does not exist)",
+                    config::SYSTEM_PATH
                 );
-                ExitCode::SUCCESS
+                return ExitCode::from(config::EX_CONFIG as u8);
+            };
+            let c = match load(Some(path)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = check_files(&c) {
+                eprintln!("herald: {e}");
+                return ExitCode::from(config::EX_CONFIG as u8);
             }
-            Err(code) => code,
-        },
+            println!(
+                "config OK: listen {}, storage {}, {} account(s), time zone {}",
+                c.server.listen,
+                c.storage.dir.display(),
+                c.accounts.len(),
+                c.general.timezone.iana_name().unwrap_or("system")
+            );
+            ExitCode::SUCCESS
+        }
         Command::Token => {
             let token = herald::auth::new_token();
             println!("token: {token}");
@@ -119,12 +138,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn system_config() -> Option<PathBuf> {
+    let system = PathBuf::from(config::SYSTEM_PATH);
+    system.exists().then_some(system)
+}
+
 /// The config from `path`, else the system file if it exists, else defaults.
 fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
-    let path = path.or_else(|| {
-        let system = PathBuf::from(config::SYSTEM_PATH);
-        system.exists().then_some(system)
-    });
+    let path = path.or_else(system_config);
     let result: Result<Config, ConfigError> = match &path {
         Some(p) => Config::load(p),
         None => Ok(Config::defaults()),
@@ -151,7 +172,11 @@ fn init_tracing() {
         Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
         None => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
     if let (Some(value), Some(Err(e))) = (wanted, parsed) {
@@ -159,19 +184,21 @@ fn init_tracing() {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Checks what the config names on disk: the TLS files (giving the
+/// acceptor) and the data directory, which must be creatable and writable.
+fn check_files(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    let tls = match &config.server.tls {
+        Some(files) => Some(herald::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    herald::store::check_dir(&config.storage.dir).map_err(|e| format!("storage.dir: {e}"))?;
+    Ok(tls)
+}
+
+fn serve(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let clock = match std::env::var("HERALD_TEST_CLOCK") {
-            Ok(start) => {
-                let start = start
-                    .parse()
-                    .with_context(|| format!("HERALD_TEST_CLOCK={start:?} is not an RFC 3339 time"))?;
-                tracing::warn!(%start, "manual clock for tests: time moves only through POST /v1/test/clock");
-                Clock::manual(start)
-            }
-            Err(_) => Clock::System,
-        };
+        let clock = clock()?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -201,8 +228,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        herald::run(config, listener, clock, shutdown, reload_rx).await
+        herald::run(config, tls, listener, clock, shutdown, reload_rx).await
     })
+}
+
+/// The system clock; in test builds, the driven clock when `HERALD_TEST_CLOCK`
+/// gives its start.
+fn clock() -> anyhow::Result<Clock> {
+    let Ok(start) = std::env::var("HERALD_TEST_CLOCK") else {
+        return Ok(Clock::System);
+    };
+    if !cfg!(feature = "test-clock") {
+        tracing::warn!("HERALD_TEST_CLOCK is ignored: this build keeps business time on the system clock");
+        return Ok(Clock::System);
+    }
+    let start = start
+        .parse()
+        .with_context(|| format!("HERALD_TEST_CLOCK={start:?} is not an RFC 3339 time"))?;
+    tracing::warn!(%start, "manual clock for tests: time moves only through POST /v1/test/clock");
+    Ok(Clock::manual(start))
 }
 
 /// Prints a short summary; returns whether the daemon is healthy and ready.

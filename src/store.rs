@@ -400,6 +400,22 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Checks that the data directory exists or can be made, and takes files:
+/// at start, so that a wrong `storage.dir` is a configuration error.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(".herald-write-check");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A full disk is not a fault of the configuration: the store copes.
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Ok(()),
+        Err(e) => Err(format!("cannot write in {}: {e}", dir.display())),
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)

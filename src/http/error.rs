@@ -18,6 +18,9 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds for `Retry-After`, when waiting helps.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,7 +30,13 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -77,14 +86,17 @@ impl ApiError {
         }
     }
 
-    pub fn rate_limited() -> ApiError {
-        let message = "too many failed logins from this address; wait a minute and check the token";
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    /// Wrong credentials came too often from this address; `left` until
+    /// they are looked at again. Correct ones still pass.
+    pub fn rate_limited(left: std::time::Duration) -> ApiError {
+        let secs = left.as_secs().max(1);
+        let message = format!("too many wrong credentials from this address; check the token, and retry in {secs}s");
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).retry_after(secs)
     }
 
     pub fn shutting_down() -> ApiError {
         let message = "herald is stopping; retry in a moment";
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
     }
 
     pub fn storage_full() -> ApiError {
@@ -107,6 +119,9 @@ impl ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = HeaderValue::from_static("Basic realm=\"herald\", charset=\"UTF-8\"");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }

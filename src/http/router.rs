@@ -145,7 +145,7 @@ impl Router {
                 .authenticate(call.header(header::AUTHORIZATION), call.peer.ip())
             {
                 Ok(a) => call.account.insert(a),
-                Err(AuthError::RateLimited) => return Err(ApiError::rate_limited()),
+                Err(AuthError::RateLimited(left)) => return Err(ApiError::rate_limited(left)),
                 Err(AuthError::Missing | AuthError::Wrong) => return Err(ApiError::unauthorized()),
             };
             if !roles.contains(&who.role) {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::rules::valid_secret;
 use super::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
 use crate::App;
-use crate::auth::{ADMIN, ALL, Access, READERS};
+use crate::auth::{ADMIN, ALL, Access, AuthError, READERS};
 use crate::auth::{Account, Role};
 use crate::clock;
 use crate::events;
@@ -300,16 +300,23 @@ async fn activate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             ),
         )),
         (Err(ActivateError::NotFound), _) => Err(ApiError::not_found(format!("no webhook {id:?}"))),
-        (Err(ActivateError::BadToken), _) => Err(bad_link()),
+        (Err(ActivateError::BadToken), _) => Err(bad_link(app, call)),
     }
 }
 
-fn bad_link() -> ApiError {
+/// A link's token is a credential: a wrong one counts toward the
+/// failed-login limit of the caller's address.
+fn bad_link(app: &App, call: &Call) -> ApiError {
+    if let AuthError::RateLimited(left) = app.auth.wrong(call.peer.ip()) {
+        return ApiError::rate_limited(left);
+    }
     let mut e = ApiError::forbidden("link");
-    e.message =
-        "this reactivation link is not valid: it was used, it expired with the buffer, or it is incomplete".into();
+    e.message = BAD_LINK.into();
     e
 }
+
+const BAD_LINK: &str =
+    "this reactivation link is not valid: it was used, it expired with the buffer, or it is incomplete";
 
 /// The page a reactivation link opens. It changes nothing (mail scanners
 /// open links); its buttons POST the choice with the token.
@@ -317,10 +324,11 @@ async fn activate_page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError
     let (id, token) = (call.param(), call.query.get("token").unwrap_or(""));
     let wh = app.store.read(|r| super::get(r, id))?;
     let Some(wh) = wh.filter(|w| token_valid(w, token, app.clock.now())) else {
+        let e = bad_link(app, call);
         return Ok(page(
-            StatusCode::FORBIDDEN,
+            e.status,
             "Link not valid",
-            &format!("<p>{}</p>", escape(&bad_link().message)),
+            &format!("<p>{}</p>", escape(&e.message)),
         ));
     };
     let action = format!("/v1/webhooks/{}/activate?token={}", escape(&wh.id), escape(token));

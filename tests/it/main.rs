@@ -4,6 +4,7 @@
 
 mod events;
 mod executions;
+mod hardening;
 mod http_sink;
 mod mail;
 mod operations;

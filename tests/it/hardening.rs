@@ -1,0 +1,114 @@
+//! What outside testing found (issue 10): draining, exit codes, logs,
+//! bad clients, and the other findings, each with the test that holds it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::http_sink::{Answer, HttpSink};
+use crate::util::*;
+
+/// Finding 7: while draining, herald keeps accepting and answers `503
+/// shutting_down` with Retry-After, so a client can tell "stopping" from
+/// "dead"; `/readyz` says draining and `/healthz` still answers.
+#[test]
+fn draining_keeps_answering_503_with_retry_after() {
+    // A hanging delivery keeps the engine draining for the whole drain_timeout.
+    let receiver = HttpSink::start(Answer::Hang);
+    let mut d = Daemon::start(&format!(
+        "[server]\ndrain_timeout = \"3s\"\n[webhooks]\ntimeout = \"60s\"\n{}",
+        accounts()
+    ));
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": receiver.url("/")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(d.post("/v1/events", Some(ADMIN), r#"{"event":"a"}"#).status, 202);
+    receiver.wait_for(1, Duration::from_secs(5));
+    let started = Instant::now();
+    d.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A new connection during the drain: refused work, with a hint when to retry.
+    let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"b"}"#);
+    if r.status != 503 {
+        d.fail(&format!("expected 503 while draining, got {} {}", r.status, r.body));
+    }
+    assert_eq!(r.json()["error"]["code"], "shutting_down");
+    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    assert_eq!(d.get("/v1/events", Some(ADMIN)).status, 503);
+    let ready = d.get("/readyz", None);
+    assert_eq!((ready.status, ready.body.trim()), (503, "draining"));
+    assert_eq!(d.get("/healthz", None).status, 200);
+
+    assert_eq!(d.wait_exit(Duration::from_secs(6)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// Finding 11: a configuration fault found at start, files included, exits
+/// 78 before anything listens, so systemd does not restart in a loop.
+#[test]
+fn a_missing_tls_file_or_a_bad_data_dir_exits_78_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    let missing = dir.path().join("missing.pem");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{m}\"\ntls_key = \"{m}\"\n[storage]\ndir = \"{}\"\n",
+            dir.path().join("data").display(),
+            m = missing.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["serve", "--config", config.to_str().unwrap()], None);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("server.tls_cert") && err.contains("missing.pem"), "{err}");
+    assert!(!err.contains("listening on"), "nothing may listen first: {err}");
+
+    // A data directory that cannot be made (a file is in the way).
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n",
+            blocker.join("data").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["serve", "--config", config.to_str().unwrap()], None);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("storage.dir"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+/// Finding 12: no colour codes when stderr is not a terminal (a file, the journal).
+#[test]
+fn logs_have_no_colour_codes_when_not_on_a_terminal() {
+    let d = Daemon::start("");
+    assert_eq!(d.get("/healthz", None).status, 200);
+    let log = d.log_text();
+    if log.contains('\u{1b}') {
+        d.fail("the log holds ANSI escape codes");
+    }
+}
+
+/// Finding 14: `check-config` reads `$HERALD_CONFIG` like `serve` and `status`.
+#[test]
+fn check_config_reads_herald_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, "[server]\nlisten = \"nowhere\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("check-config")
+        .env("HERALD_CONFIG", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("server.listen"), "{err}");
+}
