@@ -13,8 +13,9 @@
 //! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
 //! - [`http`]: the server, the router with authentication and role checks,
 //!   the JSON errors, and the outbound client.
-//! - [`tls`], [`html`], [`metrics`]: PEM files, the page layout, the
-//!   Prometheus registry.
+//! - [`net`]: the transport under HTTP: TLS set-up and handshakes,
+//!   connecting to an origin, deadlines on slow peers.
+//! - [`html`], [`metrics`]: the page layout, the Prometheus registry.
 //!
 //! The features, each a folder that owns its tables, its pure rules
 //! (`rules.rs`), its jobs and its routes (`routes.rs`):
@@ -46,10 +47,10 @@ pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod retention;
 pub mod store;
-pub mod tls;
 pub mod ui;
 pub mod webhooks;
 

@@ -188,7 +188,7 @@ fn init_tracing() {
 /// acceptor) and the data directory, which must be creatable and writable.
 fn check_files(config: &Config) -> Result<Option<TlsAcceptor>, String> {
     let tls = match &config.server.tls {
-        Some(files) => Some(herald::tls::acceptor(&files.cert, &files.key)?),
+        Some(files) => Some(herald::net::acceptor(&files.cert, &files.key)?),
         None => None,
     };
     herald::store::check_dir(&config.storage.dir).map_err(|e| format!("storage.dir: {e}"))?;

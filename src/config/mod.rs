@@ -408,7 +408,7 @@ impl Config {
             ));
         }
         if let Some(ca) = &w.ca_file {
-            crate::tls::load_roots(ca).map_err(|e| err("webhooks", "ca_file", e))?;
+            crate::net::load_roots(ca).map_err(|e| err("webhooks", "ca_file", e))?;
         }
         let webhooks = Webhooks {
             timeout: w.timeout.0,

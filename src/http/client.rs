@@ -20,20 +20,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
-use hyper::{HeaderMap, Request, StatusCode, Uri};
+use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_util::either::Either;
+
+use crate::net::{Origin, Stream};
 
 /// Idle connections older than this are closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(60);
 /// Idle connections kept per origin; more are closed.
 const IDLE_PER_ORIGIN: usize = 64;
 
-type Stream = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
-type Connection = Pin<Box<http1::Connection<Stream, Full<Bytes>>>>;
+type Connection = Pin<Box<http1::Connection<TokioIo<Stream>, Full<Bytes>>>>;
 
 /// Shared by all delivery tasks; the pool is behind one short-held lock.
 pub struct HttpClient {
@@ -56,31 +54,6 @@ pub enum Outcome {
         timed_out: bool,
         elapsed: Duration,
     },
-}
-
-/// Where a connection goes: requests to the same origin may share it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Origin {
-    tls: bool,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    fn of(uri: &Uri) -> Result<Origin, String> {
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("{uri} is not an http or https URL")),
-        };
-        let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
-        Ok(Origin {
-            tls,
-            // An IPv6 literal comes bracketed; sockets and TLS want it bare.
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-        })
-    }
 }
 
 /// One HTTP/1.1 connection: the handle that sends, and the driver that
@@ -139,7 +112,7 @@ enum Failure {
 impl HttpClient {
     /// A client that trusts the public web PKI and the roots of `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<HttpClient, String> {
-        let tls = crate::tls::connector(ca_file)?;
+        let tls = crate::net::connector(ca_file)?;
         Ok(HttpClient {
             tls,
             idle: Mutex::default(),
@@ -239,21 +212,14 @@ impl HttpClient {
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Conn, String> {
-        let what = |e: &dyn std::fmt::Display| format!("connecting to {}:{}: {e}", origin.host, origin.port);
-        let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
-            .await
-            .map_err(|e| what(&e))?;
-        tcp.set_nodelay(true).map_err(|e| what(&e))?;
-        let stream = match origin.tls {
-            true => Either::Right(crate::tls::connect(&self.tls, &origin.host, tcp).await?),
-            false => Either::Left(tcp),
-        };
+        let stream = origin.connect(&self.tls).await?;
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| what(&chain(e)))?;
+            .map_err(|e| format!("connecting to {}:{}: {}", origin.host, origin.port, chain(e)))?;
+        let driver = Driver(Some(Box::pin(driver)));
         Ok(Conn {
             sender,
-            driver: Driver(Some(Box::pin(driver))),
+            driver,
             idle_since: Instant::now(),
         })
     }

@@ -70,7 +70,7 @@ pub async fn serve(
             });
             let stream = match tls {
                 None => Either::Left(stream),
-                Some(acceptor) => match crate::tls::accept(&acceptor, stream).await {
+                Some(acceptor) => match crate::net::accept(&acceptor, stream).await {
                     Ok(stream) => Either::Right(stream),
                     Err(error) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 },

@@ -1,16 +1,65 @@
-//! TLS set-up (rustls on ring): the server's certificate and key
-//! (`server.tls_cert`, `server.tls_key`) and the roots the outbound client
-//! trusts (web PKI plus `webhooks.ca_file`). Kept apart from `config` and
-//! `http` because both use it: the config checks the files when it is
-//! read, the server and the client are built on them.
+//! The transport under HTTP, in both directions: TLS set-up (rustls on
+//! ring) with the server's certificate and key (`server.tls_cert`,
+//! `server.tls_key`) and the roots the outbound client trusts (web PKI plus
+//! `webhooks.ca_file`); handshakes with their deadline; and connecting to
+//! an origin. Kept apart from `config` and `http` because both use it: the
+//! config checks the files when it is read, the server and the client are
+//! built on them.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Uri;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+use tokio_util::either::Either;
+
+/// A connection to a counterpart: plain TCP or TLS over it.
+pub type Stream = Either<TcpStream, client::TlsStream<TcpStream>>;
+
+/// Where a connection goes: requests to the same origin may share one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    pub fn of(uri: &Uri) -> Result<Origin, String> {
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{uri} is not an http or https URL")),
+        };
+        let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
+        Ok(Origin {
+            tls,
+            // An IPv6 literal comes bracketed; sockets and TLS want it bare.
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        })
+    }
+
+    /// Connects, with TLS when the origin is https; errors name the origin.
+    pub async fn connect(&self, tls: &TlsConnector) -> Result<Stream, String> {
+        let what = |e: &dyn std::fmt::Display| format!("connecting to {}:{}: {e}", self.host, self.port);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| what(&e))?;
+        tcp.set_nodelay(true).map_err(|e| what(&e))?;
+        if !self.tls {
+            return Ok(Either::Left(tcp));
+        }
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| what(&e))?;
+        let stream = tls.connect(name, tcp).await;
+        stream
+            .map(Either::Right)
+            .map_err(|e| format!("TLS with {}:{}: {e}", self.host, self.port))
+    }
+}
 
 /// A client must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,18 +124,4 @@ pub async fn accept(acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<server::Tl
         Ok(done) => done.map_err(|e| e.to_string()),
         Err(_) => Err("handshake timed out".into()),
     }
-}
-
-/// The client side of a handshake with `host` (a name or an IP address).
-pub async fn connect(
-    connector: &TlsConnector,
-    host: &str,
-    tcp: TcpStream,
-) -> Result<client::TlsStream<TcpStream>, String> {
-    let peer = tcp.peer_addr().map(|a| a.port()).unwrap_or_default();
-    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("connecting to {host}:{peer}: {e}"))?;
-    connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS with {host}:{peer}: {e}"))
 }
