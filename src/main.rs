@@ -238,7 +238,7 @@ fn clock() -> anyhow::Result<Clock> {
     let Ok(start) = std::env::var("HERALD_TEST_CLOCK") else {
         return Ok(Clock::System);
     };
-    if !cfg!(feature = "test-clock") {
+    if !cfg!(feature = "test-hooks") {
         tracing::warn!("HERALD_TEST_CLOCK is ignored: this build keeps business time on the system clock");
         return Ok(Clock::System);
     }

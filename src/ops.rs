@@ -17,7 +17,7 @@ use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::{events, executions, jobs};
 
 pub fn routes() -> Vec<Route> {
-    vec![
+    let mut routes = vec![
         Route::new(Method::GET, "/healthz", Access::Public, |app, call| {
             Box::pin(healthz(app, call))
         }),
@@ -33,7 +33,17 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/v1/test/clock", Access::Roles(ADMIN), |app, call| {
             Box::pin(test_clock(app, call))
         }),
-    ]
+    ];
+    // Lets the tests check that a panicking handler answers 500 and harms nothing.
+    if cfg!(feature = "test-hooks") {
+        routes.push(Route::new(
+            Method::POST,
+            "/v1/test/panic",
+            Access::Roles(ADMIN),
+            |_, _| Box::pin(async { panic!("a test asked for a panic") }),
+        ));
+    }
+    routes
 }
 
 async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {

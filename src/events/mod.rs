@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-pub use self::parse::{FieldError, NewEvent, parse, valid_name};
+pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, valid_name};
 pub use self::routes::routes;
 use crate::clock;
 use crate::store::{self, EVENTS, IDEMPOTENCY, StoreError, Txn};
@@ -28,6 +28,30 @@ pub struct StoredEvent {
     /// Who published it: integrations read only their own events.
     pub account: String,
     pub idempotency_key: Option<String>,
+}
+
+impl StoredEvent {
+    /// `data` as accepted; `null` when none was given.
+    pub fn data(&self) -> &str {
+        if self.data.is_empty() { "null" } else { &self.data }
+    }
+}
+
+/// Writes `{"id","seq","event","data","created_at"}` to `out`, with `data`
+/// byte for byte as it was accepted: it is never parsed again, so large
+/// numbers keep every digit and strings every escape, whatever a reader's
+/// JSON library could represent.
+pub fn write_json(out: &mut Vec<u8>, seq: u64, e: &StoredEvent) {
+    let text = |out: &mut Vec<u8>, v: &str| serde_json::to_writer(out, v).expect("a string serializes");
+    out.extend_from_slice(b"{\"id\":");
+    text(out, &e.id);
+    out.extend_from_slice(format!(",\"seq\":{seq},\"event\":").as_bytes());
+    text(out, &e.event);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(e.data().as_bytes());
+    out.extend_from_slice(b",\"created_at\":");
+    text(out, &clock::rfc3339(e.created_at));
+    out.push(b'}');
 }
 
 /// One published event as the API answers it, and whether it is new.

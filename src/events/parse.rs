@@ -8,6 +8,31 @@ use serde_json::value::RawValue;
 pub const MAX_BATCH: usize = 1000;
 pub const MAX_NAME: usize = 128;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Levels of nesting `data` may have. Deeper values are refused: JSON
+/// parsers (serde_json's among them) stop at 128, so a receiver or a
+/// reader could not take them, and herald serves what it accepts.
+pub const MAX_DEPTH: usize = 64;
+
+/// The deepest nesting of arrays and objects in JSON text (strings skipped).
+pub fn depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for b in json.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 #[derive(Debug)]
 pub struct NewEvent {
@@ -104,6 +129,15 @@ fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, F
         }
     };
     let data = item.data.map_or("null", RawValue::get);
+    if depth(data) > MAX_DEPTH {
+        return Err(FieldError {
+            field: field("data"),
+            message: format!(
+                "is nested {} levels deep; at most {MAX_DEPTH} levels of arrays and objects are accepted",
+                depth(data)
+            ),
+        });
+    }
     if data.len() as u64 > max_data {
         return Err(FieldError {
             field: field("data"),
@@ -166,6 +200,18 @@ mod tests {
         assert!(batch);
         assert_eq!(events[0].data, "null");
         assert_eq!(events[1].idempotency_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_but_not_strings() {
+        assert_eq!(depth("1"), 0);
+        assert_eq!(depth(r#"{"a":[1,{"b":"[[[{"}]}"#), 3);
+        assert_eq!(depth(r#"["\"[", []]"#), 2);
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&format!(r#"{{"event":"a","data":{}}}"#, deep(MAX_DEPTH)), 1 << 20).is_ok());
+        let e = parse(&format!(r#"[{{"event":"a","data":{}}}]"#, deep(MAX_DEPTH + 1)), 1 << 20).unwrap_err();
+        assert_eq!(e.field, "[0].data");
+        assert!(e.message.contains("65 levels"), "{}", e.message);
     }
 
     #[test]

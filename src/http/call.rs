@@ -40,13 +40,15 @@ impl Call {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn has_body(&self) -> bool {
-        self.header(header::CONTENT_LENGTH).is_some_and(|v| v != "0")
-            || self.parts.headers.contains_key(header::TRANSFER_ENCODING)
-    }
-
     /// Reads a JSON body within `server.max_body`, checking the content type.
     pub async fn json(&mut self) -> Result<String, ApiError> {
+        let text = self.json_text().await?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(ApiError::invalid_json)?;
+        Ok(text)
+    }
+
+    /// [`Call::json`] without the syntax check, for a handler that checks more first.
+    pub async fn json_text(&mut self) -> Result<String, ApiError> {
         let max = self.max_body;
         let media = self.header(header::CONTENT_TYPE).and_then(|v| v.split(';').next());
         if !media.is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) {
@@ -58,9 +60,7 @@ impl Call {
         }
         let bytes = self.body(max).await?;
         self.excerpt = Some(bytes.clone());
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_json("it is not UTF-8"))?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(ApiError::invalid_json)?;
-        Ok(text)
+        String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_json("it is not UTF-8"))
     }
 
     /// Reads the body, at most `max` bytes.

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, header};
 
@@ -155,6 +156,20 @@ impl Router {
         if app.draining.load(Ordering::Relaxed) && !matches!(access, Access::Public | Access::Metrics) {
             return Err(ApiError::shutting_down());
         }
-        (route?.handler)(app, call).await
+        let route = route?;
+        // A panic in a handler (a bug, or a record it cannot take) answers
+        // 500 and is logged; the connection and the daemon go on.
+        let run = std::panic::AssertUnwindSafe((route.handler)(app, call));
+        run.catch_unwind().await.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or(panic.downcast_ref::<String>().map(|s| s.as_str()));
+            Err(ApiError::internal(format!(
+                "{} panicked: {}",
+                route.name,
+                what.unwrap_or("?")
+            )))
+        })
     }
 }

@@ -100,11 +100,7 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
 /// The delivery body, `{"id","event","app","created_at","data"}`, with
 /// `data` copied as stored (no re-parse: it was checked at publish).
 fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
-    let data = if event.data.is_empty() {
-        "null"
-    } else {
-        event.data.as_str()
-    };
+    let data = event.data();
     let created_at = clock::rfc3339(event.created_at);
     let mut out = Vec::with_capacity(data.len() + event.id.len() + event.event.len() + wh.app.len() + 96);
     for (name, value) in [

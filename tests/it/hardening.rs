@@ -112,3 +112,89 @@ fn check_config_reads_herald_config() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("server.listen"), "{err}");
 }
+
+/// Finding 2: `data` is served byte for byte as accepted (numbers beyond
+/// f64, lone surrogates), in lists and webhooks; what cannot be served is
+/// refused with 422 naming `data`.
+#[test]
+fn poison_data_is_served_verbatim_or_refused_naming_data() {
+    let receiver = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start(&accounts());
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": receiver.url("/")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let big = "9".repeat(400);
+    let samples = [
+        "1e309".to_string(),
+        "12345678901234567890123".to_string(),
+        big.clone(),
+        r#""\ud800""#.to_string(),
+        format!(r#"{{"n": -{big}.5e-999, "s": "\udfff x", "a": [1.50, 2E+3]}}"#),
+    ];
+    for data in &samples {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"poison","data":{data}}}"#),
+        );
+        assert_eq!(r.status, 202, "{data}: {}", r.body);
+    }
+    let list = d.get("/v1/events", Some(ADMIN));
+    assert_eq!(list.status, 200, "{}", list.body);
+    for data in &samples {
+        assert!(
+            list.body.contains(&format!(r#""data":{data},"#)),
+            "{data} not verbatim in {}",
+            list.body
+        );
+    }
+    // Page by page, too, and after a restart nothing changes.
+    for (after, data) in samples.iter().enumerate() {
+        let page = d.get(&format!("/v1/events?after={after}&limit=1"), Some(ADMIN));
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(data.as_str()), "{}", page.body);
+    }
+    let got = receiver.wait_for(samples.len(), Duration::from_secs(10));
+    for (data, req) in samples.iter().zip(&got) {
+        let body = String::from_utf8_lossy(&req.body);
+        assert!(body.ends_with(&format!(r#""data":{data}}}"#)), "{body}");
+    }
+
+    // Too deep to serve: refused, naming data; nothing stored.
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    assert_eq!(
+        d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"ok","data":{}}}"#, deep(64))
+        )
+        .status,
+        202
+    );
+    for n in [65, 127, 128, 500] {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"deep","data":{}}}"#, deep(n)),
+        );
+        assert_eq!(r.status, 422, "{n}: {}", r.body);
+        assert_eq!(r.json()["error"]["field"], "data", "{}", r.body);
+    }
+    let stored = d.get("/v1/events?event=deep", Some(ADMIN)).json();
+    assert_eq!(stored["events"].as_array().unwrap().len(), 0);
+}
+
+/// Finding 2, the last part: a panicking handler answers `500 internal`, is
+/// logged, and the connection and the daemon go on.
+#[test]
+fn a_panicking_handler_answers_500_and_the_daemon_goes_on() {
+    let d = Daemon::start(&accounts());
+    let r = d.post("/v1/test/panic", Some(ADMIN), "{}");
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "internal");
+    assert!(d.log_text().contains("panicked"), "the panic is logged");
+    assert_eq!(d.get("/v1/events", Some(ADMIN)).status, 200);
+}
