@@ -90,10 +90,11 @@ fn router(app: Arc<App>) -> http::Router {
         mail::routes(),
         webhooks::routes(),
     ];
+    let failed = mail::FailedCalls::default();
     http::Router {
         app,
         routes: routes.into_iter().flatten().collect(),
-        on_failure: mail::record_failed_call,
+        on_failure: Box::new(move |app, call, e| failed.record(app, call, e)),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 use jiff::Timestamp;
 
@@ -13,15 +14,32 @@ use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::executions::{self, Execution, Status};
 use crate::html::{escape, page};
-use crate::http::{ApiError, Call, Resp, Route};
+use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::mail;
 use crate::store::StoreError;
 use crate::webhooks::{self, Webhook};
 
 pub fn routes() -> Vec<Route> {
-    vec![Route::new(Method::GET, "/", Access::Roles(READERS), |app, call| {
-        Box::pin(status_page(app, call))
-    })]
+    vec![
+        Route::new(Method::GET, "/", Access::Roles(READERS), |app, call| {
+            Box::pin(status_page(app, call))
+        }),
+        // Browsers ask for it with every page; a 404 would read as an error.
+        Route::new(Method::GET, "/favicon.ico", Access::Public, |_, _| {
+            Box::pin(async { Ok(favicon()) })
+        }),
+    ]
+}
+
+const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+    <circle cx=\"8\" cy=\"8\" r=\"8\" fill=\"#246\"/><path d=\"M5 3v10M11 3v10M5 8h6\" \
+    stroke=\"#fff\" stroke-width=\"2\"/></svg>";
+
+fn favicon() -> Resp {
+    let mut r = http::with_type(StatusCode::OK, FAVICON.into(), "image/svg+xml");
+    let day = HeaderValue::from_static("max-age=86400");
+    r.headers_mut().insert(header::CACHE_CONTROL, day);
+    r
 }
 
 async fn status_page(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {

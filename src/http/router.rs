@@ -69,7 +69,7 @@ fn segments(path: &str) -> Vec<&str> {
 pub struct Router {
     pub app: Arc<App>,
     pub routes: Vec<Route>,
-    pub on_failure: fn(&Arc<App>, &Call, &ApiError),
+    pub on_failure: Box<dyn Fn(&Arc<App>, &Call, &ApiError) + Send + Sync>,
 }
 
 impl Router {

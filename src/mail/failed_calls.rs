@@ -2,9 +2,11 @@
 //! built-in interface `api`, and an entry in the error mail to the caller's
 //! account. Both show the call as received, with secrets blanked out.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode, header};
+use jiff::Timestamp;
 use serde_json::Value;
 
 use super::{Entry, Kind, gather};
@@ -14,83 +16,136 @@ use crate::executions::{self, Category, Level, LogLine};
 use crate::http::{ApiError, Call};
 use crate::store::Grows;
 
-/// Records a failed call: in the daily execution of interface `api`, and,
+/// Records failed calls: in the daily execution of interface `api`, and,
 /// when the caller authenticated, in the error mail to its account's address
-/// (any 4xx but 401 and 429, any 5xx). Calls refused for rate limiting are not
-/// written at all: a stranger must not be able to fill the log.
-pub fn record(app: &Arc<App>, call: &Call, e: &ApiError) {
-    let (method, who, peer, excerpt) = (
-        &call.parts.method,
-        call.account.as_ref(),
-        call.peer,
-        call.excerpt.as_ref(),
-    );
-    // As it is logged and mailed: secrets in the query (the reactivation
-    // link's token) are blanked out.
-    let target = redacted_target(&call.parts.uri);
-    let target = target.as_str();
-    let account = who.map_or("-", |a| a.name.as_str());
-    tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
-    if e.status == StatusCode::TOO_MANY_REQUESTS || e.code == "shutting_down" {
-        return;
-    }
-    let now = app.clock.now();
-    let title = format!("{method} {target} → {} {}", e.status.as_u16(), e.code);
-    let line = LogLine {
-        at: clock::to_ms(now),
-        level: Level::Error,
-        category: Some(category(e)),
-        message: format!("{title}: {}", e.message),
-        detail: Some(format!("account: {account}; from: {}", peer.ip())),
-    };
-    let mail = match who {
-        Some(a) if e.status != StatusCode::UNAUTHORIZED => match &a.email {
-            Some(email) => {
-                let mut detail = format!("error: {}\nfrom: {}", e.message, peer.ip());
-                if let Some(body) = excerpt.map(|b| redacted_excerpt(b)) {
-                    detail.push_str(&format!("\nbody: {body}"));
+/// (any 4xx but 429, any 5xx). A caller nobody could identify gets no line
+/// of its own: such calls are counted and logged at most once a minute, so
+/// a stranger cannot fill the log or the disk. Calls refused for rate
+/// limiting or while draining are not written at all.
+#[derive(Default)]
+pub struct FailedCalls {
+    /// A `std` mutex: held to count, never across `.await`.
+    unidentified: Mutex<Tally>,
+}
+
+#[derive(Default)]
+struct Tally {
+    /// When the last line about them was written.
+    logged_at: Option<Timestamp>,
+    /// Calls since then.
+    count: u64,
+}
+
+/// At most one line a minute about calls without valid credentials.
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+
+impl FailedCalls {
+    pub fn record(&self, app: &Arc<App>, call: &Call, e: &ApiError) {
+        let (method, who, peer, excerpt) = (
+            &call.parts.method,
+            call.account.as_ref(),
+            call.peer,
+            call.excerpt.as_ref(),
+        );
+        // As it is logged and mailed: secrets in the query (the reactivation
+        // link's token) are blanked out.
+        let target = redacted_target(&call.parts.uri);
+        let target = target.as_str();
+        let account = who.map_or("-", |a| a.name.as_str());
+        let quiet = e.status == StatusCode::TOO_MANY_REQUESTS || e.code == "shutting_down";
+        // A browser asks for a page without credentials first; the 401 makes
+        // it ask the person for them. That is no error.
+        let challenge = who.is_none()
+            && e.status == StatusCode::UNAUTHORIZED
+            && call.header(header::AUTHORIZATION).is_none()
+            && *method == Method::GET
+            && call.parts.uri.path() == "/";
+        if quiet || challenge {
+            tracing::debug!(%method, target, status = e.status.as_u16(), %peer, "request refused");
+            return;
+        }
+        let now = app.clock.now();
+        let title = format!("{method} {target} → {} {}", e.status.as_u16(), e.code);
+        let mut message = format!("{title}: {}", e.message);
+        if who.is_none() {
+            let Some((count, since)) = self.count_unidentified(now) else {
+                return;
+            };
+            if let Some(since) = since {
+                message = format!("{count} calls without valid credentials since {since}; the last: {message}");
+            }
+        }
+        tracing::info!(%method, target, status = e.status.as_u16(), code = e.code, account, %peer, "request failed");
+        let line = LogLine {
+            at: clock::to_ms(now),
+            level: Level::Error,
+            category: Some(category(e)),
+            message,
+            detail: Some(format!("account: {account}; from: {}", peer.ip())),
+        };
+        let mail = match who {
+            Some(a) => match &a.email {
+                Some(email) => {
+                    let mut detail = format!("error: {}\nfrom: {}", e.message, peer.ip());
+                    if let Some(body) = excerpt.map(|b| redacted_excerpt(b)) {
+                        detail.push_str(&format!("\nbody: {body}"));
+                    }
+                    let entry = Entry {
+                        at: clock::to_ms(now),
+                        title,
+                        detail,
+                    };
+                    Some((a.name.clone(), email.clone(), entry))
                 }
-                let entry = Entry {
-                    at: clock::to_ms(now),
-                    title,
-                    detail,
-                };
-                Some((a.name.clone(), email.clone(), entry))
+                None => {
+                    tracing::debug!(account = a.name, "the account has no e-mail address; no error mail");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let settings = app.settings();
+            if let Some((account, email, entry)) = mail {
+                // Allowed when the store is full: that is when the admins must hear of it.
+                let alerts = settings.alerts.clone();
+                let gathered = app
+                    .store
+                    .write(Grows::No, move |txn| {
+                        gather(txn, now, &alerts, Kind::ApiFailures { account }, &email, entry)
+                    })
+                    .await;
+                if let Err(err) = gathered {
+                    tracing::error!(error = %err, "cannot record a failed call for the error mail");
+                }
             }
-            None => {
-                tracing::debug!(account = a.name, "the account has no e-mail address; no error mail");
-                None
-            }
-        },
-        _ => None,
-    };
-    let app = app.clone();
-    tokio::spawn(async move {
-        let settings = app.settings();
-        if let Some((account, email, entry)) = mail {
-            // Allowed when the store is full: that is when the admins must hear of it.
-            let alerts = settings.alerts.clone();
-            let gathered = app
+            let tz = settings.general.timezone.clone();
+            let written = app
                 .store
-                .write(Grows::No, move |txn| {
-                    gather(txn, now, &alerts, Kind::ApiFailures { account }, &email, entry)
+                .write(Grows::Yes, move |txn| {
+                    executions::log_daily(txn, now, &tz, executions::API, "api", line)
                 })
                 .await;
-            if let Err(err) = gathered {
-                tracing::error!(error = %err, "cannot record a failed call for the error mail");
+            if let Err(err) = written {
+                tracing::warn!(error = %err, "cannot record a failed call in the execution log");
             }
+        });
+    }
+
+    /// Counts a call nobody could identify; when it is the first, or a
+    /// minute passed since the last line, returns the count to log and when
+    /// that last line was.
+    fn count_unidentified(&self, now: Timestamp) -> Option<(u64, Option<Timestamp>)> {
+        let mut tally = self.unidentified.lock().unwrap();
+        tally.count += 1;
+        if tally.logged_at.is_some_and(|at| now < clock::add(at, SAMPLE_EVERY)) {
+            return None;
         }
-        let tz = settings.general.timezone.clone();
-        let written = app
-            .store
-            .write(Grows::Yes, move |txn| {
-                executions::log_daily(txn, now, &tz, executions::API, "api", line)
-            })
-            .await;
-        if let Err(err) = written {
-            tracing::warn!(error = %err, "cannot record a failed call in the execution log");
-        }
-    });
+        let sample = (tally.count, tally.logged_at.replace(now));
+        tally.count = 0;
+        Some(sample)
+    }
 }
 
 /// The path and query of a request, with the values of secret-looking

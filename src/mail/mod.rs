@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-pub use self::failed_calls::record as record_failed_call;
+pub use self::failed_calls::FailedCalls;
 pub use self::routes::routes;
 use self::rules::due;
 use crate::App;

@@ -198,3 +198,70 @@ fn a_panicking_handler_answers_500_and_the_daemon_goes_on() {
     assert!(d.log_text().contains("panicked"), "the panic is logged");
     assert_eq!(d.get("/v1/events", Some(ADMIN)).status, 200);
 }
+
+/// The `api` execution's log lines (all of today's).
+fn api_log(d: &Daemon) -> Vec<serde_json::Value> {
+    let list = d.get("/v1/executions?interface=api", Some(ADMIN)).json();
+    let Some(exe) = list["executions"].as_array().and_then(|a| a.first().cloned()) else {
+        return Vec::new();
+    };
+    let id = exe["id"].as_str().unwrap();
+    d.get(&format!("/v1/executions/{id}/logs?limit=1000"), Some(ADMIN))
+        .json()["logs"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Finding 5: callers nobody can identify are counted and sampled into the
+/// log at most once a minute, never stored one by one; a browser's first,
+/// credential-less request for the status page and its icon are no errors.
+#[test]
+fn strangers_are_counted_not_stored_one_by_one() {
+    let d = Daemon::start_with_clock(
+        &format!("[storage]\nmax_size = \"2MiB\"\n{}", accounts()),
+        Some("2026-12-01T10:00:00Z"),
+    );
+    let page = d.get("/", None);
+    assert_eq!(page.status, 401);
+    assert!(page.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
+    let icon = d.get("/favicon.ico", None);
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        api_log(&d).is_empty(),
+        "the browser's challenge is no error: {:?}",
+        api_log(&d)
+    );
+
+    for i in 0..2000 {
+        let r = match i % 3 {
+            0 => d.get("/v1/events", None),
+            1 => d.post("/v1/events", None, r#"{"event":"a"}"#),
+            _ => d.get("/v1/nothing", None),
+        };
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = api_log(&d);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line for the first stranger, the rest counted: {lines:?}"
+    );
+    let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"legit"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    // A minute later, the next stranger's line carries the count.
+    d.advance("61s");
+    assert_eq!(d.get("/v1/events", Some("wrong")).status, 401);
+    let line = d.eventually(Duration::from_secs(5), "the sampled line", || {
+        api_log(&d).into_iter().nth(1)
+    });
+    let message = line["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("2000 calls without valid credentials since"),
+        "{message}"
+    );
+}
