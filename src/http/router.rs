@@ -64,12 +64,15 @@ fn segments(path: &str) -> Vec<&str> {
     path.trim_end_matches('/').split('/').skip(1).collect()
 }
 
+/// Records a failed call (the `api` execution log, the error mail).
+pub type OnFailure = Box<dyn Fn(&Arc<App>, &Call, &ApiError) + Send + Sync>;
+
 /// The API: the app its handlers serve, every route, and the hook that
 /// records a failed call. The crate root builds it.
 pub struct Router {
     pub app: Arc<App>,
     pub routes: Vec<Route>,
-    pub on_failure: Box<dyn Fn(&Arc<App>, &Call, &ApiError) + Send + Sync>,
+    pub on_failure: OnFailure,
 }
 
 impl Router {

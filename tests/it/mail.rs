@@ -145,6 +145,8 @@ fn wrong_credentials_send_no_mail_but_are_logged() {
     }
     assert_eq!(d.get("/v1/events", None).status, 401);
     d.advance("20m");
+    // Callers nobody can identify are logged as a count, at most once a minute.
+    assert_eq!(d.get("/v1/events", None).status, 401);
     settle();
     assert!(sink.mails().is_empty());
     assert!(mails(&d).is_empty());
@@ -155,7 +157,7 @@ fn wrong_credentials_send_no_mail_but_are_logged() {
             .unwrap()
             .first()
             .cloned()
-            .filter(|e| e["errors"] == 4)
+            .filter(|e| e["errors"] == 2)
     });
     let logs = d
         .get(
@@ -168,6 +170,11 @@ fn wrong_credentials_send_no_mail_but_are_logged() {
             .as_str()
             .unwrap()
             .contains("401 unauthorized")
+    );
+    let second = logs["logs"][1]["message"].as_str().unwrap();
+    assert!(
+        second.starts_with("4 calls without valid credentials since"),
+        "{second}"
     );
 }
 
