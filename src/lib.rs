@@ -140,6 +140,11 @@ impl App {
         if new.storage.cache_size != old.storage.cache_size {
             needs_restart.push("storage.cache_size");
         }
+        if new.server.body_timeout != old.server.body_timeout
+            || new.server.max_connections != old.server.max_connections
+        {
+            needs_restart.push("server.body_timeout/max_connections");
+        }
         if new.webhooks.ca_file != old.webhooks.ca_file || new.webhooks.max_per_host != old.webhooks.max_per_host {
             needs_restart.push("webhooks.ca_file/max_per_host");
         }
@@ -150,6 +155,8 @@ impl App {
         let mut keep = new;
         keep.server.listen = old.server.listen;
         keep.server.tls = old.server.tls.clone();
+        keep.server.body_timeout = old.server.body_timeout;
+        keep.server.max_connections = old.server.max_connections;
         keep.storage.dir = old.storage.dir.clone();
         keep.storage.max_size = old.storage.max_size;
         keep.storage.cache_size = old.storage.cache_size;
@@ -208,6 +215,7 @@ pub async fn run(
         None
     };
     let drain = config.server.drain_timeout;
+    let settings_at_start = config.server.clone();
     let per_target = config.webhooks.max_per_host;
     let http = http::client::HttpClient::new(config.webhooks.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
@@ -240,7 +248,12 @@ pub async fn run(
     let api = Arc::new(router(app.clone()));
     // The server's own drain is short: it stops only after the engine has
     // drained, and requests during the drain are answered 503 at once.
-    let server = tokio::spawn(http::serve(api, listener, tls, server_stop.clone(), SERVER_GRACE));
+    let gate = net::Gate::new(
+        listener,
+        settings_at_start.max_connections,
+        settings_at_start.body_timeout,
+    );
+    let server = tokio::spawn(http::serve(api, gate, tls, server_stop.clone(), SERVER_GRACE));
 
     app.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

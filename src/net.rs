@@ -6,13 +6,21 @@
 //! config checks the files when it is read, the server and the client are
 //! built on them.
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 use tokio_util::either::Either;
 
@@ -119,9 +127,179 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
 }
 
 /// The server side of a handshake, within [`HANDSHAKE_TIMEOUT`].
-pub async fn accept(acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<server::TlsStream<TcpStream>, String> {
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: &TlsAcceptor,
+    tcp: S,
+) -> Result<server::TlsStream<S>, String> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(done) => done.map_err(|e| e.to_string()),
         Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+/// The server's side of its listener: connections up to a limit, each with
+/// a deadline on a peer that stops sending or reading. When the limit is
+/// reached, a few more are let in with a short deadline, so that a quick
+/// caller (`/healthz`, a local program) still gets through while slow ones
+/// hold every regular place.
+pub struct Gate {
+    listener: TcpListener,
+    regular: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+    /// How long a read or a write may wait on the peer.
+    patience: Duration,
+}
+
+/// An accepted connection.
+pub struct Admitted {
+    pub stream: Deadline<TcpStream>,
+    pub peer: SocketAddr,
+    /// Held for as long as the connection lives.
+    pub place: OwnedSemaphorePermit,
+}
+
+/// The deadline of connections let in over the limit.
+const OVERFLOW_PATIENCE: Duration = Duration::from_secs(1);
+
+impl Gate {
+    pub fn new(listener: TcpListener, max_connections: usize, patience: Duration) -> Gate {
+        Gate {
+            listener,
+            regular: Arc::new(Semaphore::new(max_connections)),
+            overflow: Arc::new(Semaphore::new((max_connections / 4).max(8))),
+            patience,
+        }
+    }
+
+    pub async fn accept(&self) -> Admitted {
+        loop {
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let short = OVERFLOW_PATIENCE.min(self.patience);
+            let (place, patience) = match self.regular.clone().try_acquire_owned() {
+                Ok(place) => (place, self.patience),
+                Err(_) => tokio::select! {
+                    biased;
+                    Ok(place) = self.regular.clone().acquire_owned() => (place, self.patience),
+                    Ok(place) = self.overflow.clone().acquire_owned() => (place, short),
+                },
+            };
+            let stream = Deadline::new(tcp, patience);
+            return Admitted { stream, peer, place };
+        }
+    }
+}
+
+/// A stream whose reads and writes fail with `TimedOut` once they have
+/// waited on the peer for `patience`: a body that never comes, a client that
+/// never reads its answer, an idle keep-alive connection. The clock runs
+/// only while an operation waits, so an answer written in steady steps or
+/// a handler at work is never cut.
+pub struct Deadline<S> {
+    inner: S,
+    patience: Duration,
+    read: Timer,
+    write: Timer,
+}
+
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    /// After the inner operation returned `Pending`: the error once waited out.
+    fn expired(&mut self, patience: Duration, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if !self.armed {
+            self.sleep.as_mut().reset(Instant::now() + patience);
+            self.armed = true;
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer stopped sending or reading",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The operation went on: the clock stops.
+    fn progress<T>(&mut self, ready: T) -> Poll<T> {
+        self.armed = false;
+        Poll::Ready(ready)
+    }
+}
+
+impl<S> Deadline<S> {
+    pub fn new(inner: S, patience: Duration) -> Deadline<S> {
+        Deadline {
+            inner,
+            patience,
+            read: Timer::new(),
+            write: Timer::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => this.read.progress(r),
+            Poll::Pending => this.read.expired(this.patience, cx).map(Err),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => this.write.progress(r),
+            Poll::Pending => this.write.expired(this.patience, cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => this.write.progress(r),
+            Poll::Pending => this.write.expired(this.patience, cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => this.write.progress(r),
+            Poll::Pending => this.write.expired(this.patience, cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -47,18 +47,23 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
-    Ok(http::text(StatusCode::OK, "ok\n"))
+    Ok(text(StatusCode::OK, "ok\n"))
 }
 
 async fn readyz(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     let draining = app.draining.load(Ordering::Relaxed);
     Ok(if app.ready.load(Ordering::Relaxed) && !draining {
-        http::text(StatusCode::OK, "ready\n")
+        text(StatusCode::OK, "ready\n")
     } else if draining {
-        http::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
-        http::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     })
+}
+
+/// The probes answer in plain text: what a shell script or a load balancer reads.
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    http::with_type(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
 }
 
 async fn metrics(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {

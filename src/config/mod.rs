@@ -71,6 +71,11 @@ pub struct Server {
     pub metrics_auth: bool,
     pub drain_timeout: Duration,
     pub public_url: String,
+    /// How long a read or a write may wait on a client: a body that does
+    /// not come, an answer nobody reads, an idle keep-alive connection.
+    pub body_timeout: Duration,
+    /// Open connections at most (a few more get a short deadline).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +268,13 @@ impl Config {
                 ),
             ));
         }
+        if !(16..=65536).contains(&s.max_connections) {
+            return Err(err(
+                "server",
+                "max_connections",
+                format!("{} is out of range; use 16 to 65536", s.max_connections),
+            ));
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = match s.public_url {
             Some(url) => url.0.trim_end_matches('/').to_string(),
@@ -427,6 +439,8 @@ impl Config {
                 metrics_auth: s.metrics_auth,
                 drain_timeout: s.drain_timeout.0,
                 public_url,
+                body_timeout: s.body_timeout.0,
+                max_connections: s.max_connections,
             },
             storage: Storage {
                 dir,
@@ -618,6 +632,8 @@ mod tests {
         assert_eq!(t.server.max_body, d.server.max_body);
         assert_eq!(t.server.metrics_auth, d.server.metrics_auth);
         assert_eq!(t.server.drain_timeout, d.server.drain_timeout);
+        assert_eq!(t.server.body_timeout, d.server.body_timeout);
+        assert_eq!(t.server.max_connections, d.server.max_connections);
         assert_eq!(t.storage.max_size, d.storage.max_size);
         assert_eq!(t.storage.retention, d.storage.retention);
         assert_eq!(t.storage.cache_size, d.storage.cache_size);

@@ -123,6 +123,8 @@ pub(super) struct RawServer {
     pub(super) metrics_auth: bool,
     pub(super) drain_timeout: Dur,
     pub(super) public_url: Option<PublicUrl>,
+    pub(super) body_timeout: Dur,
+    pub(super) max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -135,6 +137,8 @@ impl Default for RawServer {
             metrics_auth: false,
             drain_timeout: Dur(Duration::from_secs(10)),
             public_url: None,
+            body_timeout: Dur(Duration::from_secs(30)),
+            max_connections: 1024,
         }
     }
 }

@@ -28,10 +28,6 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Resp {
     with_type(status, Bytes::from(bytes), "application/json")
 }
 
-pub fn text(status: StatusCode, body: &str) -> Resp {
-    with_type(status, Bytes::from(body.to_string()), "text/plain; charset=utf-8")
-}
-
 pub fn no_content() -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;

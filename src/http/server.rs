@@ -1,5 +1,5 @@
 //! The server: hyper 1.x over HTTP/1.1 with keep-alive, optional TLS
-//! (rustls), a connection limit, and a graceful drain on shutdown.
+//! (rustls), the connections `net::Gate` admits, and a graceful drain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,16 +7,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
+use crate::net::{Admitted, Gate};
 
-/// Open connections at most; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
 /// A client must send its request headers within this time (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -24,7 +21,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// for at most `drain`.
 pub async fn serve(
     router: Arc<Router>,
-    listener: TcpListener,
+    gate: Gate,
     tls: Option<TlsAcceptor>,
     stop: CancellationToken,
     drain: Duration,
@@ -33,37 +30,26 @@ pub async fn serve(
     // Connections are tracked so that those still open at the drain timeout
     // can be closed: their tasks hold the store, which must close cleanly.
     let mut conns = tokio::task::JoinSet::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: a client that sent its whole request and shut its write
+    // side still gets the answer.
     builder
         .keep_alive(true)
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     loop {
-        let permit = tokio::select! {
+        let Admitted { stream, peer, place } = tokio::select! {
             _ = stop.cancelled() => break,
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+            admitted = gate.accept() => admitted,
         };
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
         let router = router.clone();
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         conns.spawn(async move {
-            let _permit = permit;
+            let _place = place;
             let service = service_fn(move |req| {
                 let router = router.clone();
                 async move { Ok::<_, std::convert::Infallible>(router.handle(req, peer).await) }
@@ -82,7 +68,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(gate);
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!("all connections closed"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing the remaining connections"),

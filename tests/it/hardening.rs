@@ -265,3 +265,76 @@ fn strangers_are_counted_not_stored_one_by_one() {
         "{message}"
     );
 }
+
+/// Writes `head` (and `body`) on a raw connection; returns the stream.
+fn raw(d: &Daemon, text: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = d.base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(text.as_bytes()).unwrap();
+    s
+}
+
+fn read_to_end(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Finding 6: a complete request followed by a half-close is answered; a
+/// body that never comes is cut after `server.body_timeout`; slow
+/// connections holding every place do not make `/healthz` unreachable.
+#[test]
+fn half_closed_requests_are_answered_and_slow_ones_are_cut() {
+    let d = Daemon::start(&format!(
+        "[server]\nbody_timeout = \"1s\"\nmax_connections = 16\n{}",
+        accounts()
+    ));
+    let body = r#"{"event":"half.closed"}"#;
+    let mut s = raw(
+        &d,
+        &format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_to_end(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    // Headers promise a body that never comes: the connection is closed.
+    let started = Instant::now();
+    let mut s = raw(
+        &d,
+        &format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        ),
+    );
+    read_to_end(&mut s);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let stored = d.get("/v1/events", Some(ADMIN)).json();
+    assert_eq!(
+        stored["events"].as_array().unwrap().len(),
+        1,
+        "only the complete request was stored"
+    );
+
+    // Every place taken by slow connections (the body timeout at its 30s
+    // default): /healthz still answers, in a place they cannot keep.
+    let d = Daemon::start(&format!("[server]\nmax_connections = 16\n{}", accounts()));
+    let slow_request = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    );
+    let slow: Vec<_> = (0..40).map(|_| raw(&d, &slow_request)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let r = d.get("/healthz", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(slow);
+}
