@@ -125,6 +125,9 @@ pub struct Smtp {
     pub password: Option<Secret>,
     pub from: String,
     pub timeout: Duration,
+    /// PEM roots of `smtp.ca_file`, for a mail server with a private CA or
+    /// a self-signed certificate; trusted besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// How the outbox retries and how long it keeps trying (from `[smtp]`).
@@ -534,6 +537,16 @@ fn smtp_from_raw(raw: Option<RawSmtp>, err: &ErrAt<'_>) -> Result<(Option<Smtp>,
         Security::Starttls => 587,
         Security::Tls => 465,
     });
+    let ca_pem = match &raw.ca_file {
+        Some(path) => {
+            crate::net::load_roots(path).map_err(|e| err("smtp", "ca_file", e))?;
+            Some(
+                std::fs::read(path)
+                    .map_err(|e| err("smtp", "ca_file", format!("cannot read {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
     let smtp = Smtp {
         host,
         port,
@@ -542,6 +555,7 @@ fn smtp_from_raw(raw: Option<RawSmtp>, err: &ErrAt<'_>) -> Result<(Option<Smtp>,
         password,
         from,
         timeout: raw.timeout.0,
+        ca_pem,
     };
     Ok((Some(smtp), policy))
 }

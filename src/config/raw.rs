@@ -72,6 +72,7 @@ pub(super) struct RawSmtp {
     pub(super) password: Option<String>,
     pub(super) password_file: Option<PathBuf>,
     pub(super) from: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
     #[serde(default = "default_smtp_timeout")]
     pub(super) timeout: Dur,
     #[serde(default = "default_retry_schedule")]

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use lettre::AsyncTransport;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use redb::ReadableTable;
 
 use super::rules::{AfterFailure, after_failure};
@@ -43,12 +44,11 @@ async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: 
             message: format!("building the message: {e}"),
         })?;
     type Transport = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+    let builder = Transport::builder_dangerous(&smtp.host);
     let builder = match smtp.security {
-        Security::None => Transport::builder_dangerous(&smtp.host),
-        Security::Starttls => {
-            Transport::starttls_relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?
-        }
-        Security::Tls => Transport::relay(&smtp.host).map_err(|e| config_error(format!("smtp.host: {e}")))?,
+        Security::None => builder,
+        Security::Starttls => builder.tls(Tls::Required(tls_parameters(smtp)?)),
+        Security::Tls => builder.tls(Tls::Wrapper(tls_parameters(smtp)?)),
     };
     let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
     if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
@@ -58,34 +58,83 @@ async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: 
         ));
     }
     let transport = builder.build();
-    transport
-        .send(message)
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(&e, smtp))
+    transport.send(message).await.map(|_| ()).map_err(|e| {
+        let code = e.status().map(|c| c.to_string());
+        let (category, what) = diagnose(code.as_deref(), &chain(&e), e.is_tls(), e.is_timeout(), smtp);
+        let message = format!("{what} ({}:{}): {}", smtp.host, smtp.port, chain(&e));
+        SendError { category, message }
+    })
 }
 
-fn classify(e: &lettre::transport::smtp::Error, smtp: &Smtp) -> SendError {
-    let code = e.status().map(|c| c.to_string());
-    let server = format!("{}:{}", smtp.host, smtp.port);
-    // 530/534/535: authentication required or refused; TLS trouble is set-up too.
-    let category = match code.as_deref() {
-        Some("530" | "534" | "535" | "538") => Category::Configuration,
-        _ if e.is_tls() => Category::Configuration,
-        Some(c) if c.starts_with('5') => Category::Configuration,
-        _ => Category::External,
+/// TLS with the public roots and, for an on-site server, those of `smtp.ca_file`.
+fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, SendError> {
+    let config_error = |what: String| SendError {
+        category: Category::Configuration,
+        message: what,
     };
-    let what = match category {
-        Category::Configuration if code.as_deref().is_some_and(|c| c.starts_with("53")) => {
-            "authentication failed; check smtp.username and the password"
+    let mut params = TlsParameters::builder(smtp.host.clone());
+    if let Some(pem) = &smtp.ca_pem {
+        let roots = Certificate::from_pem(pem).map_err(|e| config_error(format!("smtp.ca_file: {e}")))?;
+        params = params.add_root_certificate(roots);
+    }
+    params.build().map_err(|e| config_error(format!("smtp.host: {e}")))
+}
+
+/// The error and its causes in one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
         }
-        Category::Configuration => "the mail server refused the mail",
-        _ if e.is_timeout() => "the mail server did not answer in time",
-        _ => "could not reach or talk to the mail server",
-    };
-    SendError {
-        category,
-        message: format!("{what} ({server}): {e}"),
+        source = s.source();
+    }
+    text
+}
+
+/// What went wrong with an SMTP exchange, whom to call, and what to set:
+/// from the server's reply code and the error's text.
+fn diagnose(code: Option<&str>, text: &str, tls: bool, timeout: bool, smtp: &Smtp) -> (Category, &'static str) {
+    let lower = text.to_ascii_lowercase();
+    let config = Category::Configuration;
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        return (
+            config,
+            "the mail server's TLS certificate is not trusted; for a private CA or a self-signed \
+             certificate set smtp.ca_file to its PEM, and check that smtp.host is the name in it",
+        );
+    }
+    if lower.contains("starttls") || (code == Some("530") && lower.contains("tls")) {
+        return match smtp.security {
+            Security::None => (
+                config,
+                "the mail server demands TLS before it takes mail; set smtp.security = \"starttls\" \
+                 (or \"tls\" on port 465)",
+            ),
+            _ => (
+                config,
+                "the mail server does not offer STARTTLS; set smtp.security = \"tls\" for implicit TLS, \
+                 or check smtp.port",
+            ),
+        };
+    }
+    match code {
+        Some("530") if smtp.username.is_none() => (
+            config,
+            "the mail server demands a login; set smtp.username and smtp.password (or smtp.password_file)",
+        ),
+        Some("530" | "534" | "535" | "538") => (config, "authentication failed; check smtp.username and the password"),
+        Some(c) if c.starts_with('5') => (config, "the mail server refused the mail"),
+        _ if tls => (
+            config,
+            "TLS with the mail server failed; check smtp.security and smtp.port (STARTTLS is usually 587, \
+             implicit TLS 465)",
+        ),
+        _ if timeout => (Category::External, "the mail server did not answer in time"),
+        _ => (Category::External, "could not reach or talk to the mail server"),
     }
 }
 
@@ -175,6 +224,13 @@ fn record_attempt(
             }
         }
         Err(e) => {
+            tracing::warn!(
+                mail = %mail.id,
+                attempt,
+                category = e.category.as_str(),
+                "mail not sent: {}",
+                e.message
+            );
             mail.last_error = Some(e.message.clone());
             let next = after_failure(clock::from_ms(mail.created_at), attempt, now, policy);
             let (what, level) = match next {

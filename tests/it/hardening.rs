@@ -338,3 +338,111 @@ fn half_closed_requests_are_answered_and_slow_ones_are_cut() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     drop(slow);
 }
+
+/// A private CA (its PEM) and a server config for `localhost` signed by it.
+fn private_ca() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (ca_cert.pem(), std::sync::Arc::new(config))
+}
+
+/// A daemon whose error mails go to `port` with `security`; `extra` adds to [smtp].
+fn mailing_daemon(port: u16, security: &str, extra: &str) -> Daemon {
+    Daemon::start_with_clock(
+        &format!(
+            "[smtp]\nhost = \"localhost\"\nport = {port}\nsecurity = \"{security}\"\nfrom = \"herald@example.com\"\n\
+             retry_schedule = [\"1h\"]\n{extra}\n[alerts]\ndebounce = \"60s\"\n\n{}",
+            accounts()
+        ),
+        Some("2026-12-01T10:00:00Z"),
+    )
+}
+
+/// Makes an error mail for erp@example.com and lets its time come.
+fn trigger_mail(d: &Daemon) {
+    assert_eq!(d.get("/v1/nothing", Some(INTEGRATION)).status, 404);
+    d.eventually(Duration::from_secs(5), "the queued mail", || {
+        let mails = d.get("/v1/mails", Some(ADMIN)).json();
+        mails["mails"].as_array().unwrap().first().cloned()
+    });
+    d.advance("61s");
+}
+
+fn last_mail_error(d: &Daemon) -> String {
+    d.eventually(Duration::from_secs(10), "a failed attempt", || {
+        let mails = d.get("/v1/mails", Some(ADMIN)).json();
+        mails["mails"][0]["last_error"].as_str().map(str::to_string)
+    })
+}
+
+/// Finding 8: STARTTLS and implicit TLS to an on-site mail server whose
+/// certificate comes from a private CA, trusted through `smtp.ca_file`.
+#[test]
+fn smtp_over_starttls_and_implicit_tls_with_a_private_ca() {
+    use crate::smtp_sink::{SmtpSink, Tls};
+    let (ca_pem, server) = private_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("mail-ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let ca_line = format!("ca_file = \"{}\"", ca.display());
+    for (tls, security) in [
+        (Tls::RequireStarttls(server.clone()), "starttls"),
+        (Tls::Implicit(server.clone()), "tls"),
+    ] {
+        let sink = SmtpSink::start_tls(tls);
+        let d = mailing_daemon(sink.port, security, &ca_line);
+        trigger_mail(&d);
+        let got = sink.wait_for(1, Duration::from_secs(10));
+        assert_eq!(got[0].to, ["erp@example.com"], "{security}");
+    }
+}
+
+/// Finding 8: without the CA, a certificate failure is a configuration
+/// error that names smtp.ca_file, and herald's own log says so.
+#[test]
+fn an_untrusted_mail_server_certificate_names_smtp_ca_file() {
+    use crate::smtp_sink::{SmtpSink, Tls};
+    let (_, server) = private_ca();
+    let sink = SmtpSink::start_tls(Tls::Implicit(server));
+    let d = mailing_daemon(sink.port, "tls", "");
+    trigger_mail(&d);
+    let error = last_mail_error(&d);
+    assert!(error.contains("smtp.ca_file"), "{error}");
+    let logs = d.newest_logs("mail", "");
+    assert_eq!(logs["logs"][0]["category"], "configuration", "{logs}");
+    assert!(
+        d.log_text().contains("mail not sent"),
+        "herald's own log has the failed exchange"
+    );
+    assert!(sink.mails().is_empty());
+}
+
+/// Finding 9: `security = "none"` against a server that demands STARTTLS:
+/// the error says so, and blames no username or password.
+#[test]
+fn a_server_that_demands_starttls_is_named_as_such() {
+    use crate::smtp_sink::{SmtpSink, Tls};
+    let (_, server) = private_ca();
+    let sink = SmtpSink::start_tls(Tls::RequireStarttls(server));
+    let d = mailing_daemon(sink.port, "none", "");
+    trigger_mail(&d);
+    let error = last_mail_error(&d);
+    assert!(error.contains("smtp.security"), "{error}");
+    assert!(!error.contains("username") && !error.contains("password"), "{error}");
+}

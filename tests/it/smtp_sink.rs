@@ -1,7 +1,8 @@
 //! A small SMTP receiver for the tests: speaks enough of the protocol for
-//! lettre, records every message, and can refuse authentication.
+//! lettre, records every message, can refuse authentication, and speaks
+//! STARTTLS or implicit TLS with a certificate the test made.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,18 @@ pub struct SmtpSink {
     stop: Arc<AtomicBool>,
 }
 
+/// How the sink speaks TLS.
+#[derive(Clone)]
+pub enum Tls {
+    None,
+    /// Offers STARTTLS; takes mail without it too.
+    Starttls(Arc<rustls::ServerConfig>),
+    /// Offers STARTTLS and refuses mail before it (530).
+    RequireStarttls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte (port 465 style).
+    Implicit(Arc<rustls::ServerConfig>),
+}
+
 impl SmtpSink {
     pub fn start() -> SmtpSink {
         SmtpSink::start_on(0, false)
@@ -28,6 +41,14 @@ impl SmtpSink {
 
     /// Listens on `port` (0: any); `refuse_auth` answers AUTH with 535.
     pub fn start_on(port: u16, refuse_auth: bool) -> SmtpSink {
+        SmtpSink::start_with(port, refuse_auth, Tls::None)
+    }
+
+    pub fn start_tls(tls: Tls) -> SmtpSink {
+        SmtpSink::start_with(0, false, tls)
+    }
+
+    fn start_with(port: u16, refuse_auth: bool, tls: Tls) -> SmtpSink {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("binding the SMTP sink");
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -38,9 +59,9 @@ impl SmtpSink {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let m = m.clone();
+                        let (m, tls) = (m.clone(), tls.clone());
                         std::thread::spawn(move || {
-                            let _ = session(stream, &m, refuse_auth);
+                            let _ = session(stream, &m, refuse_auth, &tls);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -78,12 +99,35 @@ impl Drop for SmtpSink {
     }
 }
 
-fn session(stream: TcpStream, mails: &Mutex<Vec<Received>>, refuse_auth: bool) -> std::io::Result<()> {
+trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
+fn reply(lines: &mut BufReader<Box<dyn Io>>, text: &[u8]) -> std::io::Result<()> {
+    let out = lines.get_mut();
+    out.write_all(text)?;
+    out.flush()
+}
+
+fn tls_over(tcp: &TcpStream, config: &Arc<rustls::ServerConfig>) -> std::io::Result<Box<dyn Io>> {
+    let conn = rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+    Ok(Box::new(rustls::StreamOwned::new(conn, tcp.try_clone()?)))
+}
+
+fn session(stream: TcpStream, mails: &Mutex<Vec<Received>>, refuse_auth: bool, tls: &Tls) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
-    out.write_all(b"220 sink ESMTP ready\r\n")?;
+    let (offer, require, mut secure) = match tls {
+        Tls::None => (None, false, false),
+        Tls::Starttls(c) => (Some(c), false, false),
+        Tls::RequireStarttls(c) => (Some(c), true, false),
+        Tls::Implicit(_) => (None, false, true),
+    };
+    let first: Box<dyn Io> = match tls {
+        Tls::Implicit(c) => tls_over(&stream, c)?,
+        _ => Box::new(stream.try_clone()?),
+    };
+    let mut lines = BufReader::new(first);
+    reply(&mut lines, b"220 sink ESMTP ready\r\n")?;
     let (mut from, mut to) = (String::new(), Vec::new());
     let mut line = String::new();
     loop {
@@ -94,24 +138,36 @@ fn session(stream: TcpStream, mails: &Mutex<Vec<Received>>, refuse_auth: bool) -
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            out.write_all(b"250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")?;
+            let starttls = if offer.is_some() && !secure {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
+            };
+            let ehlo = format!("250-sink\r\n{starttls}250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+            reply(&mut lines, ehlo.as_bytes())?;
+        } else if upper == "STARTTLS" && offer.is_some() && !secure {
+            reply(&mut lines, b"220 2.0.0 ready to start TLS\r\n")?;
+            lines = BufReader::new(tls_over(&stream, offer.unwrap())?);
+            secure = true;
+        } else if require && !secure && (upper.starts_with("MAIL FROM:") || upper.starts_with("AUTH")) {
+            reply(&mut lines, b"530 5.7.0 Must issue a STARTTLS command first\r\n")?;
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") || upper.starts_with("RSET") {
-            out.write_all(b"250 OK\r\n")?;
+            reply(&mut lines, b"250 OK\r\n")?;
         } else if upper.starts_with("AUTH") {
             if refuse_auth {
-                out.write_all(b"535 5.7.8 Authentication credentials invalid\r\n")?;
+                reply(&mut lines, b"535 5.7.8 Authentication credentials invalid\r\n")?;
             } else {
-                out.write_all(b"235 2.7.0 Authentication successful\r\n")?;
+                reply(&mut lines, b"235 2.7.0 Authentication successful\r\n")?;
             }
         } else if upper.starts_with("MAIL FROM:") {
             from = address(&cmd[10..]);
             to.clear();
-            out.write_all(b"250 OK\r\n")?;
+            reply(&mut lines, b"250 OK\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             to.push(address(&cmd[8..]));
-            out.write_all(b"250 OK\r\n")?;
+            reply(&mut lines, b"250 OK\r\n")?;
         } else if upper == "DATA" {
-            out.write_all(b"354 go ahead\r\n")?;
+            reply(&mut lines, b"354 go ahead\r\n")?;
             let mut data = Vec::new();
             loop {
                 line.clear();
@@ -137,12 +193,12 @@ fn session(stream: TcpStream, mails: &Mutex<Vec<Received>>, refuse_auth: bool) -
                 subject: subject.unwrap_or_default(),
                 body,
             });
-            out.write_all(b"250 OK queued\r\n")?;
+            reply(&mut lines, b"250 OK queued\r\n")?;
         } else if upper.starts_with("QUIT") {
-            out.write_all(b"221 bye\r\n")?;
+            reply(&mut lines, b"221 bye\r\n")?;
             return Ok(());
         } else {
-            out.write_all(b"500 unknown command\r\n")?;
+            reply(&mut lines, b"500 unknown command\r\n")?;
         }
     }
 }
