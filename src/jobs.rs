@@ -173,10 +173,18 @@ pub fn count_all(store: &Store) -> Result<u64, StoreError> {
     store.read(|r| Ok(r.open_table(JOBS)?.len()?))
 }
 
+/// How a job's work went, for `/metrics`: a delivery that failed and was
+/// rescheduled has run its job, but its work failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ran {
+    Ok,
+    Failed,
+}
+
 /// What runs a claimed job. The handler commits the job's outcome itself
 /// ([`finish`] or [`reschedule`]) in the transaction that changes its state.
 pub trait Handler: Send + Sync + 'static {
-    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + '_>>;
 }
 
 /// Claimed jobs, and when the next one after them is due.
@@ -243,11 +251,15 @@ impl Dispatcher {
                     let kind = job.kind();
                     let outcome = handler.run(key, job).await;
                     let outcome = match outcome {
-                        Ok(()) => still_due(&store, key).map(|stuck| if stuck { "stuck" } else { "ok" }),
+                        Ok(ran) => still_due(&store, key).map(|stuck| match (stuck, ran) {
+                            (true, _) => "stuck",
+                            (false, Ran::Ok) => "ok",
+                            (false, Ran::Failed) => "failed",
+                        }),
                         Err(e) => Err(e),
                     };
                     match outcome {
-                        Ok("ok") => metrics.job(kind, "ok"),
+                        Ok(done @ ("ok" | "failed")) => metrics.job(kind, done),
                         Ok(_) => {
                             tracing::error!(kind, "job handler returned without finishing its job; retrying later");
                             retry_later(&store, &clock, key).await;
@@ -354,7 +366,7 @@ mod tests {
     }
 
     impl Handler for Recorder {
-        fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + '_>> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
                 self.most_at_once.fetch_max(now, Ordering::SeqCst);
@@ -363,7 +375,7 @@ mod tests {
                 self.running.fetch_sub(1, Ordering::SeqCst);
                 if self.finish {
                     self.store.write(Grows::No, move |txn| finish(txn, key)).await?;
-                    Ok(())
+                    Ok(Ran::Ok)
                 } else {
                     Err(StoreError::Closed)
                 }

@@ -317,7 +317,7 @@ struct Engine {
 }
 
 impl jobs::Handler for Engine {
-    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<jobs::Ran, StoreError>> + Send + '_>> {
         let app = &self.app;
         Box::pin(async move {
             match job {

@@ -1,5 +1,12 @@
 //! Prometheus metrics: one registry, the handles the rest of the daemon
-//! updates, and the text encoding `/metrics` serves.
+//! updates, and the two text formats `/metrics` serves (OpenMetrics, and
+//! Prometheus 0.0.4 for a scraper or `promtool` that asks for it).
+//!
+//! Counters are updated where things happen; the gauges that describe the
+//! store (events pending per webhook, the oldest of them, mails queued) are
+//! set by `/metrics` itself from a read, just before encoding.
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +27,15 @@ pub struct Metrics {
     pub jobs_due: Gauge,
     pub jobs_run: Family<Labels, Counter>,
     pub store_bytes: Gauge,
+    /// 1 while new work is refused for lack of space.
+    pub storage_full: Gauge,
+    deliveries: Family<Labels, Counter>,
+    /// Set at each scrape: events each webhook has yet to deliver.
+    pub webhook_pending: Family<Labels, Gauge>,
+    /// Set at each scrape: how long the oldest of them has waited.
+    pub webhook_oldest_pending: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Set at each scrape: mails in the outbox not sent yet.
+    pub mails_queued: Gauge,
 }
 
 impl Metrics {
@@ -46,9 +62,39 @@ impl Metrics {
         let jobs_due = Gauge::default();
         registry.register("jobs_due", "Durable jobs whose due time has come", jobs_due.clone());
         let jobs_run = Family::<Labels, Counter>::default();
-        registry.register("jobs_run", "Jobs run by kind and outcome", jobs_run.clone());
+        registry.register(
+            "jobs_run",
+            "Jobs run by kind and outcome (ok, failed: the work failed and is retried, error, stuck)",
+            jobs_run.clone(),
+        );
         let store_bytes = Gauge::default();
         registry.register("store_size_bytes", "Size of the database file", store_bytes.clone());
+        let storage_full = Gauge::default();
+        registry.register(
+            "storage_full",
+            "1 while new work is refused with 507 storage_full",
+            storage_full.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Delivery attempts by webhook and outcome (success, failure)",
+            deliveries.clone(),
+        );
+        let webhook_pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "webhook_pending_events",
+            "Events a webhook has yet to deliver (buffered ones while deactivated)",
+            webhook_pending.clone(),
+        );
+        let webhook_oldest_pending = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest event a webhook has yet to deliver",
+            webhook_oldest_pending.clone(),
+        );
+        let mails_queued = Gauge::default();
+        registry.register("mails_queued", "Mails in the outbox not sent yet", mails_queued.clone());
         Metrics {
             registry,
             requests,
@@ -59,6 +105,11 @@ impl Metrics {
             jobs_due,
             jobs_run,
             store_bytes,
+            storage_full,
+            deliveries,
+            webhook_pending,
+            webhook_oldest_pending,
+            mails_queued,
         }
     }
 
@@ -74,15 +125,79 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts the attempts of one delivery run.
+    pub fn deliveries(&self, webhook: &str, successes: u64, failures: u64) {
+        for (outcome, n) in [("success", successes), ("failure", failures)] {
+            if n > 0 {
+                let labels = vec![("webhook", webhook.to_string()), ("outcome", outcome.to_string())];
+                self.deliveries.get_or_create(&labels).inc_by(n);
+            }
+        }
+    }
+
+    /// OpenMetrics 1.0 text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+
+    /// The Prometheus text format 0.0.4, for scrapers and tools that ask for
+    /// it: OpenMetrics without `# EOF` and `# UNIT`, and counters described
+    /// under the name their samples carry (`…_total`).
+    pub fn encode_004(&self) -> String {
+        to_004(&self.encode())
+    }
+}
+
+fn to_004(open_metrics: &str) -> String {
+    let counters: Vec<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(&name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(described.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_004_text_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.request("GET /", 200);
+        m.deliveries("wh_1", 3, 1);
+        let text = m.encode_004();
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(text.contains("# TYPE herald_http_requests_total counter\n"), "{text}");
+        assert!(text.contains("# HELP herald_http_requests_total "), "{text}");
+        assert!(
+            text.contains("herald_webhook_deliveries_total{webhook=\"wh_1\",outcome=\"failure\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE herald_store_commit_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(m.encode().ends_with("# EOF\n"));
     }
 }

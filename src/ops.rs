@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
+use hyper::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::App;
 use crate::auth::{ADMIN, Access, READERS};
 use crate::config;
 use crate::http::{self, ApiError, Call, Resp, Route};
-use crate::{events, executions, jobs};
+use crate::{clock, events, executions, jobs, mail, webhooks};
 
 pub fn routes() -> Vec<Route> {
     let mut routes = vec![
@@ -66,15 +66,44 @@ fn text(status: StatusCode, body: &'static str) -> Resp {
     http::with_type(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
 }
 
-async fn metrics(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
-    if let Ok(n) = jobs::count_due(&app.store, app.clock.now()) {
-        app.metrics.jobs_due.set(n as i64);
+async fn metrics(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let now = app.clock.now();
+    let m = &app.metrics;
+    if let Ok(n) = jobs::count_due(&app.store, now) {
+        m.jobs_due.set(n as i64);
     }
-    Ok(http::with_type(
-        StatusCode::OK,
-        Bytes::from(app.metrics.encode()),
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-    ))
+    m.storage_full.set(i64::from(app.store.is_full()));
+    let (hooks, queued) = app
+        .store
+        .read(|r| Ok((webhooks::backlog(r)?, mail::count_queued(r)?)))?;
+    m.mails_queued.set(queued as i64);
+    // Deleted webhooks leave the gauges.
+    m.webhook_pending.clear();
+    m.webhook_oldest_pending.clear();
+    for (id, pending, oldest) in hooks {
+        let labels = vec![("webhook", id)];
+        m.webhook_pending.get_or_create(&labels).set(pending as i64);
+        let age = oldest.map_or(0.0, |at| (clock::to_ms(now) - at).max(0) as f64 / 1000.0);
+        m.webhook_oldest_pending.get_or_create(&labels).set(age);
+    }
+    // Prometheus asks for OpenMetrics first; `promtool` and older scrapers
+    // ask for the 0.0.4 text format.
+    let accept = call.header(header::ACCEPT).unwrap_or("");
+    Ok(
+        if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+            http::with_type(
+                StatusCode::OK,
+                Bytes::from(m.encode_004()),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        } else {
+            http::with_type(
+                StatusCode::OK,
+                Bytes::from(m.encode()),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        },
+    )
 }
 
 async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {

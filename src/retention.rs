@@ -35,7 +35,7 @@ pub fn schedule(txn: &mut Txn, now: Timestamp, retention: Duration) -> Result<()
 }
 
 /// Runs the sweep job; it reschedules itself.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<(), StoreError> {
+pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
     let Job::Sweep = job else {
         return Err(jobs::misrouted(&job, "retention"));
     };
@@ -43,7 +43,8 @@ pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<(), StoreError>
     let retention = app.settings().storage.retention;
     app.store
         .write(Grows::No, move |txn| sweep(txn, key, now, retention))
-        .await
+        .await?;
+    Ok(jobs::Ran::Ok)
 }
 
 fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Result<(), StoreError> {

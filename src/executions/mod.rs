@@ -276,7 +276,7 @@ pub fn schedule_roll(txn: &mut Txn, now: Timestamp, tz: &TimeZone) -> Result<(),
 }
 
 /// Runs this feature's jobs: the midnight roll.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<(), StoreError> {
+pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
     let Job::RollDaily = job else {
         return Err(jobs::misrouted(&job, "executions"));
     };
@@ -284,7 +284,7 @@ pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<(), StoreError>
     let tz = app.settings().general.timezone.clone();
     let closed = app.store.write(Grows::No, move |txn| roll(txn, key, now, &tz)).await?;
     tracing::info!(closed, "daily executions rolled at midnight");
-    Ok(())
+    Ok(jobs::Ran::Ok)
 }
 
 /// The roll: closes every daily execution of a day before today (at the

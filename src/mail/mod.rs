@@ -38,7 +38,7 @@ pub const MAX_ENTRIES: usize = 100;
 pub const INTERFACE: &str = "mail";
 
 /// Runs this feature's jobs: sending a mail of the outbox.
-pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<(), StoreError> {
+pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
     match job {
         Job::SendMail { id } => send::run(app, id).await,
         other => Err(jobs::misrouted(&other, "mail")),
@@ -277,6 +277,16 @@ pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<(Vec<Mail>, Option<St
     store::page_newest(r, MAILS, "mail", f.after, f.limit, |m: &Mail| {
         f.state.is_none_or(|s| s == m.state)
     })
+}
+
+/// Mails not sent yet.
+pub fn count_queued(r: &ReadTransaction) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for row in r.open_table(MAILS)?.iter()? {
+        let mail: Mail = store::decode("mail", row?.1.value())?;
+        n += u64::from(mail.state == State::Queued);
+    }
+    Ok(n)
 }
 
 /// Deletes sent and failed mails older than `cutoff`.

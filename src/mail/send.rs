@@ -140,7 +140,7 @@ fn diagnose(code: Option<&str>, text: &str, tls: bool, timeout: bool, smtp: &Smt
 
 /// The job: closes the mail to new entries, sends it, and commits the
 /// outcome with the job's next step.
-pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
+pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     let name = job_name(&id);
     let mail = {
         let id = id.clone();
@@ -170,7 +170,9 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
             })
             .await?
     };
-    let Some(mail) = mail else { return Ok(()) };
+    let Some(mail) = mail else {
+        return Ok(jobs::Ran::Ok);
+    };
 
     let settings = app.settings();
     let subject = mail.subject(&settings.general.name);
@@ -188,11 +190,17 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
     let now = app.clock.now();
     let policy = settings.mail.clone();
     let tz = settings.general.timezone.clone();
+    let ran = if outcome.is_ok() {
+        jobs::Ran::Ok
+    } else {
+        jobs::Ran::Failed
+    };
     app.store
         .write(store::Grows::No, move |txn| {
             record_attempt(txn, &name, mail, &subject, outcome, now, &policy, &tz)
         })
-        .await
+        .await?;
+    Ok(ran)
 }
 
 #[allow(clippy::too_many_arguments)]

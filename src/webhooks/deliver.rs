@@ -42,7 +42,7 @@ struct Ctx {
 
 /// The delivery job of one webhook: posts the head of its queue and the
 /// events behind it, then commits what happened and what comes next.
-pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
+pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     let name = job_name(&id);
     let (wh, heads) = app.store.read(|r| {
         let Some(wh) = get(r, &id)? else {
@@ -64,10 +64,10 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
         publisher: app.publisher,
     };
     let Some(wh) = wh.filter(|w| w.state == State::Active) else {
-        return app
-            .store
+        app.store
             .write(Grows::No, move |txn| jobs::cancel_named(txn, &name))
-            .await;
+            .await?;
+        return Ok(jobs::Ran::Ok);
     };
 
     let poster = Poster::new(app, &wh, ctx.settings.timeout);
@@ -90,11 +90,14 @@ pub async fn run(app: &App, id: String) -> Result<(), StoreError> {
     }
     let now = app.clock.now();
     let jitter = rand::random::<f64>() * 2.0 - 1.0;
+    let (successes, failures) = (delivered.len() as u64, u64::from(failed.is_some()));
     app.store
         .write(Grows::No, move |txn| {
             record(txn, &id, delivered, missing, failed, now, jitter, &ctx)
         })
-        .await
+        .await?;
+    app.metrics.deliveries(&wh.id, successes, failures);
+    Ok(if failures > 0 { jobs::Ran::Failed } else { jobs::Ran::Ok })
 }
 
 /// The delivery body, `{"id","event","app","created_at","data"}`, with

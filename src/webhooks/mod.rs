@@ -32,7 +32,7 @@ pub use self::routes::routes;
 use self::rules::{matches, new_secret};
 use crate::App;
 use crate::clock;
-use crate::events::Published;
+use crate::events::{self, Published};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs::{self, Job, JobKey};
 use crate::store::{self, Grows, StoreError, Txn, WEBHOOKS, WH_ATTEMPTS, WH_QUEUE};
@@ -129,7 +129,7 @@ pub struct Attempt {
 
 /// Runs this feature's jobs: a webhook's deliveries, and the end of a
 /// deactivated webhook's buffer.
-pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<(), StoreError> {
+pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
     match job {
         Job::Deliver { webhook, .. } => deliver::run(app, webhook).await,
         Job::WebhookBufferEnd { webhook } => {
@@ -137,7 +137,8 @@ pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<(), StoreError
             let tz = app.settings().general.timezone.clone();
             app.store
                 .write(Grows::No, move |txn| end_buffer(txn, &webhook, now, &tz))
-                .await
+                .await?;
+            Ok(jobs::Ran::Ok)
         }
         other => Err(jobs::misrouted(&other, "webhooks")),
     }
@@ -208,6 +209,22 @@ pub fn list(r: &ReadTransaction) -> Result<Vec<Webhook>, StoreError> {
     let mut out = Vec::new();
     for row in table.iter()? {
         out.push(store::decode("webhook", row?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// Each webhook's backlog: (id, events it has yet to deliver, when the
+/// oldest of them was published).
+pub fn backlog(r: &ReadTransaction) -> Result<Vec<(String, u64, Option<i64>)>, StoreError> {
+    let queue = r.open_table(WH_QUEUE)?;
+    let mut out = Vec::new();
+    for wh in list(r)? {
+        let head = queue.range((wh.id.as_str(), 0)..=(wh.id.as_str(), u64::MAX))?.next();
+        let oldest = match head {
+            Some(row) => events::get_many(r, &[row?.0.value().1])?.pop().and_then(|(_, e)| e),
+            None => None,
+        };
+        out.push((wh.id, wh.queued, oldest.map(|e| e.created_at)));
     }
     Ok(out)
 }

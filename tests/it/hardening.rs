@@ -446,3 +446,94 @@ fn a_server_that_demands_starttls_is_named_as_such() {
     assert!(error.contains("smtp.security"), "{error}");
     assert!(!error.contains("username") && !error.contains("password"), "{error}");
 }
+
+/// `/metrics` as a scraper asks for it, with `accept`.
+fn scrape(d: &Daemon, accept: &str) -> Reply {
+    let req = ureq::http::Request::get(format!("{}/metrics", d.base))
+        .header("accept", accept)
+        .body(())
+        .unwrap();
+    let mut resp = agent().run(req).unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap();
+    Reply { status, body, headers }
+}
+
+/// Finding 10: what an operator watches is in `/metrics` (deliveries by
+/// webhook and outcome, the backlog and its age, mails queued, storage
+/// full), a failed delivery is no successful job run, and the 0.0.4 text
+/// format is served to whoever asks for it (it passes `promtool check metrics`).
+#[test]
+fn metrics_show_deliveries_backlog_mails_and_storage() {
+    let receiver = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(
+        &format!("[webhooks]\nretry_schedule = [\"0s\", \"1h\"]\n{}", accounts()),
+        Some("2026-12-01T10:00:00Z"),
+    );
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": receiver.url("/")}).to_string(),
+    );
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        d.post("/v1/events", Some(ADMIN), r#"[{"event":"a"},{"event":"b"}]"#)
+            .status,
+        202
+    );
+    receiver.wait_for(1, Duration::from_secs(5));
+    d.get("/v1/nothing", Some(INTEGRATION)); // an error mail for erp, queued
+    d.advance("90s");
+    let text = d.eventually(Duration::from_secs(5), "the failed delivery counted", || {
+        let text = scrape(&d, "application/openmetrics-text; version=1.0.0").body;
+        text.contains("outcome=\"failure\"").then_some(text)
+    });
+    for needle in [
+        format!("herald_webhook_deliveries_total{{webhook=\"{id}\",outcome=\"failure\"}} 1"),
+        format!("herald_webhook_pending_events{{webhook=\"{id}\"}} 2"),
+        format!("herald_webhook_oldest_pending_seconds{{webhook=\"{id}\"}} 90"),
+        "herald_mails_queued 1".to_string(),
+        "herald_storage_full 0".to_string(),
+        "herald_jobs_run_total{kind=\"deliver\",outcome=\"failed\"} 1".to_string(),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains("kind=\"deliver\",outcome=\"ok\""), "{text}");
+
+    // The 0.0.4 text format for tools that ask for it.
+    let old = scrape(&d, "text/plain;version=0.0.4;q=1,*/*;q=0.1");
+    assert_eq!(
+        old.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(!old.body.contains("# EOF"), "{}", old.body);
+    assert!(
+        old.body.contains("# TYPE herald_webhook_deliveries_total counter"),
+        "{}",
+        old.body
+    );
+    if let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        promtool.stdin.take().unwrap().write_all(old.body.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool check metrics: {said}\n{}", old.body);
+    } else {
+        eprintln!("promtool is not installed: the 0.0.4 text was checked by shape only");
+    }
+}
