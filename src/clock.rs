@@ -90,9 +90,15 @@ pub fn from_ms(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// RFC 3339 in UTC, as the API shows instants.
+/// RFC 3339 in UTC with milliseconds, as the API and the logs show
+/// instants: `2026-11-22T10:00:05.000Z`, always three digits.
 pub fn rfc3339(ms: i64) -> String {
-    from_ms(ms).to_string()
+    fmt(from_ms(ms))
+}
+
+/// [`rfc3339`] of a timestamp (to the millisecond).
+pub fn fmt(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
@@ -108,6 +114,15 @@ pub fn sub(t: Timestamp, d: Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_show_milliseconds_always() {
+        assert_eq!(rfc3339(1_795_435_205_000), "2026-11-23T12:00:05.000Z");
+        assert_eq!(
+            fmt("2026-11-23T09:20:05.123456Z".parse().unwrap()),
+            "2026-11-23T09:20:05.123Z"
+        );
+    }
 
     #[tokio::test]
     async fn manual_clock_wakes_sleepers_when_moved() {

@@ -15,7 +15,8 @@
 //!   the JSON errors, and the outbound client.
 //! - [`net`]: the transport under HTTP: TLS set-up and handshakes,
 //!   connecting to an origin, deadlines on slow peers.
-//! - [`html`], [`metrics`]: the page layout, the Prometheus registry.
+//! - [`html`], [`metrics`], [`redact`]: the page layout, the Prometheus
+//!   registry, and hiding secrets in what people see.
 //!
 //! The features, each a folder that owns its tables, its pure rules
 //! (`rules.rs`), its jobs and its routes (`routes.rs`):
@@ -49,6 +50,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod redact;
 pub mod retention;
 pub mod store;
 pub mod ui;

@@ -175,6 +175,7 @@ fn init_tracing() {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::stderr().is_terminal())
+                    .with_timer(Millis)
                     .with_writer(std::io::stderr),
             )
             .init(),
@@ -193,6 +194,15 @@ fn check_files(config: &Config) -> Result<Option<TlsAcceptor>, String> {
     };
     herald::store::check_dir(&config.storage.dir).map_err(|e| format!("storage.dir: {e}"))?;
     Ok(tls)
+}
+
+/// Log lines carry the time as the API shows it: UTC, to the millisecond.
+struct Millis;
+
+impl tracing_subscriber::fmt::time::FormatTime for Millis {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&herald::clock::fmt(jiff::Timestamp::now()))
+    }
 }
 
 fn serve(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {

@@ -117,7 +117,7 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
             "gateway": settings.general.name,
-            "now": now.to_string(),
+            "now": clock::fmt(now),
             "health": "ok",
             "ready": app.ready.load(Ordering::Relaxed),
             "draining": app.draining.load(Ordering::Relaxed),
@@ -134,13 +134,12 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
 
 /// Moves the manual clock (tests only: exists when `HERALD_TEST_CLOCK` is set).
 async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let body = call.json().await?;
+    let v = call.json_object(&["advance", "to"]).await?;
     if !app.clock.is_manual() {
         return Err(ApiError::not_found(
             "the clock is driven only when herald runs with HERALD_TEST_CLOCK",
         ));
     }
-    let v: Value = serde_json::from_str(&body).map_err(ApiError::invalid_json)?;
     let by = match (
         v.get("advance").and_then(Value::as_str),
         v.get("to").and_then(Value::as_str),
@@ -167,5 +166,5 @@ async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         }
     };
     let now = app.clock.advance(by);
-    Ok(http::json(StatusCode::OK, &json!({ "now": now.to_string() })))
+    Ok(http::json(StatusCode::OK, &json!({ "now": clock::fmt(now) })))
 }

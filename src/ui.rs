@@ -155,7 +155,7 @@ fn render(app: &App) -> Result<String, StoreError> {
                  <td>{err}</td><td>{next}</td></tr>",
                 id = escape(&w.id),
                 app = escape(&w.app),
-                url = escape(&w.url),
+                url = escape(&crate::redact::url(&w.url)),
                 cls = if disabled { "ko" } else { "warn" },
                 state = if disabled { "deactivated" } else { "retrying" },
                 n = w.queued,
@@ -202,7 +202,7 @@ fn render(app: &App) -> Result<String, StoreError> {
             id = escape(&w.id),
             app = escape(&w.app),
             ev = escape(&w.event),
-            url = escape(&w.url),
+            url = escape(&crate::redact::url(&w.url)),
             st = if w.state == webhooks::State::Active {
                 "active"
             } else {

@@ -56,6 +56,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Item<'a> {
     event: Option<serde_json::Value>,
     #[serde(borrow)]
@@ -96,13 +97,20 @@ pub fn parse(body: &str, max_data: u64) -> Result<(Vec<NewEvent>, bool), FieldEr
 
 fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, FieldError> {
     let field = |name: &str| format!("{prefix}{name}");
-    let item: Item<'_> = serde_json::from_str(raw.get()).map_err(|_| FieldError {
-        field: if prefix.is_empty() {
-            "event".to_string()
-        } else {
-            prefix.trim_end_matches('.').to_string()
+    let item: Item<'_> = serde_json::from_str(raw.get()).map_err(|e| match unknown_field(&e) {
+        // A field herald does not know is a mistake to name, not to ignore.
+        Some(name) => FieldError {
+            field: field(&name),
+            message: "is not a field of an event; give event, data and idempotency_key only".into(),
         },
-        message: "must be a JSON object like {\"event\": \"door.opened\", \"data\": {...}}".into(),
+        None => FieldError {
+            field: if prefix.is_empty() {
+                "event".to_string()
+            } else {
+                prefix.trim_end_matches('.').to_string()
+            },
+            message: "must be a JSON object like {\"event\": \"door.opened\", \"data\": {...}}".into(),
+        },
     })?;
     let event = match item.event {
         Some(serde_json::Value::String(s)) if valid_name(&s) => s,
@@ -170,6 +178,13 @@ fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, F
     })
 }
 
+/// The name serde reports for `deny_unknown_fields` ("unknown field `x`, …").
+pub fn unknown_field(e: &serde_json::Error) -> Option<String> {
+    let text = e.to_string();
+    let rest = text.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
 fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
@@ -228,5 +243,7 @@ mod tests {
         assert_eq!(e.field, "events");
         let e = parse("[1]", 8).unwrap_err();
         assert_eq!(e.field, "[0]");
+        let e = parse(r#"[{"event":"a"},{"event":"b","dat":1}]"#, 8).unwrap_err();
+        assert_eq!(e.field, "[1].dat");
     }
 }

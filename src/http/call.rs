@@ -47,6 +47,22 @@ impl Call {
         Ok(text)
     }
 
+    /// A JSON object body with only the `known` fields: any other is named
+    /// in a 422, since a field herald ignores would be a silent mistake.
+    pub async fn json_object(&mut self, known: &[&str]) -> Result<serde_json::Value, ApiError> {
+        let v: serde_json::Value = serde_json::from_str(&self.json().await?).map_err(ApiError::invalid_json)?;
+        let fields = v
+            .as_object()
+            .ok_or_else(|| ApiError::invalid_json("the body must be a JSON object"))?;
+        match fields.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid_field(
+                k.as_str(),
+                format!("is not known here; use {}", known.join(", ")),
+            )),
+            None => Ok(v),
+        }
+    }
+
     /// [`Call::json`] without the syntax check, for a handler that checks more first.
     pub async fn json_text(&mut self) -> Result<String, ApiError> {
         let max = self.max_body;

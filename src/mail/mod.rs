@@ -253,6 +253,12 @@ pub fn notify(
         Recipient::Email(e) => vec![e.to_string()],
         Recipient::System => alerts.system_recipients.clone(),
     };
+    if recipients.is_empty() {
+        tracing::warn!(
+            "nobody was told \"{title}\": the account concerned has no e-mail address and \
+             alerts.system_recipients is empty; set one of them"
+        );
+    }
     let entry = Entry {
         at: clock::to_ms(now),
         title: title.to_string(),

@@ -245,7 +245,7 @@ fn record_attempt(
                 AfterFailure::RetryAt(at) => {
                     mail.send_after = clock::to_ms(at);
                     jobs::schedule_named(txn, job, at, Job::SendMail { id: mail.id.clone() })?;
-                    (format!("stays queued, next try at {at}"), Level::Error)
+                    (format!("stays queued, next try at {}", clock::fmt(at)), Level::Error)
                 }
                 AfterFailure::GiveUp => {
                     mail.state = State::Failed;

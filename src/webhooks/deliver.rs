@@ -20,6 +20,7 @@ use crate::executions::{self, Category, Level};
 use crate::http::client::Outcome;
 use crate::jobs::{self, Job};
 use crate::mail;
+use crate::redact;
 use crate::store::{self, Grows, StoreError, Txn, WH_ATTEMPTS, WH_QUEUE};
 
 /// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
@@ -138,7 +139,7 @@ impl<'a> Poster<'a> {
             url: wh
                 .url
                 .parse()
-                .map_err(|e| format!("the URL {:?} cannot be used: {e}", wh.url)),
+                .map_err(|e| format!("the URL {:?} cannot be used: {e}", redact::url(&wh.url))),
             signer: Signer::new(&wh.secret),
             timeout,
         }
@@ -300,7 +301,7 @@ fn record(
             wh.last_error = Some(error.clone());
             let next = after_failure(clock::from_ms(since), attempt.attempt, now, &f, &ctx.settings, jitter);
             let what = match &next {
-                Next::RetryAt(at) => format!("next try at {at}"),
+                Next::RetryAt(at) => format!("next try at {}", clock::fmt(*at)),
                 Next::Disable => "deactivating".into(),
             };
             log(
@@ -316,7 +317,7 @@ fn record(
                 ),
                 Some(format!(
                     "url: {}; response: {}",
-                    wh.url,
+                    redact::url(&wh.url),
                     attempt.response.chars().take(200).collect::<String>()
                 )),
             )?;
@@ -399,6 +400,7 @@ fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, c
         Job::WebhookBufferEnd { webhook: wh.id.clone() },
     )?;
     let since = wh.failing_since.map(clock::rfc3339).unwrap_or_default();
+    let until = clock::fmt(until);
     log(
         txn,
         now,
@@ -414,7 +416,7 @@ fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, c
     let detail = format!(
         "url: {}\nevent: {}\nreason: {reason}\nlast error: {}\nfailing since: {since}\n\
          Its events are kept until {until}. To reactivate it (with or without replaying them), open:\n{link}",
-        wh.url,
+        redact::url(&wh.url),
         wh.event,
         wh.last_error.as_deref().unwrap_or("-"),
     );
@@ -427,7 +429,7 @@ fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, c
         }
     }
     let data = serde_json::json!({
-        "webhook": wh.id, "app": wh.app, "url": wh.url, "event": wh.event,
+        "webhook": wh.id, "app": wh.app, "url": redact::url(&wh.url), "event": wh.event,
         "reason": reason, "disabled_at": clock::rfc3339(clock::to_ms(now)),
     });
     let internal = NewEvent {
@@ -480,7 +482,7 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["event"], "door \"north\"");
         assert_eq!(parsed["app"], "erp\\main");
-        assert_eq!(parsed["created_at"], "2026-11-23T12:00:00Z");
+        assert_eq!(parsed["created_at"], "2026-11-23T12:00:00.000Z");
         assert!(body.ends_with(r#","data":{"b": 1.50, "a": [true]}}"#), "{body}");
     }
 

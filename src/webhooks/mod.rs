@@ -385,7 +385,7 @@ pub fn delete(txn: &mut Txn, id: &str, now: Timestamp, tz: &jiff::tz::TimeZone) 
         level,
         category,
         format!("webhook {id} deleted; {dropped} pending deliveries dropped"),
-        Some(wh.url.clone()),
+        Some(crate::redact::url(&wh.url)),
     )?;
     Ok(true)
 }

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::events;
 use crate::html::{self, escape};
 use crate::http::{self, ApiError, Call, Query, Resp, Route};
+use crate::redact;
 use crate::store::Grows;
 
 pub fn routes() -> Vec<Route> {
@@ -91,7 +92,7 @@ fn webhook_json(w: &Webhook) -> Value {
         "id": w.id,
         "app": w.app,
         "event": w.event,
-        "url": w.url,
+        "url": redact::url(&w.url),
         "active": active,
         "state": if active { "active" } else { "disabled" },
         "buffered": if active { 0 } else { w.queued },
@@ -146,20 +147,25 @@ fn attempt_json(a: &Attempt) -> Value {
     v
 }
 
+/// Whether `who` may see a webhook: an integration sees its own, those it
+/// created and those of the application named like its account.
+fn visible(wh: &Webhook, who: &Account) -> bool {
+    who.role != Role::Integration || wh.created_by == who.name || wh.app == who.name
+}
+
 /// The webhook, if it exists and `who` may see it (integrations: their own).
 fn find(app: &Arc<App>, id: &str, who: Option<&Account>) -> Result<Webhook, ApiError> {
     let not_found = || ApiError::not_found(format!("no webhook {id:?}; list them with GET /v1/webhooks"));
     let wh = app.store.read(|r| super::get(r, id))?.ok_or_else(not_found)?;
     match who {
-        Some(a) if a.role == Role::Integration && a.name != wh.created_by => Err(not_found()),
+        Some(a) if !visible(&wh, a) => Err(not_found()),
         _ => Ok(wh),
     }
 }
 
 async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let body = call.json().await?;
+    let v = call.json_object(&["app", "event", "url", "secret"]).await?;
     let who = call.who();
-    let v: Value = serde_json::from_str(&body).map_err(ApiError::invalid_json)?;
     let field = |name: &str| v.get(name).filter(|x| !x.is_null());
     let text = |name: &str| -> Result<Option<String>, ApiError> {
         match field(name) {
@@ -168,12 +174,6 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
         }
     };
-    if !v.is_object() {
-        return Err(ApiError::invalid_field(
-            "app",
-            "the body must be a JSON object with app, event and url",
-        ));
-    }
     let app_name =
         text("app")?.ok_or_else(|| ApiError::invalid_field("app", "is missing; name the subscribing application"))?;
     if app_name.trim().is_empty() || app_name.chars().count() > MAX_APP || app_name.chars().any(char::is_control) {
@@ -235,16 +235,26 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 
 async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (q, who) = (&call.query, call.who());
+    let active = match q.get("active") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "active",
+                format!("{other:?} is neither true nor false"),
+            ));
+        }
+    };
     let all = app.store.read(super::list)?;
     let out: Vec<Value> = all
         .iter()
-        .filter(|w| who.role != Role::Integration || w.created_by == who.name)
+        .filter(|w| visible(w, who))
         .filter(|w| q.get("app").is_none_or(|a| a == w.app))
         .filter(|w| q.get("event").is_none_or(|e| e == w.event))
-        .filter(|w| match q.get("active") {
-            Some("true") => w.state == State::Active,
-            Some("false") => w.state == State::Disabled,
-            _ => true,
+        .filter(|w| match active {
+            Some(want) => (w.state == State::Active) == want,
+            None => true,
         })
         .map(webhook_json)
         .collect();
@@ -264,8 +274,7 @@ async fn activate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         let form = Query::parse(&String::from_utf8_lossy(&call.body(4096).await?));
         matches!(form.get("replay_events"), Some("true" | "1" | "on"))
     } else if has_body(call) {
-        let body = call.json().await?;
-        let v: Value = serde_json::from_str(&body).map_err(ApiError::invalid_json)?;
+        let v = call.json_object(&["replay_events"]).await?;
         match v.get("replay_events") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -350,7 +359,7 @@ async fn activate_page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError
         id = escape(&wh.id),
         app = escape(&wh.app),
         at = wh.disabled_at.map(clock::rfc3339).unwrap_or_default(),
-        url = escape(&wh.url),
+        url = escape(&redact::url(&wh.url)),
         event = escape(&wh.event),
         reason = escape(wh.disabled_reason.as_deref().unwrap_or("")),
         buffered = wh.queued,

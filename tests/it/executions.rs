@@ -82,7 +82,7 @@ fn daily_execution_rolls_at_local_midnight() {
             .find(|e| e["id"] == before["id"] && e["status"] != "running")
     });
     assert_eq!(closed["status"], "ko");
-    assert_eq!(closed["ended_at"], "2026-11-22T23:00:00Z");
+    assert_eq!(closed["ended_at"], "2026-11-22T23:00:00.000Z");
 
     // A new failure goes into the new day's execution.
     d.post("/v1/events", Some(ADMIN), r#"{"event":"after midnight!"}"#);

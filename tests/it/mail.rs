@@ -56,7 +56,7 @@ fn a_burst_of_failures_is_one_mail_sent_a_debounce_after_the_last() {
     );
     let queued = wait_entries(&d, to, 3);
     assert_eq!(
-        queued["send_after"], "2026-11-22T10:01:40Z",
+        queued["send_after"], "2026-11-22T10:01:40.000Z",
         "debounce after the last failure"
     );
 
@@ -72,8 +72,8 @@ fn a_burst_of_failures_is_one_mail_sent_a_debounce_after_the_last() {
     for needle in [
         "POST /v1/events → 422 invalid_field",
         "GET /v1/no-such-thing?x=1 → 404 not_found",
-        "2026-11-22T10:00:00Z",
-        "2026-11-22T10:00:40Z",
+        "2026-11-22T10:00:00.000Z",
+        "2026-11-22T10:00:40.000Z",
         r#""event":"bad name""#,
         "[redacted]",
     ] {
@@ -84,7 +84,7 @@ fn a_burst_of_failures_is_one_mail_sent_a_debounce_after_the_last() {
         mails(&d).into_iter().find(|m| m["state"] == "sent")
     });
     assert_eq!(sent["entries"], 3);
-    assert_eq!(sent["sent_at"], "2026-11-22T10:01:40Z");
+    assert_eq!(sent["sent_at"], "2026-11-22T10:01:40.000Z");
     d.advance("10m");
     settle();
     assert_eq!(sink.mails().len(), 1, "exactly one mail");
@@ -132,8 +132,8 @@ fn a_constant_storm_yields_a_mail_every_max_delay() {
         .iter()
         .map(|m| m["sent_at"].as_str().unwrap_or("").to_string())
         .collect();
-    assert!(sent.contains(&"2026-11-22T10:15:00Z".to_string()), "{sent:?}");
-    assert!(sent.contains(&"2026-11-22T10:30:00Z".to_string()), "{sent:?}");
+    assert!(sent.contains(&"2026-11-22T10:15:00.000Z".to_string()), "{sent:?}");
+    assert!(sent.contains(&"2026-11-22T10:30:00.000Z".to_string()), "{sent:?}");
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn smtp_down_keeps_the_mail_queued_until_it_is_back() {
         mails(&d).into_iter().find(|m| m["last_error"].is_string())
     });
     assert_eq!(queued["state"], "queued");
-    assert_eq!(queued["send_after"], "2026-11-22T10:01:30Z", "next try 30 s later");
+    assert_eq!(queued["send_after"], "2026-11-22T10:01:30.000Z", "next try 30 s later");
     assert!(
         queued["last_error"]
             .as_str()
