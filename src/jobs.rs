@@ -258,21 +258,39 @@ impl Dispatcher {
                         }),
                         Err(e) => Err(e),
                     };
-                    match outcome {
-                        Ok(done @ ("ok" | "failed")) => metrics.job(kind, done),
+                    let recorded = match outcome {
+                        Ok(done @ ("ok" | "failed")) => {
+                            metrics.job(kind, done);
+                            true
+                        }
                         Ok(_) => {
                             tracing::error!(kind, "job handler returned without finishing its job; retrying later");
-                            retry_later(&store, &clock, key).await;
                             metrics.job(kind, "stuck");
+                            retry_later(&store, &clock, key).await
                         }
                         Err(e) => {
-                            tracing::error!(kind, error = %e, "job failed; retrying later");
-                            retry_later(&store, &clock, key).await;
+                            // The store logs its own state (full, recovering) once.
+                            if e.is_state() {
+                                tracing::debug!(kind, error = %e, "job failed; retrying later");
+                            } else {
+                                tracing::error!(kind, error = %e, "job failed; retrying later");
+                            }
                             metrics.job(kind, "error");
+                            retry_later(&store, &clock, key).await
                         }
+                    };
+                    if recorded {
+                        in_flight.lock().unwrap().remove(&key);
+                        wake.notify_one();
+                    } else {
+                        // Its retry could not be stored either: keep the job
+                        // claimed for as long, or it would run again at once.
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETRY_FAILED_HANDLER).await;
+                            in_flight.lock().unwrap().remove(&key);
+                            wake.notify_one();
+                        });
                     }
-                    in_flight.lock().unwrap().remove(&key);
-                    wake.notify_one();
                 });
             }
             tokio::select! {
@@ -336,13 +354,20 @@ fn still_due(store: &Store, key: JobKey) -> Result<bool, StoreError> {
     store.read(|r| Ok(r.open_table(JOBS)?.get(key)?.is_some()))
 }
 
-async fn retry_later(store: &Store, clock: &Clock, key: JobKey) {
+/// Moves a failed job to later; whether that could be stored.
+async fn retry_later(store: &Store, clock: &Clock, key: JobKey) -> bool {
     let due = clock::add(clock.now(), RETRY_FAILED_HANDLER);
-    if let Err(e) = store
+    match store
         .write(store::Grows::No, move |txn| reschedule(txn, key, due))
         .await
     {
-        tracing::error!(error = %e, "cannot reschedule a failed job");
+        Ok(_) => true,
+        Err(e) => {
+            if !e.is_state() {
+                tracing::error!(error = %e, "cannot reschedule a failed job");
+            }
+            false
+        }
     }
 }
 

@@ -92,7 +92,7 @@ fn router(app: Arc<App>) -> http::Router {
         mail::routes(),
         webhooks::routes(),
     ];
-    let failed = mail::FailedCalls::default();
+    let failed = mail::FailedCalls::start(app.clone());
     http::Router {
         app,
         routes: routes.into_iter().flatten().collect(),

@@ -14,6 +14,7 @@ use crate::App;
 use crate::auth::{ADMIN, Access, READERS};
 use crate::config;
 use crate::http::{self, ApiError, Call, Resp, Route};
+use crate::store::Health;
 use crate::{clock, events, executions, jobs, mail, webhooks};
 
 pub fn routes() -> Vec<Route> {
@@ -52,13 +53,17 @@ async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
 
 async fn readyz(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     let draining = app.draining.load(Ordering::Relaxed);
-    Ok(if app.ready.load(Ordering::Relaxed) && !draining {
-        text(StatusCode::OK, "ready\n")
-    } else if draining {
-        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    })
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    Ok(
+        match (app.ready.load(Ordering::Relaxed), draining, app.store.health()) {
+            (_, true, _) => text(unavailable, "draining\n"),
+            (false, _, _) => text(unavailable, "starting\n"),
+            (true, _, Health::Ok) => text(StatusCode::OK, "ready\n"),
+            // Not ready to take events; reads and deliveries go on.
+            (true, _, Health::MaxSize | Health::DiskFull) => text(unavailable, "storage_full\n"),
+            (true, _, Health::Recovering) => text(unavailable, "storage_recovering\n"),
+        },
+    )
 }
 
 /// The probes answer in plain text: what a shell script or a load balancer reads.
@@ -128,6 +133,7 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
             "executions_running_with_errors": running_with_errors,
             "store_bytes": app.store.file_bytes(),
             "storage_full": app.store.is_full(),
+            "storage": app.store.health().as_str(),
         }),
     ))
 }

@@ -50,7 +50,9 @@ async fn publish(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let publisher = app.publisher;
     let published = app
         .store
-        .write(Grows::Yes, move |txn| publisher.publish(txn, &account, now, events))
+        .write(Grows::By(body.len() as u64), move |txn| {
+            publisher.publish(txn, &account, now, events)
+        })
         .await?;
     let created = published.iter().filter(|p| p.created).count();
     app.metrics.events_ingested.inc_by(created as u64);

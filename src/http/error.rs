@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Resp;
-use crate::store::StoreError;
+use crate::store::{Limit, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
@@ -99,10 +99,24 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
     }
 
-    pub fn storage_full() -> ApiError {
-        let message =
-            "the database reached storage.max_size and nothing was stored; free space or raise storage.max_size";
+    /// New work refused for lack of space; the message says which limit.
+    pub fn storage_full(limit: Limit) -> ApiError {
+        let message = match limit {
+            Limit::MaxSize => {
+                "the database reached storage.max_size and nothing was stored; \
+                               free space (retention does over time) or raise storage.max_size"
+            }
+            Limit::Disk => {
+                "the disk that holds storage.dir is full and nothing was stored; free space on it \
+                            (herald takes work again by itself within seconds)"
+            }
+        };
         ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
+    }
+
+    pub fn storage_unavailable(why: &str) -> ApiError {
+        let message = format!("nothing was stored: {why}; retry in a few seconds");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message).retry_after(2)
     }
 
     /// Logs the cause, answers without it.
@@ -130,7 +144,8 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Full => ApiError::storage_full(),
+            StoreError::Full(limit) => ApiError::storage_full(limit),
+            StoreError::Unavailable(why) => ApiError::storage_unavailable(&why),
             StoreError::Closed => ApiError::shutting_down(),
             other => ApiError::internal(other),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode, header};
 use jiff::Timestamp;
+use tokio::sync::mpsc;
 
 use super::{Entry, Kind, gather};
 use crate::App;
@@ -22,11 +23,23 @@ use crate::store::Grows;
 /// of its own: such calls are counted and logged at most once a minute, so
 /// a stranger cannot fill the log or the disk. Calls refused for rate
 /// limiting or while draining are not written at all.
-#[derive(Default)]
 pub struct FailedCalls {
     /// A `std` mutex: held to count, never across `.await`.
     unidentified: Mutex<Tally>,
+    /// To the task that writes them, in order.
+    queue: mpsc::Sender<Failure>,
 }
+
+/// What is written of one failed call.
+struct Failure {
+    now: Timestamp,
+    line: LogLine,
+    /// The error mail's entry: (account, address, entry).
+    mail: Option<(String, String, Entry)>,
+}
+
+/// Failed calls waiting to be written; beyond, they are dropped.
+const QUEUE: usize = 1024;
 
 #[derive(Default)]
 struct Tally {
@@ -40,6 +53,20 @@ struct Tally {
 const SAMPLE_EVERY: Duration = Duration::from_secs(60);
 
 impl FailedCalls {
+    /// Starts the task that writes the failed calls of `app`'s API.
+    pub fn start(app: Arc<App>) -> FailedCalls {
+        let (queue, mut rx) = mpsc::channel::<Failure>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                write(&app, f).await;
+            }
+        });
+        FailedCalls {
+            unidentified: Mutex::default(),
+            queue,
+        }
+    }
+
     pub fn record(&self, app: &Arc<App>, call: &Call, e: &ApiError) {
         let (method, who, peer, excerpt) = (
             &call.parts.method,
@@ -52,7 +79,8 @@ impl FailedCalls {
         let target = redact::target(&call.parts.uri);
         let target = target.as_str();
         let account = who.map_or("-", |a| a.name.as_str());
-        let quiet = e.status == StatusCode::TOO_MANY_REQUESTS || e.code == "shutting_down";
+        let quiet = e.status == StatusCode::TOO_MANY_REQUESTS
+            || matches!(e.code, "shutting_down" | "storage_full" | "storage_unavailable");
         // A browser asks for a page without credentials first; the 401 makes
         // it ask the person for them. That is no error.
         let challenge = who.is_none()
@@ -108,33 +136,10 @@ impl FailedCalls {
             },
             _ => None,
         };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let settings = app.settings();
-            if let Some((account, email, entry)) = mail {
-                // Allowed when the store is full: that is when the admins must hear of it.
-                let alerts = settings.alerts.clone();
-                let gathered = app
-                    .store
-                    .write(Grows::No, move |txn| {
-                        gather(txn, now, &alerts, Kind::ApiFailures { account }, &email, entry)
-                    })
-                    .await;
-                if let Err(err) = gathered {
-                    tracing::error!(error = %err, "cannot record a failed call for the error mail");
-                }
-            }
-            let tz = settings.general.timezone.clone();
-            let written = app
-                .store
-                .write(Grows::Yes, move |txn| {
-                    executions::log_daily(txn, now, &tz, executions::API, "api", line)
-                })
-                .await;
-            if let Err(err) = written {
-                tracing::warn!(error = %err, "cannot record a failed call in the execution log");
-            }
-        });
+        // In the order the calls failed: one after the other, off the request.
+        if self.queue.try_send(Failure { now, line, mail }).is_err() {
+            tracing::debug!("too many failed calls at once; this one is not recorded");
+        }
     }
 
     /// Counts a call nobody could identify; when it is the first, or a
@@ -149,6 +154,38 @@ impl FailedCalls {
         let sample = (tally.count, tally.logged_at.replace(now));
         tally.count = 0;
         Some(sample)
+    }
+}
+
+async fn write(app: &App, f: Failure) {
+    let Failure { now, line, mail } = f;
+    let settings = app.settings();
+    if let Some((account, email, entry)) = mail {
+        // Allowed when the store is full: that is when the admins must hear of it.
+        let alerts = settings.alerts.clone();
+        let gathered = app
+            .store
+            .write(Grows::No, move |txn| {
+                gather(txn, now, &alerts, Kind::ApiFailures { account }, &email, entry)
+            })
+            .await;
+        if let Err(err) = gathered
+            && !err.is_state()
+        {
+            tracing::error!(error = %err, "cannot record a failed call for the error mail");
+        }
+    }
+    let tz = settings.general.timezone.clone();
+    let written = app
+        .store
+        .write(Grows::Yes, move |txn| {
+            executions::log_daily(txn, now, &tz, executions::API, "api", line)
+        })
+        .await;
+    if let Err(err) = written
+        && !err.is_state()
+    {
+        tracing::warn!(error = %err, "cannot record a failed call in the execution log");
     }
 }
 

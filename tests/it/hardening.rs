@@ -664,3 +664,160 @@ fn a_notice_with_nobody_to_tell_is_a_warning() {
     });
     assert!(d.log_text().contains("alerts.system_recipients"));
 }
+
+/// Finding 3: with a small `storage.max_size`, the file never passes it:
+/// new events are refused before the limit, not after.
+#[test]
+fn a_small_max_size_is_never_passed() {
+    let d = Daemon::start(&format!("[storage]\nmax_size = \"256KiB\"\n{}", accounts()));
+    let file = d.data_dir().join("herald.redb");
+    let mut largest = 0;
+    let mut refused = None;
+    for i in 0..2000 {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"e","data":"{i:0>500}"}}"#),
+        );
+        largest = largest.max(std::fs::metadata(&file).unwrap().len());
+        if r.status != 202 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.unwrap_or_else(|| d.fail("never refused"));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (507, json!("storage_full")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("storage.max_size"), "{}", r.body);
+    assert!(
+        i > 20,
+        "refused too early, at event {i} with the file at {largest} bytes"
+    );
+    for _ in 0..20 {
+        d.post("/v1/events", Some(ADMIN), r#"{"event":"small"}"#);
+        largest = largest.max(std::fs::metadata(&file).unwrap().len());
+    }
+    assert!(largest <= 256 << 10, "the file reached {largest} bytes");
+}
+
+/// A tmpfs of `size` on a temporary directory, unmounted on drop; `None`
+/// where this process may not mount (the test then says so and passes).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    /// Fills the disk to the last byte with a file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Finding 1: a real full disk (a 3 MiB tmpfs). New work is refused with
+/// 507 naming the disk, reads go on, `/v1/status`, `/metrics` and `/readyz`
+/// say so, the log is not flooded, and once space is freed herald takes
+/// work again within seconds, without a restart.
+#[test]
+fn a_full_disk_refuses_work_and_recovers_by_itself() {
+    let Some(disk) = SmallDisk::mount("3m") else {
+        eprintln!("skipped: this test mounts a small tmpfs, which needs root (CI runs as root)");
+        return;
+    };
+    let receiver = HttpSink::start(Answer::Status(500));
+    let mut d = Daemon::start(&format!(
+        "[storage]\ndir = \"{}\"\n[webhooks]\nretry_schedule = [\"0s\", \"1s\"]\n{}",
+        disk.dir.path().join("data").display(),
+        accounts()
+    ));
+    d.set_rust_log("info");
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": receiver.url("/")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let blob = "x".repeat(4000);
+    let mut accepted = 0;
+    for i in 0..100 {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"e","data":"{i} {blob}"}}"#),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        accepted += 1;
+    }
+    let filler = disk.fill();
+    // Deliveries now succeed and try to record their progress on a full disk.
+    receiver.set(Answer::Status(200));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"refused"}"#);
+    assert_eq!(r.status, 507, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "storage_full");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("disk") && !message.contains("storage.max_size"),
+        "{message}"
+    );
+    let listed = d.get("/v1/events?limit=1000", Some(ADMIN));
+    assert_eq!(listed.status, 200, "reads go on: {}", listed.body);
+    assert_eq!(listed.json()["events"].as_array().unwrap().len(), accepted);
+    assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], true);
+    assert_eq!(d.get("/readyz", None).body.trim(), "storage_full");
+    assert!(d.get("/metrics", None).body.contains("herald_storage_full 1"));
+
+    // Some seconds on a full disk do not flood the log.
+    std::thread::sleep(Duration::from_secs(3));
+    let errors = d.log_text().lines().filter(|l| l.contains("ERROR")).count();
+    assert!(errors < 10, "{errors} error lines:\n{}", d.log_text());
+
+    // Space comes back: work is taken again within seconds, no restart.
+    std::fs::remove_file(filler).unwrap();
+    let r = d.eventually(Duration::from_secs(10), "a publish after space returned", || {
+        let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"after"}"#);
+        (r.status == 202).then_some(r)
+    });
+    assert!(r.json()["seq"].as_u64().unwrap() > accepted as u64);
+    assert_eq!(d.get("/readyz", None).status, 200);
+    assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], false);
+    assert_eq!(
+        d.get("/v1/events?limit=1000", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        accepted + 1,
+        "nothing acknowledged was lost"
+    );
+    d.kill9();
+}

@@ -15,14 +15,18 @@
 //! is ever half-committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod writer;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
 };
+
+use self::writer::{Apply, Completion, Op};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -68,8 +72,12 @@ pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::ne
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database reached storage.max_size; nothing was stored")]
-    Full,
+    #[error("{0}; nothing was stored")]
+    Full(Limit),
+    /// After an I/O error the database is reopened; until then writes (and,
+    /// while it reopens, reads) are refused. Nothing was written.
+    #[error("the store is recovering from a storage error ({0}); nothing was stored")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Db(Arc<redb::Error>),
     #[error("a stored {0} record cannot be read: {1}")]
@@ -80,15 +88,43 @@ pub enum StoreError {
     Aborted,
 }
 
+/// What made the store refuse new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The database file would grow past `storage.max_size`.
+    MaxSize,
+    /// The disk that holds `storage.dir` is full.
+    Disk,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::MaxSize => "the database reached storage.max_size",
+            Limit::Disk => "the disk that holds storage.dir is full",
+        })
+    }
+}
+
 impl<E: Into<redb::Error>> From<E> for StoreError {
     fn from(e: E) -> Self {
         let e: redb::Error = e.into();
-        if let redb::Error::Io(io) = &e
-            && io.kind() == std::io::ErrorKind::StorageFull
-        {
-            return StoreError::Full;
+        match &e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::Full(Limit::Disk),
+            redb::Error::PreviousIo => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Db(Arc::new(e)),
         }
-        StoreError::Db(Arc::new(e))
+    }
+}
+
+impl StoreError {
+    /// Whether this says the store's state (full, recovering) rather than a
+    /// fault of its own: the writer logs such states once, callers need not.
+    pub fn is_state(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full(_) | StoreError::Unavailable(_) | StoreError::Closed
+        )
     }
 }
 
@@ -147,16 +183,22 @@ impl Txn {
 /// updates and removes (always allowed, so deliveries and sweeps go on).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Grows {
+    /// A few KiB at most.
     Yes,
+    /// About this many bytes (a publish of a large body).
+    By(u64),
     No,
 }
 
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Apply = Box<dyn FnOnce(Result<&mut Txn, StoreError>) -> (bool, Completion) + Send>;
-
-struct Op {
-    grows: Grows,
-    apply: Apply,
+impl Grows {
+    /// The bytes the database may take for it, B-tree copies included.
+    fn estimate(self) -> u64 {
+        match self {
+            Grows::Yes => 2 << 10,
+            Grows::By(n) => n + n / 2 + 512,
+            Grows::No => 0,
+        }
+    }
 }
 
 /// A cheap handle; clones share one database and one writer.
@@ -166,12 +208,47 @@ pub struct Store {
 }
 
 struct Shared {
-    db: Arc<Database>,
+    /// The open database; replaced by the writer when it reopens the file
+    /// after an I/O error, and `None` for the moment that takes.
+    db: Slot,
     path: PathBuf,
     ops: mpsc::Sender<Op>,
     /// Set by the writer thread, read by `/readyz` and the status summary.
-    full: Arc<AtomicBool>,
+    health: Arc<AtomicU8>,
     file_bytes: Arc<AtomicU64>,
+}
+
+/// The database handle the readers and the writer share.
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
+/// What the store can do right now, as `/v1/status` and `/readyz` tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// New work is refused: the file reached `storage.max_size`.
+    MaxSize,
+    /// New work is refused: the disk is full.
+    DiskFull,
+    /// An I/O error: the database is being reopened.
+    Recovering,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        [Health::Ok, Health::MaxSize, Health::DiskFull, Health::Recovering]
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Health::Ok)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::MaxSize => "max_size",
+            Health::DiskFull => "disk_full",
+            Health::Recovering => "recovering",
+        }
+    }
 }
 
 /// Owns the writer thread; `close` waits until it has committed what it holds.
@@ -195,11 +272,6 @@ impl WriterGuard {
     }
 }
 
-/// Most writes that one commit carries; bounds the latency of the first.
-const MAX_BATCH: usize = 512;
-/// How long the writer waits for more writes when the last commit was shared.
-const LINGER: Duration = Duration::from_micros(250);
-
 impl Store {
     pub fn open(
         dir: &Path,
@@ -210,35 +282,27 @@ impl Store {
     ) -> Result<(Store, WriterGuard), OpenError> {
         create_private_dir(dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let path = dir.join("herald.redb");
-        let db = Database::builder()
-            .set_cache_size(cache_size as usize)
-            .set_repair_callback(|session| {
-                tracing::warn!(
-                    progress = session.progress(),
-                    "repairing the database after an unclean stop"
-                );
-            })
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
-                other => OpenError::Db(path.clone(), other.to_string()),
-            })?;
+        let db = open_database(&path, cache_size).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
+            other => OpenError::Db(path.clone(), other.to_string()),
+        })?;
         init_schema(&db, &path)?;
 
-        let db = Arc::new(db);
+        let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (tx, rx) = mpsc::channel(4096);
-        let full = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(AtomicU8::new(Health::Ok as u8));
         let file_bytes = Arc::new(AtomicU64::new(file_len(&path)));
-        let writer = Writer {
+        let writer = writer::Writer::new(writer::Setup {
             db: db.clone(),
+            dir: dir.to_path_buf(),
             path: path.clone(),
+            cache_size,
             max_size,
             metrics,
             jobs_changed,
-            full: full.clone(),
+            health: health.clone(),
             file_bytes: file_bytes.clone(),
-            last_stats: None,
-        };
+        });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
@@ -248,7 +312,7 @@ impl Store {
                 db,
                 path,
                 ops: tx,
-                full,
+                health,
                 file_bytes,
             }),
         };
@@ -280,12 +344,19 @@ impl Store {
 
     /// A consistent snapshot for reads; never blocks the writer.
     pub fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let txn = self.shared.db.begin_read()?;
+        let db = self.shared.db.read().unwrap().clone();
+        let db = db.ok_or_else(|| StoreError::Unavailable("the database is being reopened".into()))?;
+        let txn = db.begin_read()?;
         f(&txn)
     }
 
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.shared.health.load(Ordering::Relaxed))
+    }
+
+    /// Whether new work is refused for lack of space.
     pub fn is_full(&self) -> bool {
-        self.shared.full.load(Ordering::Relaxed)
+        matches!(self.health(), Health::MaxSize | Health::DiskFull)
     }
 
     pub fn file_bytes(&self) -> u64 {
@@ -416,158 +487,26 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Opens (or creates) the database file; repairs it after an unclean stop.
+fn open_database(path: &Path, cache_size: u64) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(cache_size as usize)
+        .set_repair_callback(|session| {
+            tracing::warn!(
+                progress = session.progress(),
+                "repairing the database (after an unclean stop or a storage error)"
+            );
+        })
+        .create(path)
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The writer thread's state; nothing else opens a write transaction.
-struct Writer {
-    db: Arc<Database>,
-    path: PathBuf,
-    max_size: u64,
-    metrics: Arc<Metrics>,
-    jobs_changed: Arc<Notify>,
-    full: Arc<AtomicBool>,
-    file_bytes: Arc<AtomicU64>,
-    /// When the file has reached `max_size`: the bytes redb really uses
-    /// (freed pages are reused), when that was measured, and the commits since.
-    last_stats: Option<(Instant, u64, u32)>,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut last_batch = 0;
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            // Under concurrent load (the last commit carried several writes),
-            // wait a moment for the writers that are on their way: one fsync
-            // then serves them all. A lone write is committed at once.
-            let linger = if last_batch > 1 { LINGER } else { Duration::ZERO };
-            let deadline = Instant::now() + linger;
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) if Instant::now() < deadline => std::thread::yield_now(),
-                    Err(_) => break,
-                }
-            }
-            last_batch = batch.len();
-            self.commit(&mut batch);
-        }
-    }
-
-    fn commit(&mut self, batch: &mut Vec<Op>) {
-        let started = Instant::now();
-        let full = self.check_full();
-        let mut txn = match self.db.begin_write() {
-            Ok(t) => Txn {
-                inner: t,
-                wake_jobs: false,
-            },
-            Err(e) => {
-                let e = StoreError::from(e);
-                tracing::error!(error = %e, "cannot begin a write transaction");
-                for op in batch.drain(..) {
-                    (op.apply)(Err(e.clone())).1(Ok(()));
-                }
-                return;
-            }
-        };
-        let n = batch.len();
-        let mut done: Vec<Completion> = Vec::with_capacity(n);
-        let mut refused: Vec<Completion> = Vec::new();
-        let mut all_ok = true;
-        for op in batch.drain(..) {
-            if full && op.grows == Grows::Yes {
-                // Never run: nothing of it is written, the caller learns why.
-                refused.push((op.apply)(Err(StoreError::Full)).1);
-                continue;
-            }
-            let (ok, completion) = (op.apply)(Ok(&mut txn));
-            all_ok &= ok;
-            done.push(completion);
-        }
-        let wake = txn.wake_jobs;
-        // One failed operation may have written half of its change: abort the
-        // whole batch rather than commit that. Such failures are storage
-        // faults (I/O, a corrupt record), rare enough that failing the
-        // neighbours too (they answer 500 and are retried) is the right trade.
-        let result = if all_ok {
-            txn.inner.commit().map_err(StoreError::from)
-        } else {
-            let _ = txn.inner.abort();
-            Err(StoreError::Aborted)
-        };
-        match &result {
-            Ok(()) => {
-                self.metrics.commits.inc();
-                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                self.metrics.commit_batch.observe(done.len() as f64);
-                if wake {
-                    self.jobs_changed.notify_one();
-                }
-            }
-            Err(e) => tracing::error!(error = %e, writes = n, "the batch was not committed"),
-        }
-        for c in done {
-            c(result.clone());
-        }
-        for c in refused {
-            c(Ok(()));
-        }
-        let len = file_len(&self.path);
-        self.file_bytes.store(len, Ordering::Relaxed);
-        self.metrics.store_bytes.set(len as i64);
-    }
-
-    /// Whether writes that add data must be refused. The file never shrinks,
-    /// so once it reached `max_size` we ask redb how much it really uses (at
-    /// most every second or 16 commits: the measure walks the trees).
-    fn check_full(&mut self) -> bool {
-        let len = self.file_bytes.load(Ordering::Relaxed);
-        let full = if len < self.max_size {
-            self.last_stats = None;
-            false
-        } else {
-            let stale = self
-                .last_stats
-                .is_none_or(|(at, _, commits)| at.elapsed() > Duration::from_secs(1) || commits >= 16);
-            if stale && let Ok(used) = self.used_bytes() {
-                self.last_stats = Some((Instant::now(), used, 0));
-            }
-            if let Some((_, _, commits)) = &mut self.last_stats {
-                *commits += 1;
-            }
-            // Keep a tenth free for the updates that deliveries and sweeps make.
-            self.last_stats
-                .is_none_or(|(_, used, _)| used >= self.max_size / 10 * 9)
-        };
-        if full != self.full.swap(full, Ordering::Relaxed) {
-            if full {
-                tracing::error!(
-                    bytes = len,
-                    max = self.max_size,
-                    "storage full: new events are refused until retention frees space"
-                );
-            } else {
-                tracing::info!("storage has room again");
-            }
-        }
-        full
-    }
-
-    fn used_bytes(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let stats = txn.stats()?;
-        txn.abort()?;
-        Ok(stats.stored_bytes() + stats.metadata_bytes())
-    }
 }
 
 /// A store in `dir` with small limits, for the unit tests of every module.
