@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Resp;
-use crate::store::{Limit, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
@@ -99,26 +99,6 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
     }
 
-    /// New work refused for lack of space; the message says which limit.
-    pub fn storage_full(limit: Limit) -> ApiError {
-        let message = match limit {
-            Limit::MaxSize => {
-                "the database reached storage.max_size and nothing was stored; \
-                               free space (retention does over time) or raise storage.max_size"
-            }
-            Limit::Disk => {
-                "the disk that holds storage.dir is full and nothing was stored; free space on it \
-                            (herald takes work again by itself within seconds)"
-            }
-        };
-        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
-    }
-
-    pub fn storage_unavailable(why: &str) -> ApiError {
-        let message = format!("nothing was stored: {why}; retry in a few seconds");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message).retry_after(2)
-    }
-
     /// Logs the cause, answers without it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
@@ -143,11 +123,13 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Full(limit) => ApiError::storage_full(limit),
-            StoreError::Unavailable(why) => ApiError::storage_unavailable(&why),
+        match &e {
+            StoreError::Full(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", e.to_string()),
+            StoreError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string()).retry_after(2)
+            }
             StoreError::Closed => ApiError::shutting_down(),
-            other => ApiError::internal(other),
+            _ => ApiError::internal(e),
         }
     }
 }

@@ -49,14 +49,14 @@ impl Route {
 
     /// The values of the `{…}` segments when `path` fits the pattern.
     fn matches(&self, path: &[&str]) -> Option<Vec<String>> {
-        let fits = path.len() == self.pattern.len()
-            && self
-                .pattern
-                .iter()
-                .zip(path)
-                .all(|(want, got)| want.starts_with('{') || want == got);
-        let params = self.pattern.iter().zip(path).filter(|(want, _)| want.starts_with('{'));
-        fits.then(|| params.map(|(_, got)| got.to_string()).collect())
+        let pairs = || self.pattern.iter().zip(path);
+        let fits = path.len() == self.pattern.len() && pairs().all(|(want, got)| want.starts_with('{') || want == got);
+        fits.then(|| {
+            pairs()
+                .filter(|(want, _)| want.starts_with('{'))
+                .map(|(_, got)| got.to_string())
+                .collect()
+        })
     }
 }
 

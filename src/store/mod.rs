@@ -72,11 +72,11 @@ pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::ne
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("{0}; nothing was stored")]
+    #[error("{0}")]
     Full(Limit),
     /// After an I/O error the database is reopened; until then writes (and,
     /// while it reopens, reads) are refused. Nothing was written.
-    #[error("the store is recovering from a storage error ({0}); nothing was stored")]
+    #[error("nothing was stored: the store is recovering from a storage error ({0}); retry in a few seconds")]
     Unavailable(String),
     #[error("database error: {0}")]
     Db(Arc<redb::Error>),
@@ -99,9 +99,16 @@ pub enum Limit {
 
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Said to the caller that was refused: what happened, what to do.
         f.write_str(match self {
-            Limit::MaxSize => "the database reached storage.max_size",
-            Limit::Disk => "the disk that holds storage.dir is full",
+            Limit::MaxSize => {
+                "the database reached storage.max_size and nothing was stored; \
+                 free space (retention does over time) or raise storage.max_size"
+            }
+            Limit::Disk => {
+                "the disk that holds storage.dir is full and nothing was stored; free space on it \
+                 (herald takes work again by itself within seconds)"
+            }
         })
     }
 }
