@@ -322,21 +322,8 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, St
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
+    use super::rules::tests::{alerts, t};
     use super::*;
-
-    fn alerts() -> Alerts {
-        Alerts {
-            debounce: Duration::from_secs(60),
-            max_delay: Duration::from_secs(900),
-            system_recipients: vec![],
-        }
-    }
-
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
 
     #[tokio::test]
     async fn notices_gather_per_recipient_like_error_mails() {

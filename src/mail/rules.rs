@@ -38,10 +38,10 @@ pub fn after_failure(created: Timestamp, attempts: u32, now: Timestamp, policy: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn alerts() -> Alerts {
+    pub(in crate::mail) fn alerts() -> Alerts {
         Alerts {
             debounce: Duration::from_secs(60),
             max_delay: Duration::from_secs(900),
@@ -49,7 +49,7 @@ mod tests {
         }
     }
 
-    fn t(s: &str) -> Timestamp {
+    pub(in crate::mail) fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 

@@ -340,26 +340,16 @@ fn half_closed_requests_are_answered_and_slow_ones_are_cut() {
 }
 
 /// A private CA (its PEM) and a server config for `localhost` signed by it.
-fn private_ca() -> (String, std::sync::Arc<rustls::ServerConfig>) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+fn private_ca_server() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    let (ca_pem, leaf, key) = private_ca();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .with_single_cert(vec![leaf], key)
         .unwrap();
-    (ca_cert.pem(), std::sync::Arc::new(config))
+    (ca_pem, std::sync::Arc::new(config))
 }
 
 /// A daemon whose error mails go to `port` with `security`; `extra` adds to [smtp].
@@ -396,7 +386,7 @@ fn last_mail_error(d: &Daemon) -> String {
 #[test]
 fn smtp_over_starttls_and_implicit_tls_with_a_private_ca() {
     use crate::smtp_sink::{SmtpSink, Tls};
-    let (ca_pem, server) = private_ca();
+    let (ca_pem, server) = private_ca_server();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("mail-ca.pem");
     std::fs::write(&ca, &ca_pem).unwrap();
@@ -418,7 +408,7 @@ fn smtp_over_starttls_and_implicit_tls_with_a_private_ca() {
 #[test]
 fn an_untrusted_mail_server_certificate_names_smtp_ca_file() {
     use crate::smtp_sink::{SmtpSink, Tls};
-    let (_, server) = private_ca();
+    let (_, server) = private_ca_server();
     let sink = SmtpSink::start_tls(Tls::Implicit(server));
     let d = mailing_daemon(sink.port, "tls", "");
     trigger_mail(&d);
@@ -438,7 +428,7 @@ fn an_untrusted_mail_server_certificate_names_smtp_ca_file() {
 #[test]
 fn a_server_that_demands_starttls_is_named_as_such() {
     use crate::smtp_sink::{SmtpSink, Tls};
-    let (_, server) = private_ca();
+    let (_, server) = private_ca_server();
     let sink = SmtpSink::start_tls(Tls::RequireStarttls(server));
     let d = mailing_daemon(sink.port, "none", "");
     trigger_mail(&d);
@@ -449,19 +439,7 @@ fn a_server_that_demands_starttls_is_named_as_such() {
 
 /// `/metrics` as a scraper asks for it, with `accept`.
 fn scrape(d: &Daemon, accept: &str) -> Reply {
-    let req = ureq::http::Request::get(format!("{}/metrics", d.base))
-        .header("accept", accept)
-        .body(())
-        .unwrap();
-    let mut resp = agent().run(req).unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = resp.body_mut().read_to_string().unwrap();
-    Reply { status, body, headers }
+    request_with(&format!("{}/metrics", d.base), "GET", &[("accept", accept)], None)
 }
 
 /// Finding 10: what an operator watches is in `/metrics` (deliveries by

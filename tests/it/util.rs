@@ -315,10 +315,16 @@ pub fn agent() -> ureq::Agent {
 }
 
 pub fn request(url: &str, method: &str, auth: Option<&str>, body: Option<(&str, &str)>) -> Reply {
+    let auth: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    request_with(url, method, &auth, body)
+}
+
+/// [`request`] with any headers.
+pub fn request_with(url: &str, method: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Reply {
     let agent = agent();
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    if let Some(a) = auth {
-        builder = builder.header("authorization", a);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     let result = match body {
         Some((ctype, text)) => {
@@ -336,6 +342,28 @@ pub fn request(url: &str, method: &str, auth: Option<&str>, body: Option<(&str, 
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     Reply { status, body, headers }
+}
+
+/// A private CA (its PEM) and a leaf certificate for `localhost` signed by
+/// it, with the leaf's key: for receivers and mail servers behind an
+/// on-premise CA.
+pub fn private_ca() -> (
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    (ca_cert.pem(), leaf.der().clone(), key)
 }
 
 /// Runs the binary with `args`, returning (exit code, stdout, stderr).

@@ -646,22 +646,12 @@ fn tls_receiver(
 
 #[test]
 fn receivers_behind_an_on_premise_ca_are_trusted_through_ca_file() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let (port, got) = tls_receiver(leaf.der().clone(), key);
+    let (ca_pem, leaf, key) = private_ca();
+    let (port, got) = tls_receiver(leaf, key);
 
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("site-ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    std::fs::write(&ca_path, ca_pem).unwrap();
     let d = Daemon::start(&format!(
         "[webhooks]\nca_file = \"{}\"\n{}",
         ca_path.display(),
