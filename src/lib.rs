@@ -49,6 +49,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod notifications;
 pub mod ops;
 pub mod redact;
 pub mod retention;

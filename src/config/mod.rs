@@ -59,6 +59,7 @@ pub struct Config {
     pub mail: MailPolicy,
     pub alerts: Alerts,
     pub webhooks: Webhooks,
+    pub notifications: Notifications,
     /// The file this came from, kept so SIGHUP can read it again.
     pub source: Option<PathBuf>,
 }
@@ -160,6 +161,20 @@ pub struct Webhooks {
     pub ca_file: Option<PathBuf>,
     /// Deliveries in flight at once to one receiver (host and port).
     pub max_per_host: usize,
+}
+
+/// Change notifications (`[notifications]`): GET pings, then a change query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notifications {
+    /// A ping goes this long after the event that plans it; at most one per
+    /// notification per `delay`.
+    pub delay: Duration,
+    /// Each ping may take this long.
+    pub timeout: Duration,
+    /// Pings sent without a change query before a notification is suspended.
+    pub max_unacked: u32,
+    /// Events a change feed has not read are kept at most this long.
+    pub keep_unread: Duration,
 }
 
 /// A password: never printed, not even by `{:?}`.
@@ -434,6 +449,21 @@ impl Config {
             max_per_host: w.max_per_host,
         };
 
+        let n = raw.notifications;
+        if !(1..=100_000).contains(&n.max_unacked) {
+            return Err(err(
+                "notifications",
+                "max_unacked",
+                format!("{} is out of range; use 1 to 100000", n.max_unacked),
+            ));
+        }
+        let notifications = Notifications {
+            delay: n.delay.0,
+            timeout: n.timeout.0,
+            max_unacked: n.max_unacked,
+            keep_unread: n.keep_unread.0,
+        };
+
         Ok(Config {
             server: Server {
                 listen: s.listen.0,
@@ -458,6 +488,7 @@ impl Config {
             mail,
             alerts,
             webhooks,
+            notifications,
             source,
         })
     }
@@ -659,6 +690,9 @@ mod tests {
         assert_eq!(t.webhooks.disable_after, d.webhooks.disable_after);
         assert_eq!(t.webhooks.buffer_for, d.webhooks.buffer_for);
         assert_eq!(t.webhooks.max_per_host, d.webhooks.max_per_host);
+        assert_eq!(t.notifications, d.notifications);
+        assert_eq!(d.notifications.delay, Duration::from_secs(60));
+        assert_eq!(d.notifications.max_unacked, 100);
         assert!(t.accounts.is_empty());
     }
 

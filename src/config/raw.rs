@@ -22,6 +22,27 @@ pub(super) struct RawConfig {
     pub(super) smtp: Option<RawSmtp>,
     pub(super) alerts: RawAlerts,
     pub(super) webhooks: RawWebhooks,
+    pub(super) notifications: RawNotifications,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawNotifications {
+    pub(super) delay: Dur,
+    pub(super) timeout: Dur,
+    pub(super) max_unacked: u32,
+    pub(super) keep_unread: Dur,
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        RawNotifications {
+            delay: Dur(Duration::from_secs(60)),
+            timeout: Dur(Duration::from_secs(15)),
+            max_unacked: 100,
+            keep_unread: Dur(Duration::from_secs(7 * 86400)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
