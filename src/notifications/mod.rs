@@ -5,4 +5,5 @@
 //! In progress (issue 11): `rules` holds the state machine; the store, the
 //! ping job, the routes, the import and export follow.
 
+pub mod records;
 pub mod rules;
