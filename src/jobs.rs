@@ -43,6 +43,12 @@ pub enum Job {
     Deliver { webhook: String, host: String },
     /// The buffer window of a deactivated webhook is over.
     WebhookBufferEnd { webhook: String },
+    /// Ping the URL of one change notification.
+    Ping {
+        system: String,
+        event: String,
+        host: String,
+    },
 }
 
 impl Job {
@@ -53,6 +59,7 @@ impl Job {
             Job::SendMail { .. } => "send_mail",
             Job::Deliver { .. } => "deliver",
             Job::WebhookBufferEnd { .. } => "webhook_buffer_end",
+            Job::Ping { .. } => "notification_ping",
         }
     }
 
@@ -62,7 +69,7 @@ impl Job {
         match self {
             Job::RollDaily | Job::Sweep | Job::WebhookBufferEnd { .. } => "herald".to_string(),
             Job::SendMail { .. } => "smtp".to_string(),
-            Job::Deliver { host, .. } => host.clone(),
+            Job::Deliver { host, .. } | Job::Ping { host, .. } => host.clone(),
         }
     }
 }

@@ -81,7 +81,7 @@ use crate::store::{Grows, Store, StoreError};
 const SERVER_GRACE: Duration = Duration::from_secs(2);
 
 /// What acts on each published event, in the publishing commit.
-const SUBSCRIBERS: &[Subscriber] = &[webhooks::fan_out];
+const SUBSCRIBERS: &[Subscriber] = &[webhooks::fan_out, notifications::plan];
 
 /// The API: every route, from the features that own them.
 fn router(app: Arc<App>) -> http::Router {
@@ -92,6 +92,7 @@ fn router(app: Arc<App>) -> http::Router {
         executions::routes(),
         mail::routes(),
         webhooks::routes(),
+        notifications::routes(),
     ];
     let failed = mail::FailedCalls::start(app.clone());
     http::Router {
@@ -328,6 +329,7 @@ impl jobs::Handler for Engine {
                 Job::Sweep => retention::run_job(app, key, job).await,
                 Job::SendMail { .. } => mail::run_job(app, key, job).await,
                 Job::Deliver { .. } | Job::WebhookBufferEnd { .. } => webhooks::run_job(app, key, job).await,
+                Job::Ping { .. } => notifications::run_job(app, key, job).await,
             }
         })
     }

@@ -27,6 +27,19 @@ use tokio_util::either::Either;
 /// A connection to a counterpart: plain TCP or TLS over it.
 pub type Stream = Either<TcpStream, client::TlsStream<TcpStream>>;
 
+/// host:port of a URL: the unit of "one counterpart" for concurrency limits.
+pub fn authority(url: &str) -> String {
+    match url.parse::<Uri>() {
+        Ok(u) => {
+            let port = u
+                .port_u16()
+                .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
+            format!("{}:{port}", u.host().unwrap_or(""))
+        }
+        Err(_) => url.split('/').nth(2).unwrap_or(url).to_string(),
+    }
+}
+
 /// Where a connection goes: requests to the same origin may share one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {

@@ -14,8 +14,9 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, valid_name};
-pub use self::routes::routes;
+pub use self::routes::{page_json, routes};
 use crate::clock;
+use crate::config::Config;
 use crate::store::{self, EVENTS, IDEMPOTENCY, StoreError, Txn};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ fn idempotency_row(account: &str, key: &str) -> String {
 /// Acts on newly published events inside the commit that stores them
 /// (webhooks queue them for delivery). Only events with `created` are new;
 /// the others repeat an idempotency key.
-pub type Subscriber = fn(&mut Txn, &[Published]) -> Result<(), StoreError>;
+pub type Subscriber = fn(&mut Txn, &[Published], &Config) -> Result<(), StoreError>;
 
 /// The one way to publish: stores the events, then tells every subscriber,
 /// all in the caller's transaction. The crate root names the subscribers.
@@ -84,17 +85,19 @@ impl Publisher {
     }
 
     /// Stores `events` (skipping those whose idempotency key was seen), all
-    /// stamped `now`, and hands them to the subscribers.
+    /// stamped `now`, and hands them to the subscribers with the settings
+    /// in force.
     pub fn publish(
         &self,
         txn: &mut Txn,
         account: &str,
         now: Timestamp,
         events: Vec<NewEvent>,
+        settings: &Config,
     ) -> Result<Vec<Published>, StoreError> {
         let published = store_new(txn, account, now, events)?;
         for tell in self.subscribers {
-            tell(txn, &published)?;
+            tell(txn, &published, settings)?;
         }
         Ok(published)
     }
@@ -153,6 +156,8 @@ pub struct Filter<'a> {
     pub after: u64,
     pub limit: usize,
     pub event: Option<&'a str>,
+    /// Only events with one of these names (a change feed).
+    pub names: Option<&'a [String]>,
     /// Set for integration accounts: only the events they published.
     pub account: Option<&'a str>,
 }
@@ -176,7 +181,10 @@ pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<Page, StoreError> {
             return Ok((out, Some(last)));
         }
         let e: StoredEvent = store::decode("event", v.value())?;
-        if f.event.is_some_and(|n| n != e.event) || f.account.is_some_and(|a| a != e.account) {
+        if f.event.is_some_and(|n| n != e.event)
+            || f.account.is_some_and(|a| a != e.account)
+            || f.names.is_some_and(|names| !names.contains(&e.event))
+        {
             last = seq;
             continue;
         }
@@ -187,6 +195,12 @@ pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<Page, StoreError> {
         out.push((seq, e));
     }
     Ok((out, None))
+}
+
+/// The sequence number of the last event published so far (0: none yet).
+pub fn last_seq(txn: &Txn) -> Result<u64, StoreError> {
+    let next = txn.open(store::META)?.get("events.next_seq")?.map_or(1, |v| v.value());
+    Ok(next - 1)
 }
 
 /// The events with these sequence numbers, in the same order; `None` for

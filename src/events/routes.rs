@@ -47,11 +47,11 @@ async fn publish(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (events, batch) = parse(&body, max_data).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let account = call.who().name.clone();
     let now = app.clock.now();
-    let publisher = app.publisher;
+    let (publisher, settings) = (app.publisher, app.settings());
     let published = app
         .store
         .write(Grows::By(body.len() as u64), move |txn| {
-            publisher.publish(txn, &account, now, events)
+            publisher.publish(txn, &account, now, events, &settings)
         })
         .await?;
     let created = published.iter().filter(|p| p.created).count();
@@ -96,6 +96,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         after,
         limit,
         event,
+        names: None,
         account,
     };
     let (rows, next) = app.store.read(|r| super::list(r, &filter))?;

@@ -31,6 +31,11 @@ impl Call {
         self.params.first().map_or("", String::as_str)
     }
 
+    /// The values of all the route's `{…}` segments, in order.
+    pub fn params(&self) -> &[String] {
+        &self.params
+    }
+
     /// The caller, on routes that require an account.
     pub fn who(&self) -> &Account {
         self.account.as_ref().expect("the route requires an account")

@@ -18,6 +18,9 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every bad line of an imported file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<serde_json::Value>,
     /// Seconds for `Retry-After`, when waiting helps.
     #[serde(skip)]
     pub retry_after: Option<u64>,
@@ -30,6 +33,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            lines: None,
             retry_after: None,
         }
     }

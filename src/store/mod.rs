@@ -69,6 +69,12 @@ pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook
 pub const WH_QUEUE: TableDefinition<(&str, u64), u8> = TableDefinition::new("wh_queue");
 /// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
 pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("wh_attempts");
+/// "system\0event" -> `notifications::Notification`.
+pub const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
+/// (event name, system) -> 0: which notifications an event plans, in one range.
+pub const NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = TableDefinition::new("notif_by_event");
+/// system -> the seq its change feed has read up to.
+pub const CHANGE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("change_cursors");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -471,6 +477,9 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(WEBHOOKS)?;
         txn.open_table(WH_QUEUE)?;
         txn.open_table(WH_ATTEMPTS)?;
+        txn.open_table(NOTIFICATIONS)?;
+        txn.open_table(NOTIF_BY_EVENT)?;
+        txn.open_table(CHANGE_CURSORS)?;
         Ok(())
     })();
     created.map_err(|e| fail(e.into()))?;

@@ -39,6 +39,8 @@ struct Ctx {
     public_url: String,
     alerts: crate::config::Alerts,
     publisher: Publisher,
+    /// All the settings, for the subscribers of the deactivation notice.
+    config: std::sync::Arc<crate::config::Config>,
 }
 
 /// The delivery job of one webhook: posts the head of its queue and the
@@ -63,6 +65,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
         public_url: settings.server.public_url.clone(),
         alerts: settings.alerts.clone(),
         publisher: app.publisher,
+        config: settings.clone(),
     };
     let Some(wh) = wh.filter(|w| w.state == State::Active) else {
         app.store
@@ -438,7 +441,7 @@ fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, c
         idempotency_key: None,
     };
     save(txn, wh)?;
-    let published = ctx.publisher.publish(txn, "herald", now, vec![internal])?;
+    let published = ctx.publisher.publish(txn, "herald", now, vec![internal], &ctx.config)?;
     // A webhook does not buffer the notice of its own deactivation.
     let mut queue = txn.open(WH_QUEUE)?;
     for p in &published {

@@ -32,6 +32,7 @@ pub use self::routes::routes;
 use self::rules::{matches, new_secret};
 use crate::App;
 use crate::clock;
+use crate::config::Config;
 use crate::events::{self, Published};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs::{self, Job, JobKey};
@@ -96,15 +97,7 @@ impl Webhook {
 
 /// host:port of a URL: the unit of "one receiver" for concurrency limits.
 pub fn authority(url: &str) -> String {
-    match url.parse::<hyper::Uri>() {
-        Ok(u) => {
-            let port = u
-                .port_u16()
-                .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
-            format!("{}:{port}", u.host().unwrap_or(""))
-        }
-        Err(_) => url.to_string(),
-    }
+    crate::net::authority(url)
 }
 
 fn job_name(id: &str) -> String {
@@ -252,7 +245,7 @@ pub fn attempts(
 /// Queues each new event for every webhook it matches (in the publishing
 /// commit), and makes sure each active one has its delivery job. The
 /// events' [`Subscriber`](crate::events::Subscriber) for webhooks.
-pub fn fan_out(txn: &mut Txn, published: &[Published]) -> Result<(), StoreError> {
+pub fn fan_out(txn: &mut Txn, published: &[Published], _: &Config) -> Result<(), StoreError> {
     let fresh: Vec<&Published> = published.iter().filter(|p| p.created).collect();
     if fresh.is_empty() {
         return Ok(());

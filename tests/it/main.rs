@@ -7,6 +7,7 @@ mod executions;
 mod hardening;
 mod http_sink;
 mod mail;
+mod notifications;
 mod operations;
 mod smtp_sink;
 mod util;
