@@ -1,18 +1,21 @@
 //! The retention sweep: one durable job that deletes, in bounded chunks,
 //! what is older than `storage.retention`: the events no webhook still has
-//! to deliver, executions that ended with their log lines, and sent or
-//! failed mails. It asks each feature what it still needs and lets each
-//! delete its own records; none of them knows the others.
+//! to deliver and no change feed has yet to read (up to
+//! `notifications.keep_unread`), executions that ended with their log
+//! lines, and sent or failed mails. It asks each feature what it still
+//! needs and lets each delete its own records; none of them knows the others.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::App;
 use crate::clock;
+use crate::config::Config;
 use crate::jobs::{self, Job, JobKey};
 use crate::store::{Grows, StoreError, Txn};
-use crate::{events, executions, mail, webhooks};
+use crate::{events, executions, mail, notifications, webhooks};
 
 /// The job's name in the queue (stored: keep it).
 const JOB: &str = "events.sweep";
@@ -40,17 +43,37 @@ pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, Stor
         return Err(jobs::misrouted(&job, "retention"));
     };
     let now = app.clock.now();
-    let retention = app.settings().storage.retention;
+    let settings = app.settings();
     app.store
-        .write(Grows::No, move |txn| sweep(txn, key, now, retention))
+        .write(Grows::No, move |txn| sweep(txn, key, now, &settings))
         .await?;
     Ok(jobs::Ran::Ok)
 }
 
-fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Result<(), StoreError> {
+fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, settings: &Config) -> Result<(), StoreError> {
+    let retention = settings.storage.retention;
     let cutoff = clock::sub(now, retention);
     let hooks = webhooks::ids(txn)?;
-    let needed = |txn: &Txn, seq: u64| webhooks::needs(txn, &hooks, seq);
+    let feeds = notifications::Feeds::of(txn)?;
+    let unread_kept_since = clock::to_ms(clock::sub(now, settings.notifications.keep_unread));
+    // Events dropped before a change feed read them: counted after the sweep.
+    let missed = RefCell::new(Vec::new());
+    let needed = |txn: &Txn, seq: u64, e: &events::StoredEvent| {
+        if webhooks::needs(txn, &hooks, seq)? {
+            return Ok(true);
+        }
+        let unread = feeds.unread(seq, &e.event);
+        if unread.is_empty() {
+            return Ok(false);
+        }
+        if e.created_at >= unread_kept_since {
+            return Ok(true);
+        }
+        missed
+            .borrow_mut()
+            .extend(unread.into_iter().map(|system| (system, e.event.clone())));
+        Ok(false)
+    };
     let more = events::sweep(txn, cutoff, BUDGET, &needed)?
         | executions::sweep(txn, cutoff, BUDGET)?
         | mail::sweep(txn, cutoff, BUDGET)?;
@@ -59,6 +82,7 @@ fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, retention: Duration) -> Res
     } else {
         clock::add(now, interval(retention))
     };
+    notifications::missed(txn, now, &settings.general.timezone, missed.into_inner())?;
     jobs::reschedule(txn, key, next)?;
     Ok(())
 }

@@ -230,7 +230,7 @@ pub fn sweep(
     txn: &mut Txn,
     cutoff: Timestamp,
     budget: usize,
-    needed: &dyn Fn(&Txn, u64) -> Result<bool, StoreError>,
+    needed: &dyn Fn(&Txn, u64, &StoredEvent) -> Result<bool, StoreError>,
 ) -> Result<bool, StoreError> {
     let cutoff = clock::to_ms(cutoff);
     let from = txn.open(store::META)?.get(SWEEP_CURSOR)?.map_or(0, |v| v.value());
@@ -250,7 +250,7 @@ pub fn sweep(
             if e.created_at >= cutoff {
                 break;
             }
-            if !needed(txn, seq)? {
+            if !needed(txn, seq, &e)? {
                 out.push((seq, e.idempotency_key.map(|key| idempotency_row(&e.account, &key))));
             }
         }

@@ -273,6 +273,69 @@ pub fn queried(
     Ok(())
 }
 
+/// What the change feeds have read: for each event name, the systems that
+/// have a notification of it and how far their feed has read.
+pub struct Feeds(std::collections::HashMap<String, Vec<(String, u64)>>);
+
+impl Feeds {
+    pub fn of(txn: &Txn) -> Result<Feeds, StoreError> {
+        let cursors = txn.open(CHANGE_CURSORS)?;
+        let index = txn.open(NOTIF_BY_EVENT)?;
+        let mut map: std::collections::HashMap<String, Vec<(String, u64)>> = Default::default();
+        for row in index.iter()? {
+            let (k, _) = row?;
+            let (event, system) = k.value();
+            let cursor = cursors.get(system)?.map_or(0, |v| v.value());
+            map.entry(event.to_string())
+                .or_default()
+                .push((system.to_string(), cursor));
+        }
+        Ok(Feeds(map))
+    }
+
+    /// The systems whose feed has yet to read event `seq` of this name.
+    pub fn unread(&self, seq: u64, name: &str) -> Vec<String> {
+        let feeds = self.0.get(name).map(Vec::as_slice).unwrap_or_default();
+        feeds
+            .iter()
+            .filter(|(_, read)| seq > *read)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+}
+
+/// Counts events retention dropped before these feeds read them (one
+/// (system, event name) per event), and logs each system's loss as cascade.
+pub fn missed(
+    txn: &mut Txn,
+    now: Timestamp,
+    tz: &jiff::tz::TimeZone,
+    dropped: Vec<(String, String)>,
+) -> Result<(), StoreError> {
+    let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for k in dropped {
+        *counts.entry(k).or_default() += 1;
+    }
+    for ((system, event), n) in counts {
+        if let Some(mut note) = load(txn, &system, &event)? {
+            note.missed += n;
+            save(txn, &note)?;
+        }
+        let line = crate::executions::LogLine {
+            at: clock::to_ms(now),
+            level: crate::executions::Level::Warn,
+            category: Some(crate::executions::Category::Cascade),
+            message: format!(
+                "{n} {event} events dropped unread after notifications.keep_unread; \
+                 query /v1/changes?system={system} sooner"
+            ),
+            detail: None,
+        };
+        crate::executions::log_daily(txn, now, tz, &system, ping::INTERFACE_KIND, line)?;
+    }
+    Ok(())
+}
+
 /// Runs this feature's jobs: a notification's ping.
 pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
     match job {

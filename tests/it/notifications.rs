@@ -252,3 +252,60 @@ fn a_ping_planned_before_a_kill_9_arrives_once_after_the_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sink.received().len(), 1);
 }
+
+#[test]
+fn unread_events_are_kept_up_to_keep_unread_then_counted_as_missed() {
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[storage]\nretention = \"1h\"\n[notifications]\ndelay = \"60s\"\nkeep_unread = \"2h\"\n{}",
+            accounts()
+        ),
+        Some(START),
+    );
+    assert_eq!(put(&d, "erp", "a", json!({"url": "http://127.0.0.1:9/"})).status, 201);
+    assert_eq!(put(&d, "shop", "b", json!({"url": "http://127.0.0.1:9/"})).status, 201);
+    publish(&d, "a", 1);
+    publish(&d, "b", 2);
+    publish(&d, "c", 3);
+    // shop reads its feed; erp does not.
+    assert_eq!(
+        d.get("/v1/changes?system=shop", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let count = |d: &Daemon| {
+        d.get("/v1/events", Some(ADMIN)).json()["events"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    for _ in 0..16 {
+        d.advance("6m"); // past the 1 h retention, within keep_unread
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kept = d.eventually(Duration::from_secs(5), "retention of what was read", || {
+        let events = d.get("/v1/events", Some(ADMIN)).json();
+        let names: Vec<String> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect();
+        (names == ["a"]).then_some(names)
+    });
+    assert_eq!(kept, ["a"], "erp has not read it yet");
+    for _ in 0..12 {
+        d.advance("6m"); // past keep_unread
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.eventually(Duration::from_secs(5), "the unread event dropped", || {
+        (count(&d) == 0).then_some(())
+    });
+    let erp = notification(&d, "erp");
+    assert_eq!(erp["missed"], 1, "{erp}");
+    let logs = d.newest_logs("erp", "?category=cascade");
+    let line = logs["logs"][0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(line.contains("dropped unread"), "{logs}");
+}
