@@ -16,6 +16,7 @@ use crate::executions::{self, Execution, Status};
 use crate::html::{escape, page};
 use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::mail;
+use crate::notifications::{self, Notification};
 use crate::store::StoreError;
 use crate::webhooks::{self, Webhook};
 
@@ -56,6 +57,42 @@ fn local(ms: i64, tz: &jiff::tz::TimeZone) -> String {
         .to_string()
 }
 
+/// Each notification: system, event, URL (secrets masked), its state, the
+/// pings not yet answered by a change query, the last and next ping, the
+/// last error.
+fn notifications_table(notes: &[&Notification], tz: &jiff::tz::TimeZone) -> String {
+    let mut b = String::from(
+        "<table><tr><th>System</th><th>Event</th><th>URL</th><th>State</th><th>Unacked</th>\
+         <th>Last ping</th><th>Next ping</th><th>Last error</th></tr>",
+    );
+    for n in notes {
+        let (cls, state) = match (&n.ping, &n.last_error) {
+            (p, _) if p.inactive => ("", "inactive"),
+            (p, _) if p.suspended => ("ko", "suspended"),
+            (p, Some(_)) if p.retry => ("warn", "failing"),
+            _ => ("ok", "active"),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{system}</td><td>{event}</td><td>{url}</td><td class=\"{cls}\">{state}</td><td>{unacked}</td>\
+             <td>{last}</td><td>{next}</td><td>{error}</td></tr>",
+            system = escape(&n.system),
+            event = escape(&n.event),
+            url = escape(&crate::redact::url(&n.url)),
+            unacked = n.ping.unacked,
+            last = n.ping.last_sent_at.map(|t| local(t, tz)).unwrap_or_default(),
+            next = n.ping.next_send_at.map(|t| local(t, tz)).unwrap_or_default(),
+            error = n
+                .last_error
+                .as_ref()
+                .map(|(at, m)| format!("{} {}", local(*at, tz), escape(m)))
+                .unwrap_or_default(),
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
 fn status_cell(e: &Execution) -> String {
     match (e.status, e.errors) {
         (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({n} errors)"),
@@ -69,7 +106,7 @@ fn render(app: &App) -> Result<String, StoreError> {
     let settings = app.settings();
     let tz = &settings.general.timezone;
     let now: Timestamp = app.clock.now();
-    let (interfaces, troubled, hooks, mails, events_stored) = app.store.read(|r| {
+    let (interfaces, troubled, hooks, mails, notes, events_stored) = app.store.read(|r| {
         let interfaces = executions::interfaces(r)?;
         let filter = executions::Filter {
             interface: None,
@@ -88,7 +125,8 @@ fn render(app: &App) -> Result<String, StoreError> {
                 limit: ROWS,
             },
         )?;
-        Ok((interfaces, troubled, hooks, mails, crate::events::count(r)?))
+        let notes = notifications::list(r, None)?;
+        Ok((interfaces, troubled, hooks, mails, notes, crate::events::count(r)?))
     })?;
     let mut b = String::new();
     let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
@@ -122,10 +160,18 @@ fn render(app: &App) -> Result<String, StoreError> {
         .filter(|m| m.state != mail::State::Sent && m.last_error.is_some())
         .collect();
     b.push_str("<h2>Needs attention</h2>");
-    if troubled.is_empty() && failing.is_empty() && stuck.is_empty() {
+    let unwell: Vec<&Notification> = notes
+        .iter()
+        .filter(|n| n.ping.suspended || (n.last_error.is_some() && n.ping.retry))
+        .collect();
+    if troubled.is_empty() && failing.is_empty() && stuck.is_empty() && unwell.is_empty() {
         b.push_str(
-            "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, the outbox is clear.</p>",
+            "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, every notification \
+             pings, the outbox is clear.</p>",
         );
+    }
+    if !unwell.is_empty() {
+        b.push_str(&notifications_table(&unwell, tz));
     }
     if !troubled.is_empty() {
         b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th><th>Log</th></tr>");
@@ -192,6 +238,11 @@ fn render(app: &App) -> Result<String, StoreError> {
         );
     }
     b.push_str("</table>");
+
+    if !notes.is_empty() {
+        b.push_str("<h2>Change notifications</h2>");
+        b.push_str(&notifications_table(&notes.iter().collect::<Vec<_>>(), tz));
+    }
 
     b.push_str("<h2>Webhooks</h2><table><tr><th>Id</th><th>App</th><th>Event</th><th>URL</th><th>State</th><th>Waiting</th></tr>");
     for w in hooks.iter().take(ROWS * 5) {

@@ -23,7 +23,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::events::{self, Published};
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, CHANGE_CURSORS, NOTIF_BY_EVENT, NOTIFICATIONS, StoreError, Txn};
+use crate::store::{self, CHANGE_CURSORS, NOTIF_BY_EVENT, NOTIF_IDLE, NOTIFICATIONS, StoreError, Txn};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
@@ -73,10 +73,28 @@ fn save(txn: &Txn, n: &Notification) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether the next event of its name would plan this notification's ping.
+fn idle(p: &Pinging) -> bool {
+    !p.inactive && !p.suspended && p.next_send_at.is_none()
+}
+
+/// Keeps `NOTIF_IDLE` in step when a notification becomes idle or stops being so.
+fn count_idle(txn: &Txn, event: &str, before: bool, after: bool) -> Result<(), StoreError> {
+    if before == after {
+        return Ok(());
+    }
+    let mut table = txn.open(NOTIF_IDLE)?;
+    let n = table.get(event)?.map_or(0, |v| v.value());
+    let n = if after { n + 1 } else { n.saturating_sub(1) };
+    table.insert(event, n)?;
+    Ok(())
+}
+
 /// Runs one input through the rules, then saves the notification and moves
 /// or cancels its ping job to match.
 fn apply(txn: &mut Txn, n: &mut Notification, input: Input, now: Timestamp, config: &Config) -> Result<(), StoreError> {
     let (ping, job) = rules::apply(n.ping.clone(), input, now, settings(config));
+    count_idle(txn, &n.event, idle(&n.ping), idle(&ping))?;
     n.ping = ping;
     match job {
         rules::Job::Keep => {}
@@ -133,7 +151,8 @@ pub fn put(
     let existing = load(txn, system, event)?;
     match (existing, inactive) {
         (None, 2) => Ok(Put::Absent),
-        (Some(_), 2) => {
+        (Some(n), 2) => {
+            count_idle(txn, event, idle(&n.ping), false)?;
             txn.open(NOTIFICATIONS)?.remove(key(system, event).as_str())?;
             txn.open(NOTIF_BY_EVENT)?.remove((event, system))?;
             jobs::cancel_named(txn, &job_name(system, event))?;
@@ -158,6 +177,7 @@ pub fn put(
                 missed: 0,
             };
             txn.open(NOTIF_BY_EVENT)?.insert((event, system), 0u8)?;
+            count_idle(txn, event, false, idle(&n.ping))?;
             save(txn, &n)?;
             Ok(Put::Created(n))
         }
@@ -192,9 +212,18 @@ pub fn reactivate(
 
 /// The events' [`Subscriber`](crate::events::Subscriber): each new event
 /// plans the pings of the notifications of its name (one write per
-/// notification whose ping is planned, none for those that join one).
+/// notification whose ping is planned, none for those that join one; one
+/// lookup when none of them is idle).
 pub fn plan(txn: &mut Txn, published: &[Published], config: &Config) -> Result<(), StoreError> {
     for p in published.iter().filter(|p| p.created) {
+        // Most events: no notification of their name waits for one.
+        let waiting = txn
+            .open(NOTIF_IDLE)?
+            .get(p.event.event.as_str())?
+            .map_or(0, |v| v.value());
+        if waiting == 0 {
+            continue;
+        }
         let systems: Vec<String> = {
             let index = txn.open(NOTIF_BY_EVENT)?;
             let name = p.event.event.as_str();

@@ -73,6 +73,9 @@ pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::ne
 pub const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
 /// (event name, system) -> 0: which notifications an event plans, in one range.
 pub const NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = TableDefinition::new("notif_by_event");
+/// event name -> how many of its notifications the next event would plan
+/// (active, not suspended, nothing planned): most events find 0 and stop.
+pub const NOTIF_IDLE: TableDefinition<&str, u32> = TableDefinition::new("notif_idle");
 /// system -> the seq its change feed has read up to.
 pub const CHANGE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("change_cursors");
 
@@ -480,6 +483,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(NOTIFICATIONS)?;
         txn.open_table(NOTIF_BY_EVENT)?;
         txn.open_table(CHANGE_CURSORS)?;
+        txn.open_table(NOTIF_IDLE)?;
         Ok(())
     })();
     created.map_err(|e| fail(e.into()))?;

@@ -36,6 +36,14 @@ fn publish(d: &Daemon, event: &str, n: u32) {
     assert_eq!(r.status, 202, "{}", r.body);
 }
 
+fn basic_auth(name: &str, token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{name}:{token}"))
+    )
+}
+
 fn notification(d: &Daemon, system: &str) -> Value {
     d.get(&format!("/v1/notifications?system={system}"), Some(ADMIN)).json()["notifications"][0].clone()
 }
@@ -77,6 +85,17 @@ fn a_burst_is_one_ping_a_delay_after_its_first_event() {
         Some(notification(&d, "erp")).filter(|n| n["unacked"] == 1)
     });
     assert_eq!(n["last_sent_at"], "2026-12-01T10:01:00.000Z");
+    let page = d.request("GET", "/", Some(&basic_auth("tech", TECHNICIAN)), None);
+    assert!(
+        page.body.contains("Change notifications") && page.body.contains("order.changed"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("token=***") && !page.body.contains("s3cret"),
+        "{}",
+        page.body
+    );
     // An event right after the ping: the next one a delay after that ping.
     d.advance("10s");
     publish(&d, "order.changed", 99);
@@ -102,6 +121,12 @@ fn pings_count_until_suspension_and_a_change_query_resets_them() {
     });
     assert_eq!(n["unacked"], 3, "{n}");
     assert!(n["last_error"]["message"].as_str().unwrap().contains("500"), "{n}");
+    let page = d.request("GET", "/", Some(&basic_auth("tech", TECHNICIAN)), None);
+    assert!(
+        page.body.contains(">suspended<"),
+        "the status page shows it: {}",
+        page.body
+    );
     let logs = d.newest_logs("erp", "");
     assert_eq!(logs["logs"][0]["category"], "external", "{logs}");
     // Suspended: no more pings, not even for new events.
