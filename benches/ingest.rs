@@ -54,18 +54,7 @@ fn main() {
                 .unwrap()
         })
     };
-    let ingest: MakeRequest = {
-        let host = addr.clone();
-        Arc::new(move |i| {
-            let body = format!(r#"{{"event":"bench.tick","data":{{"i":{i},"site":"gateway-042","ok":true}}}}"#);
-            Request::post("/v1/events")
-                .header("host", &host)
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap()
-        })
-    };
+    let ingest = ingest_request(&addr);
 
     println!("herald ingest benchmark: {CLIENTS} keep-alive clients over loopback, {rounds} rounds of {secs}s each");
     let (mut base_rates, mut ingest_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -130,4 +119,46 @@ fn main() {
         "  peak RSS under load      {:>9.1} MiB (goal < 64)",
         peak_rss as f64 / 1024.0
     );
+    drop(daemon);
+
+    // Part 2 (issue 11): 1,000 active change notifications on the event's
+    // name must not slow ingest. Two daemons, one with them, rounds in turn.
+    let quiet = "[notifications]\ndelay = \"1h\"";
+    let (plain, noted) = (start(quiet), start(quiet));
+    for i in 0..1000 {
+        let path = format!("/v1/notifications/sys{i}/bench.tick");
+        let body = r#"{"url":"http://127.0.0.1:9/ping"}"#.to_string();
+        let (status, text) = rt.block_on(call(&noted.addr, api(&noted.addr, "PUT", &path, body)));
+        assert_eq!(status, 201, "{text}");
+    }
+    let mut with_ratios = Vec::new();
+    for round in 1..=rounds {
+        let without = rt.block_on(drive(&plain.addr, CLIENTS, secs, ingest_request(&plain.addr)));
+        let with = rt.block_on(drive(&noted.addr, CLIENTS, secs, ingest_request(&noted.addr)));
+        println!(
+            "  round {round}: no notifications {:>8.0}/s   1,000 on the event {:>8.0}/s   ratio {:.2}",
+            without.per_sec,
+            with.per_sec,
+            with.per_sec / without.per_sec
+        );
+        with_ratios.push(with.per_sec / without.per_sec);
+    }
+    println!(
+        "  ratio with / without 1,000 notifications {:>5.2} (goal >= 0.9)",
+        median(with_ratios)
+    );
+}
+
+/// `POST /v1/events` with one small event, numbered.
+fn ingest_request(addr: &str) -> MakeRequest {
+    let host = addr.to_string();
+    Arc::new(move |i| {
+        let body = format!(r#"{{"event":"bench.tick","data":{{"i":{i},"site":"gateway-042","ok":true}}}}"#);
+        Request::post("/v1/events")
+            .header("host", &host)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    })
 }

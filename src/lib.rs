@@ -27,6 +27,8 @@
 //!   call) and system notifications, sent over SMTP.
 //! - [`webhooks`]: signed deliveries in order, retries, deactivation, the
 //!   buffer and its replay.
+//! - [`notifications`]: change notifications: delayed GET pings, the
+//!   unacknowledged counter, the change query, Collmex record import.
 //!
 //! And what spans them: [`retention`] (the sweep), [`ops`] (health,
 //! readiness, metrics, status), [`ui`] (the status page).

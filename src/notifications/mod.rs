@@ -3,9 +3,9 @@
 //! event, and the system then fetches what changed with a change query.
 //!
 //! This module owns the tables (`NOTIFICATIONS`, the index by event name
-//! `NOTIF_BY_EVENT`, the feeds' `CHANGE_CURSORS`) and applies `rules` to
-//! them; `ping` runs the ping job, `routes` the API, `records` reads and
-//! writes Collmex's import files.
+//! `NOTIF_BY_EVENT`, the count of idle ones per name `NOTIF_IDLE`, the
+//! feeds' `CHANGE_CURSORS`) and applies `rules` to them; `ping` runs the
+//! ping job, `routes` the API, `records` reads and writes Collmex's files.
 
 mod ping;
 pub mod records;

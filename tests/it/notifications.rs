@@ -334,3 +334,40 @@ fn unread_events_are_kept_up_to_keep_unread_then_counted_as_missed() {
     let line = logs["logs"][0]["message"].as_str().unwrap_or_default().to_string();
     assert!(line.contains("dropped unread"), "{logs}");
 }
+
+#[test]
+fn toggling_resets_the_counter_and_deleting_cancels_the_planned_ping() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = daemon("max_unacked = 2");
+    assert_eq!(put(&d, "erp", "a", json!({"url": sink.url("/")})).status, 201);
+    for i in 1..=2 {
+        publish(&d, "a", i);
+        d.advance("60s");
+        sink.wait_for(i as usize, Duration::from_secs(5));
+        d.eventually(Duration::from_secs(5), "the ping recorded", || {
+            Some(notification(&d, "erp")).filter(|n| n["unacked"] == i)
+        });
+    }
+    assert_eq!(notification(&d, "erp")["suspended"], true);
+    // The same URL again changes nothing, the counter included.
+    let same = put(&d, "erp", "a", json!({"url": sink.url("/")}));
+    assert_eq!((same.status, same.json()["unacked"].clone()), (200, json!(2)));
+    assert_eq!(
+        put(&d, "erp", "a", json!({"url": sink.url("/"), "inactive": 1})).json()["inactive"],
+        1
+    );
+    let back = put(&d, "erp", "a", json!({"url": sink.url("/"), "inactive": 0}));
+    assert_eq!(
+        (back.json()["unacked"].clone(), back.json()["suspended"].clone()),
+        (json!(0), json!(false)),
+        "{}",
+        back.body
+    );
+    // A ping planned, then the notification deleted: no ping.
+    publish(&d, "a", 3);
+    assert!(notification(&d, "erp")["next_send_at"].is_string());
+    assert_eq!(put(&d, "erp", "a", json!({"inactive": 2})).status, 204);
+    d.advance("5m");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.received().len(), 2);
+}
