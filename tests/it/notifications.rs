@@ -245,6 +245,12 @@ fn import_is_all_or_nothing_reads_latin1_and_round_trips_through_the_export() {
 
     let export = d.get("/v1/notifications?format=csv", Some(ADMIN));
     assert_eq!(export.status, 200);
+    assert_eq!(export.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        d.get("/v1/notifications?format=csv", Some(TECHNICIAN)).status,
+        403,
+        "URLs unmasked: admins only"
+    );
     assert!(
         export
             .body
