@@ -29,6 +29,7 @@
 //!   buffer and its replay.
 //! - [`notifications`]: change notifications: delayed GET pings, the
 //!   unacknowledged counter, the change query, Collmex record import.
+//! - [`actions`]: external API actions (in progress: the rules so far).
 //!
 //! And what spans them: [`retention`] (the sweep), [`ops`] (health,
 //! readiness, metrics, status), [`ui`] (the status page).
@@ -40,6 +41,7 @@
 //! loads the config, sets up tracing and signals, binds the socket and
 //! calls [`run`].
 
+pub mod actions;
 pub mod auth;
 pub mod clock;
 pub mod config;
