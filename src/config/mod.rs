@@ -7,6 +7,7 @@
 //! Every error names the line and the dotted key, because the person reading it
 //! is on a console at a customer site with the file open in an editor.
 
+mod interfaces;
 mod lines;
 mod raw;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::interfaces::{Interface, InterfaceKind, Schedule};
 use self::lines::{key_at, line_of, line_of_nth};
 pub use self::raw::parse_duration;
 use self::raw::{RawConfig, RawSmtp, default_mail_retention, default_retry_schedule};
@@ -60,6 +62,10 @@ pub struct Config {
     pub alerts: Alerts,
     pub webhooks: Webhooks,
     pub notifications: Notifications,
+    /// The external systems herald calls (`[[interfaces]]`).
+    pub interfaces: Vec<Interface>,
+    /// When the pull and push interfaces run (`[[schedules]]`).
+    pub schedules: Vec<Schedule>,
     /// The file this came from, kept so SIGHUP can read it again.
     pub source: Option<PathBuf>,
 }
@@ -464,6 +470,8 @@ impl Config {
             keep_unread: n.keep_unread.0,
         };
 
+        let (interfaces, schedules) = interfaces::from_raw(raw.interfaces, raw.schedules, text)?;
+
         Ok(Config {
             server: Server {
                 listen: s.listen.0,
@@ -489,6 +497,8 @@ impl Config {
             alerts,
             webhooks,
             notifications,
+            interfaces,
+            schedules,
             source,
         })
     }

@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     pub(super) webhooks: RawWebhooks,
     pub(super) notifications: RawNotifications,
+    pub(super) interfaces: Vec<super::interfaces::RawInterface>,
+    pub(super) schedules: Vec<super::interfaces::RawSchedule>,
 }
 
 #[derive(Deserialize)]
