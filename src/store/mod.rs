@@ -78,6 +78,10 @@ pub const NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = TableDefinition::n
 pub const NOTIF_IDLE: TableDefinition<&str, u32> = TableDefinition::new("notif_idle");
 /// system -> the seq its change feed has read up to.
 pub const CHANGE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("change_cursors");
+/// action id (time-ordered) -> `actions::Action`.
+pub const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
+/// "account\0idempotency key" -> id of the action first created with it.
+pub const ACTION_KEYS: TableDefinition<&str, &str> = TableDefinition::new("action_keys");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -482,6 +486,8 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(WH_ATTEMPTS)?;
         txn.open_table(NOTIFICATIONS)?;
         txn.open_table(NOTIF_BY_EVENT)?;
+        txn.open_table(ACTIONS)?;
+        txn.open_table(ACTION_KEYS)?;
         txn.open_table(CHANGE_CURSORS)?;
         txn.open_table(NOTIF_IDLE)?;
         Ok(())
