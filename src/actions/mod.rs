@@ -3,9 +3,11 @@
 //! calls that fail and ending each action in a state a person can act on.
 //!
 //! In progress (issue 12): `rules` holds the state machine, `record` the
-//! stored action and its API view, this module creates, finds and lists
-//! them; the call and timeout jobs, the routes and the callback follow.
+//! stored action and its API view, `call` the outbound call's body and what
+//! its answers mean; this module creates, finds and lists actions. The call
+//! and timeout jobs, the routes and the callback follow.
 
+pub mod call;
 pub mod record;
 pub mod rules;
 

@@ -21,7 +21,7 @@
 
 mod deliver;
 mod routes;
-mod rules;
+pub(crate) mod rules;
 
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
