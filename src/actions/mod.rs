@@ -6,6 +6,12 @@
 //! stored action and its API view, `call` the outbound call's body and what
 //! its answers mean; this module creates, finds and lists actions. The call
 //! and timeout jobs, the routes and the callback follow.
+//!
+//! The callback token must go out again with every retry, yet the action
+//! keeps only its hash: the token rides in the action's call job, which
+//! lives exactly while the action is `pending` or `retrying` (and survives
+//! a restart with it). Once the call is accepted the job is gone, and with
+//! it herald's only copy of the token.
 
 pub mod call;
 pub mod record;
