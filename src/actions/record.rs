@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::rules::{Closed, Progress, State, TodoReason};
+use super::rules::{Progress, State, TodoReason};
 use crate::clock;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,21 +91,12 @@ impl Action {
             self.progress.attempts_made, self.progress.attempts_max
         )
     }
-
-    /// Why it closed, for the owner's mail and the log.
-    pub fn closed_why(&self) -> Option<&'static str> {
-        match self.progress.closed? {
-            Closed::AttemptsUsed => Some("every attempt failed"),
-            Closed::AttemptsLowered => Some("attempts was lowered to the attempts already made"),
-            Closed::Refused => Some("the external system refused the call"),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::rules::Callback;
+    use crate::actions::rules::{Callback, Closed};
 
     fn action() -> (Action, String) {
         let (token, hash) = new_callback_token();

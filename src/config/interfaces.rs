@@ -89,7 +89,8 @@ pub(super) struct RawSchedule {
     every: Dur,
 }
 
-fn valid_name(s: &str) -> bool {
+/// A name of an account, interface or schedule: 1 to 64 of A-Z a-z 0-9 . _ -
+pub(super) fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -102,8 +103,9 @@ fn valid_event(s: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')))
 }
 
-/// `whsec_` and 24 to 64 bytes in base64, as for webhooks.
-fn valid_secret(s: &str) -> bool {
+/// A Standard Webhooks secret, for webhooks and interfaces alike: `whsec_`
+/// and 24 to 64 bytes in base64.
+pub fn valid_secret(s: &str) -> bool {
     s.strip_prefix("whsec_")
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .is_some_and(|k| (24..=64).contains(&k.len()))

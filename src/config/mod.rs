@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::interfaces::{Interface, InterfaceKind, Schedule};
+pub use self::interfaces::{Interface, InterfaceKind, Schedule, valid_secret};
 use self::lines::{key_at, line_of, line_of_nth};
 pub use self::raw::parse_duration;
 use self::raw::{RawConfig, RawSmtp, default_mail_retention, default_retry_schedule};
@@ -365,10 +365,7 @@ impl Config {
                 key: format!("accounts[{i}].{key}"),
                 message,
             };
-            if a.name.is_empty()
-                || a.name.len() > 64
-                || !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
+            if !interfaces::valid_name(&a.name) {
                 return Err(at(
                     "name",
                     format!("{:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -", a.name),

@@ -7,7 +7,6 @@ use hyper::header;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::rules::valid_secret;
 use super::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
 use crate::App;
 use crate::auth::{ADMIN, ALL, Access, AuthError, READERS};
@@ -208,7 +207,7 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     }
     let secret = text("secret")?;
     if let Some(s) = &secret
-        && !valid_secret(s)
+        && !crate::config::valid_secret(s)
     {
         return Err(ApiError::invalid_field(
             "secret",

@@ -127,16 +127,10 @@ pub fn new_secret() -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Checks a secret given at creation: `whsec_` and 24 to 64 bytes in base64.
-pub fn valid_secret(s: &str) -> bool {
-    s.strip_prefix("whsec_")
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .is_some_and(|k| (24..=64).contains(&k.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::valid_secret;
 
     fn settings() -> Settings {
         let s = |n| Duration::from_secs(n);
