@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,11 @@ pub enum Job {
         event: String,
         host: String,
     },
+    /// Call the external system of one action (its first call or a retry).
+    /// The callback token rides here, since the action keeps only its hash.
+    ActionCall { id: String, token: String, host: String },
+    /// The wait of an accepted action for its callback is over.
+    ActionTimeout { id: String },
 }
 
 impl Job {
@@ -60,6 +65,8 @@ impl Job {
             Job::Deliver { .. } => "deliver",
             Job::WebhookBufferEnd { .. } => "webhook_buffer_end",
             Job::Ping { .. } => "notification_ping",
+            Job::ActionCall { .. } => "action_call",
+            Job::ActionTimeout { .. } => "action_timeout",
         }
     }
 
@@ -67,9 +74,11 @@ impl Job {
     /// target run at once, so a slow one cannot hold up the others.
     pub fn target(&self) -> String {
         match self {
-            Job::RollDaily | Job::Sweep | Job::WebhookBufferEnd { .. } => "herald".to_string(),
+            Job::RollDaily | Job::Sweep | Job::WebhookBufferEnd { .. } | Job::ActionTimeout { .. } => {
+                "herald".to_string()
+            }
             Job::SendMail { .. } => "smtp".to_string(),
-            Job::Deliver { host, .. } | Job::Ping { host, .. } => host.clone(),
+            Job::Deliver { host, .. } | Job::Ping { host, .. } | Job::ActionCall { host, .. } => host.clone(),
         }
     }
 }
@@ -117,6 +126,17 @@ pub fn schedule_named(txn: &mut Txn, name: &str, due: Timestamp, job: Job) -> Re
 /// The key of the job called `name`, if it is scheduled.
 pub fn named(txn: &Txn, name: &str) -> Result<Option<JobKey>, StoreError> {
     Ok(txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value()))
+}
+
+/// The job called `name` and its key, if it is scheduled.
+pub fn get_named(r: &ReadTransaction, name: &str) -> Result<Option<(JobKey, Job)>, StoreError> {
+    let Some(key) = r.open_table(JOB_NAMES)?.get(name)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let bytes = r.open_table(JOBS)?.get(key)?.map(|v| v.value().to_vec());
+    bytes
+        .map(|b| store::decode::<Record>("job", &b).map(|rec| (key, rec.job)))
+        .transpose()
 }
 
 /// Removes the job called `name`, if it is scheduled.

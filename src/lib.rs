@@ -29,7 +29,8 @@
 //!   buffer and its replay.
 //! - [`notifications`]: change notifications: delayed GET pings, the
 //!   unacknowledged counter, the change query, Collmex record import.
-//! - [`actions`]: external API actions (in progress: the rules so far).
+//! - [`actions`]: external API actions: the outbound call, its retries
+//!   "attempt N of M", the callback, the timeout to a queue.
 //!
 //! And what spans them: [`retention`] (the sweep), [`ops`] (health,
 //! readiness, metrics, status), [`ui`] (the status page).
@@ -97,6 +98,7 @@ fn router(app: Arc<App>) -> http::Router {
         mail::routes(),
         webhooks::routes(),
         notifications::routes(),
+        actions::routes(),
     ];
     let failed = mail::FailedCalls::start(app.clone());
     http::Router {
@@ -116,6 +118,8 @@ pub struct App {
     pub http: http::client::HttpClient,
     /// Publishes events and tells their subscribers.
     pub publisher: Publisher,
+    /// The actions whose outbound call is being made right now.
+    pub actions: actions::Calls,
     /// The settings in force; replaced whole when SIGHUP reloads the file.
     settings: RwLock<Arc<Config>>,
     /// Set once the store is open and the workers run (`/readyz`).
@@ -133,7 +137,8 @@ impl App {
 
     /// Applies a reloaded config: accounts and other reloadable settings.
     /// Settings that need a restart are named in the log and left alone.
-    fn reload(&self, new: Config) {
+    /// A changed `attempts` of an action interface applies to its actions.
+    fn reload(self: &Arc<Self>, new: Config) {
         let old = self.settings();
         let mut needs_restart = Vec::new();
         if new.server.listen != old.server.listen {
@@ -170,8 +175,23 @@ impl App {
         keep.storage.cache_size = old.storage.cache_size;
         keep.webhooks.ca_file = old.webhooks.ca_file.clone();
         keep.webhooks.max_per_host = old.webhooks.max_per_host;
+        let attempts: Vec<(String, u32)> = keep
+            .interfaces
+            .iter()
+            .filter(|i| i.kind == config::InterfaceKind::Action)
+            .filter(|i| actions::run::interface(&old, &i.name).is_none_or(|o| o.attempts != i.attempts))
+            .map(|i| (i.name.clone(), i.attempts))
+            .collect();
         *self.settings.write().unwrap() = Arc::new(keep);
         tracing::info!(accounts = self.auth.accounts().len(), "configuration reloaded");
+        if !attempts.is_empty() {
+            let app = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = actions::attempts_changed(&app, attempts).await {
+                    tracing::error!(error = %e, "cannot apply the changed attempts to the actions; send SIGHUP again");
+                }
+            });
+        }
     }
 }
 
@@ -229,6 +249,7 @@ pub async fn run(
     let app = Arc::new(App {
         http,
         publisher: Publisher::new(SUBSCRIBERS),
+        actions: actions::Calls::default(),
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -295,7 +316,7 @@ pub async fn run(
     Ok(())
 }
 
-fn reload_config(app: &App) {
+fn reload_config(app: &Arc<App>) {
     let Some(path) = app.settings().source.clone() else {
         tracing::info!("SIGHUP: running on built-in defaults, nothing to reload");
         return;
@@ -334,6 +355,7 @@ impl jobs::Handler for Engine {
                 Job::SendMail { .. } => mail::run_job(app, key, job).await,
                 Job::Deliver { .. } | Job::WebhookBufferEnd { .. } => webhooks::run_job(app, key, job).await,
                 Job::Ping { .. } => notifications::run_job(app, key, job).await,
+                Job::ActionCall { .. } | Job::ActionTimeout { .. } => actions::run_job(app, key, job).await,
             }
         })
     }

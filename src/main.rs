@@ -319,6 +319,30 @@ fn status(config: &Config, url: Option<String>, token: Option<String>) -> anyhow
             ""
         }
     );
+    println!("actions to look at: {}", n("actions_attention"));
+    for a in s["actions"].as_array().into_iter().flatten() {
+        let text = |k: &str| a[k].as_str().unwrap_or("");
+        let mut line = format!(
+            "  {} {:<9} {}, {}",
+            text("id"),
+            text("state"),
+            text("interface"),
+            text("attempts")
+        );
+        match text("state") {
+            "retrying" => line.push_str(&format!("; next try {}", text("next_retry_at"))),
+            "todo" => line.push_str(&format!(
+                "; to do: {}{}",
+                text("reason"),
+                a["queue"].as_str().map(|q| format!(" (queue {q})")).unwrap_or_default()
+            )),
+            _ => {}
+        }
+        if let Some(e) = a["last_error"]["message"].as_str() {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        println!("{line}");
+    }
     Ok(ready)
 }
 

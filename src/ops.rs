@@ -15,7 +15,7 @@ use crate::auth::{ADMIN, Access, READERS};
 use crate::config;
 use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::store::Health;
-use crate::{clock, events, executions, jobs, mail, webhooks};
+use crate::{actions, clock, events, executions, jobs, mail, webhooks};
 
 pub fn routes() -> Vec<Route> {
     let mut routes = vec![
@@ -113,9 +113,22 @@ async fn metrics(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 
 async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     let now = app.clock.now();
-    let (events_stored, (ko, running_with_errors)) = app
-        .store
-        .read(|r| Ok((events::count(r)?, executions::count_troubled(r)?)))?;
+    let (events_stored, (ko, running_with_errors), (acts, acts_total)) = app.store.read(|r| {
+        Ok((
+            events::count(r)?,
+            executions::count_troubled(r)?,
+            actions::attention(r, 20)?,
+        ))
+    })?;
+    // "attempt N of M" beside each, as `herald status` prints them.
+    let attention: Vec<Value> = acts
+        .iter()
+        .map(|a| {
+            let mut v = a.json();
+            v["attempts"] = json!(a.attempts_text());
+            v
+        })
+        .collect();
     let settings = app.settings();
     Ok(http::json(
         StatusCode::OK,
@@ -134,6 +147,8 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
             "store_bytes": app.store.file_bytes(),
             "storage_full": app.store.is_full(),
             "storage": app.store.health().as_str(),
+            "actions_attention": acts_total,
+            "actions": attention,
         }),
     ))
 }

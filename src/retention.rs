@@ -15,7 +15,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::jobs::{self, Job, JobKey};
 use crate::store::{Grows, StoreError, Txn};
-use crate::{events, executions, mail, notifications, webhooks};
+use crate::{actions, events, executions, mail, notifications, webhooks};
 
 /// The job's name in the queue (stored: keep it).
 const JOB: &str = "events.sweep";
@@ -76,7 +76,8 @@ fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, settings: &Config) -> Resul
     };
     let more = events::sweep(txn, cutoff, BUDGET, &needed)?
         | executions::sweep(txn, cutoff, BUDGET)?
-        | mail::sweep(txn, cutoff, BUDGET)?;
+        | mail::sweep(txn, cutoff, BUDGET)?
+        | actions::sweep(txn, cutoff, BUDGET)?;
     let next = if more {
         now
     } else {

@@ -10,6 +10,8 @@ use hyper::{Method, StatusCode};
 use jiff::Timestamp;
 
 use crate::App;
+use crate::actions::rules::{State as ActionState, TodoReason};
+use crate::actions::{self, Action};
 use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::executions::{self, Execution, Status};
@@ -102,11 +104,69 @@ fn status_cell(e: &Execution) -> String {
     }
 }
 
+/// Actions that wait for a person: retrying ("attempt N of M", the last
+/// error and the next try), closed, or to do (with the reason and queue).
+fn actions_table(acts: &[Action], total: u64, tz: &jiff::tz::TimeZone) -> String {
+    let mut b = String::from(
+        "<table><tr><th>Action</th><th>Interface</th><th>State</th><th>Attempts</th><th>Last error</th>\
+         <th>Next try / queue</th></tr>",
+    );
+    for a in acts {
+        let p = &a.progress;
+        let (cls, state) = match p.state {
+            ActionState::Retrying => ("warn", "retrying".to_string()),
+            ActionState::Todo => (
+                "warn",
+                match p.todo {
+                    Some(TodoReason::Timeout) => "to do: no answer in time".to_string(),
+                    _ => format!(
+                        "to do: rejected ({})",
+                        p.callback
+                            .as_ref()
+                            .and_then(|c| c.reason.as_deref())
+                            .unwrap_or("no reason")
+                    ),
+                },
+            ),
+            _ => ("ko", "closed, unsuccessful".to_string()),
+        };
+        let next = match (p.next_retry_at, &p.queue) {
+            (Some(t), _) if p.state == ActionState::Retrying => local(t, tz),
+            (_, Some(q)) => format!("queue {}", escape(q)),
+            _ => String::new(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/v1/actions/{id}\"><code>{id}</code></a></td><td>{i}</td><td class=\"{cls}\">{st}</td>\
+             <td>{n}</td><td>{err}</td><td>{next}</td></tr>",
+            id = escape(&a.id),
+            i = escape(&a.interface),
+            st = escape(&state),
+            n = a.attempts_text(),
+            err = p
+                .last_error
+                .as_ref()
+                .map(|(at, m)| format!("{} ({})", escape(m), local(*at, tz)))
+                .unwrap_or_default(),
+        );
+    }
+    if total > acts.len() as u64 {
+        let _ = write!(
+            b,
+            "<tr><td colspan=\"6\">and {} more: <a href=\"/v1/actions?state=retrying\">retrying</a>, \
+             <a href=\"/v1/actions?state=closed\">closed</a>, <a href=\"/v1/actions?state=todo\">to do</a></td></tr>",
+            total - acts.len() as u64
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
 fn render(app: &App) -> Result<String, StoreError> {
     let settings = app.settings();
     let tz = &settings.general.timezone;
     let now: Timestamp = app.clock.now();
-    let (interfaces, troubled, hooks, mails, notes, events_stored) = app.store.read(|r| {
+    let (interfaces, troubled, hooks, mails, notes, events_stored, (acts, acts_total)) = app.store.read(|r| {
         let interfaces = executions::interfaces(r)?;
         let filter = executions::Filter {
             interface: None,
@@ -126,7 +186,15 @@ fn render(app: &App) -> Result<String, StoreError> {
             },
         )?;
         let notes = notifications::list(r, None)?;
-        Ok((interfaces, troubled, hooks, mails, notes, crate::events::count(r)?))
+        Ok((
+            interfaces,
+            troubled,
+            hooks,
+            mails,
+            notes,
+            crate::events::count(r)?,
+            actions::attention(r, ROWS)?,
+        ))
     })?;
     let mut b = String::new();
     let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
@@ -164,11 +232,14 @@ fn render(app: &App) -> Result<String, StoreError> {
         .iter()
         .filter(|n| n.ping.suspended || (n.last_error.is_some() && n.ping.retry))
         .collect();
-    if troubled.is_empty() && failing.is_empty() && stuck.is_empty() && unwell.is_empty() {
+    if troubled.is_empty() && failing.is_empty() && stuck.is_empty() && unwell.is_empty() && acts.is_empty() {
         b.push_str(
             "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, every notification \
-             pings, the outbox is clear.</p>",
+             pings, no action waits for a person, the outbox is clear.</p>",
         );
+    }
+    if !acts.is_empty() {
+        b.push_str(&actions_table(&acts, acts_total, tz));
     }
     if !unwell.is_empty() {
         b.push_str(&notifications_table(&unwell, tz));

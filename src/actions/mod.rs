@@ -2,10 +2,14 @@
 //! external system and waits for its answer on a callback URL, retrying
 //! calls that fail and ending each action in a state a person can act on.
 //!
-//! In progress (issue 12): `rules` holds the state machine, `record` the
-//! stored action and its API view, `call` the outbound call's body and what
-//! its answers mean; this module creates, finds and lists actions. The call
-//! and timeout jobs, the routes and the callback follow.
+//! - `rules`: the state machine, pure.
+//! - `record`: the stored action and its API view.
+//! - `call`: the outbound call's body and what its answers mean.
+//! - `run`: the call and timeout jobs, and the commit that applies an input
+//!   with its jobs, mail and log line.
+//! - `routes`: create, list, get, retry, and the callback.
+//! - this module: creating, finding and listing actions, the attempts that
+//!   SIGHUP changes, and the retention sweep.
 //!
 //! The callback token must go out again with every retry, yet the action
 //! keeps only its hash: the token rides in the action's call job, which
@@ -15,15 +19,30 @@
 
 pub mod call;
 pub mod record;
+mod routes;
 pub mod rules;
+pub mod run;
 
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 
 pub use self::record::Action;
-use self::rules::Progress;
+pub use self::routes::routes;
+use self::rules::{Input, Progress, State};
+pub use self::run::Calls;
+use crate::App;
 use crate::clock;
-use crate::store::{self, ACTION_KEYS, ACTIONS, StoreError, Txn};
+use crate::jobs::{self, Job, JobKey};
+use crate::store::{self, ACTION_KEYS, ACTIONS, Grows, StoreError, Txn};
+
+/// Runs the jobs this feature owns.
+pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
+    match job {
+        Job::ActionCall { id, token, .. } => run::run_call(app, key, id, token).await,
+        Job::ActionTimeout { id } => run::run_timeout(app, key, id).await,
+        other => Err(jobs::misrouted(&other, "actions")),
+    }
+}
 
 /// What a client asked for in `POST /v1/actions`, checked.
 #[derive(Debug, Clone)]
@@ -37,6 +56,8 @@ pub struct NewAction {
     pub account: String,
     /// The interface's `attempts` now.
     pub attempts_max: u32,
+    /// host:port of the interface's URL (the call job's target).
+    pub host: String,
 }
 
 /// What `create` did.
@@ -85,6 +106,12 @@ pub fn create(txn: &mut Txn, new: NewAction, now: Timestamp) -> Result<Created, 
             .insert(idempotency(&action.created_by, key).as_str(), action.id.as_str())?;
     }
     save(txn, &action)?;
+    let job = Job::ActionCall {
+        id: action.id.clone(),
+        token: token.clone(),
+        host: new.host,
+    };
+    jobs::schedule_named(txn, &run::call_job(&action.id), now, job)?;
     Ok(Created::New(action, token))
 }
 
@@ -102,17 +129,112 @@ pub fn get(r: &ReadTransaction, id: &str) -> Result<Option<Action>, StoreError> 
     store::get::<&str, Action>(&r.open_table(ACTIONS)?, "action", id)
 }
 
-/// A page of actions, newest first, of one state and interface if given.
+/// A page of actions, newest first, of one state, interface and creating
+/// account if given.
 pub fn list(
     r: &ReadTransaction,
     state: Option<rules::State>,
     interface: Option<&str>,
+    created_by: Option<&str>,
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Action>, Option<String>), StoreError> {
     store::page_newest(r, ACTIONS, "action", after, limit, |a: &Action| {
-        state.is_none_or(|s| a.progress.state == s) && interface.is_none_or(|i| a.interface == i)
+        state.is_none_or(|s| a.progress.state == s)
+            && interface.is_none_or(|i| a.interface == i)
+            && created_by.is_none_or(|c| a.created_by == c)
     })
+}
+
+/// Applies a reloaded `attempts` to the actions of each interface named:
+/// open ones go on to the new maximum or close at once, those closed by
+/// their attempts show it. Runs in chunks, so the writer is never held long.
+pub async fn attempts_changed(app: &App, changes: Vec<(String, u32)>) -> Result<(), StoreError> {
+    const CHUNK: usize = 256;
+    let ids: Vec<(String, u32)> = app.store.read(|r| {
+        let mut ids = Vec::new();
+        for row in r.open_table(ACTIONS)?.iter()? {
+            let (k, v) = row?;
+            let a: Action = store::decode("action", v.value())?;
+            let Some((_, max)) = changes.iter().find(|(name, _)| *name == a.interface) else {
+                continue;
+            };
+            let p = &a.progress;
+            let concerned = p.state.open() || p.closed == Some(rules::Closed::AttemptsUsed);
+            if concerned && p.attempts_max != *max {
+                ids.push((k.value().to_string(), *max));
+            }
+        }
+        Ok(ids)
+    })?;
+    let settings = app.settings();
+    for chunk in ids.chunks(CHUNK) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (id, max) in chunk {
+            let Some(a) = app.store.read(|r| get(r, id))? else {
+                continue;
+            };
+            batch.push((id.clone(), *max, run::Ctx::new(app, &settings, &a)));
+        }
+        let now = app.clock.now();
+        app.store
+            .write(Grows::No, move |txn| {
+                for (id, max, ctx) in &batch {
+                    run::commit(txn, id, Input::AttemptsChanged(*max), now, ctx, None, None)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes actions that ended before `cutoff`, with their idempotency keys;
+/// open and waiting ones stay whatever their age. True while more remain.
+pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, StoreError> {
+    let cutoff = clock::to_ms(cutoff);
+    let mut old = Vec::new();
+    let mut more = false;
+    for row in txn.open(ACTIONS)?.iter()? {
+        let (k, v) = row?;
+        let a: Action = store::decode("action", v.value())?;
+        let ended = !a.progress.state.open() && a.progress.state != State::Waiting;
+        if ended && a.updated_at < cutoff {
+            if old.len() == budget {
+                more = true;
+                break;
+            }
+            old.push((
+                k.value().to_string(),
+                a.idempotency_key.map(|key| idempotency(&a.created_by, &key)),
+            ));
+        }
+    }
+    let (mut actions, mut keys) = (txn.open(ACTIONS)?, txn.open(ACTION_KEYS)?);
+    for (id, key) in old {
+        actions.remove(id.as_str())?;
+        if let Some(key) = key {
+            keys.remove(key.as_str())?;
+        }
+    }
+    Ok(more)
+}
+
+/// Actions a person should look at (retrying, closed, to do), newest
+/// first, at most `limit`, and how many there are in all.
+pub fn attention(r: &ReadTransaction, limit: usize) -> Result<(Vec<Action>, u64), StoreError> {
+    let mut found = Vec::new();
+    let mut total = 0;
+    for row in r.open_table(ACTIONS)?.iter()?.rev() {
+        let a: Action = store::decode("action", row?.1.value())?;
+        if matches!(a.progress.state, State::Retrying | State::Closed | State::Todo) {
+            total += 1;
+            if found.len() < limit {
+                found.push(a);
+            }
+        }
+    }
+    Ok((found, total))
 }
 
 #[cfg(test)]
@@ -130,6 +252,7 @@ mod tests {
             idempotency_key: key.map(String::from),
             account: account.into(),
             attempts_max: 5,
+            host: "127.0.0.1:9".into(),
         }
     }
 
@@ -159,22 +282,22 @@ mod tests {
             panic!("no key: always new")
         };
 
-        let (all, next) = store.read(|r| list(r, None, None, None, 10)).unwrap();
+        let (all, next) = store.read(|r| list(r, None, None, None, None, 10)).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].id, billing.id, "newest first");
         assert!(next.is_none());
-        let (crm, _) = store.read(|r| list(r, None, Some("crm"), None, 10)).unwrap();
+        let (crm, _) = store.read(|r| list(r, None, Some("crm"), None, None, 10)).unwrap();
         let mut ids: Vec<_> = crm.iter().map(|a| a.id.clone()).collect();
         ids.sort();
         let mut want = vec![first.id.clone(), other.id.clone()];
         want.sort();
         assert_eq!(ids, want);
-        let (page, next) = store.read(|r| list(r, None, None, None, 1)).unwrap();
+        let (page, next) = store.read(|r| list(r, None, None, None, None, 1)).unwrap();
         assert_eq!(page.len(), 1);
-        let (rest, _) = store.read(|r| list(r, None, None, next.as_deref(), 10)).unwrap();
+        let (rest, _) = store.read(|r| list(r, None, None, None, next.as_deref(), 10)).unwrap();
         assert_eq!(rest.len(), 2);
         let (waiting, _) = store
-            .read(|r| list(r, Some(rules::State::Waiting), None, None, 10))
+            .read(|r| list(r, Some(rules::State::Waiting), None, None, None, 10))
             .unwrap();
         assert!(waiting.is_empty());
         assert_eq!(store.read(|r| get(r, &first.id)).unwrap(), Some(first));

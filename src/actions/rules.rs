@@ -39,6 +39,19 @@ impl State {
         }
     }
 
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Pending,
+            State::Retrying,
+            State::Waiting,
+            State::Completed,
+            State::Todo,
+            State::Closed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
     /// Still to be called (by the retry job, or at once when new).
     pub fn open(self) -> bool {
         matches!(self, State::Pending | State::Retrying)

@@ -66,6 +66,10 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
 
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     pub fn method_not_allowed(allowed: &str) -> ApiError {
         let message = format!("this path accepts {allowed}");
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)

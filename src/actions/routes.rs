@@ -1,0 +1,254 @@
+//! The action API: create, list, get, the manual retry, and the callback
+//! (authenticated by the action's own token, not by an account).
+
+use std::sync::Arc;
+
+use hyper::header::HeaderName;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::rules::{Callback, Effect, Input, State, may_retry};
+use super::run::{self, Ctx};
+use super::{Action, Created, NewAction};
+use crate::App;
+use crate::auth::{ALL, Access, AuthError, PUBLISHERS, READERS, Role};
+use crate::http::{self, ApiError, Call, Resp, Route};
+use crate::jobs::{self, Job};
+use crate::store::Grows;
+
+/// The header that carries the callback token.
+const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-herald-callback-token");
+/// Longest `idempotency_key` and callback `reason`.
+const MAX_KEY: usize = 255;
+const MAX_REASON: usize = 2000;
+
+pub fn routes() -> Vec<Route> {
+    // GET first: a 405 lists the methods in this order.
+    vec![
+        Route::new(Method::GET, "/v1/actions", Access::Roles(ALL), |app, call| {
+            Box::pin(list(app, call))
+        }),
+        Route::new(Method::POST, "/v1/actions", Access::Roles(PUBLISHERS), |app, call| {
+            Box::pin(create(app, call))
+        }),
+        Route::new(Method::GET, "/v1/actions/{id}", Access::Roles(ALL), |app, call| {
+            Box::pin(get(app, call))
+        }),
+        Route::new(
+            Method::POST,
+            "/v1/actions/{id}/retry",
+            Access::Roles(READERS),
+            |app, call| Box::pin(retry(app, call)),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/actions/{id}/callback",
+            Access::Public,
+            |app, call| Box::pin(callback(app, call)),
+        ),
+    ]
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no action {id:?}; list them with GET /v1/actions"))
+}
+
+/// The action, if it exists and the caller may see it (an integration: the
+/// actions it created).
+fn find(app: &App, call: &Call) -> Result<Action, ApiError> {
+    let id = call.param();
+    let action = app.store.read(|r| super::get(r, id))?.ok_or_else(|| not_found(id))?;
+    match &call.account {
+        Some(who) if who.role == Role::Integration && who.name != action.created_by => Err(not_found(id)),
+        _ => Ok(action),
+    }
+}
+
+async fn get(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    Ok(http::json(StatusCode::OK, &find(app, call)?.json()))
+}
+
+async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let q = &call.query;
+    let state = match q.get("state") {
+        None => None,
+        Some(s) => Some(State::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "state",
+                format!("{s:?} is not a state; use pending, retrying, waiting, completed, todo or closed"),
+            )
+        })?),
+    };
+    let limit = q.limit()?;
+    let who = call.who();
+    let own = (who.role == Role::Integration).then_some(who.name.as_str());
+    let (actions, next) = app
+        .store
+        .read(|r| super::list(r, state, q.get("interface"), own, q.get("after"), limit))?;
+    let out: Vec<Value> = actions.iter().map(Action::json).collect();
+    Ok(http::json(StatusCode::OK, &json!({ "actions": out, "next": next })))
+}
+
+async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let v = call
+        .json_object(&["interface", "payload", "owner", "idempotency_key"])
+        .await?;
+    let settings = app.settings();
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match v.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
+        }
+    };
+    let configured = || {
+        let names: Vec<&str> = settings
+            .interfaces
+            .iter()
+            .filter(|i| i.kind == crate::config::InterfaceKind::Action)
+            .map(|i| i.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "none is configured; add an [[interfaces]] entry with kind = \"action\"".to_string()
+        } else {
+            format!("the action interfaces are: {}", names.join(", "))
+        }
+    };
+    let name = text("interface")?
+        .ok_or_else(|| ApiError::invalid_field("interface", format!("is missing; {}", configured())))?;
+    let iface = run::interface(&settings, &name).ok_or_else(|| {
+        ApiError::invalid_field(
+            "interface",
+            format!("{name:?} is not an action interface; {}", configured()),
+        )
+    })?;
+    let payload = v
+        .get("payload")
+        .ok_or_else(|| ApiError::invalid_field("payload", "is missing; give the JSON to send to the external system"))?
+        .to_string();
+    let owner = text("owner")?;
+    if let Some(o) = &owner
+        && (o.len() > 254 || o.parse::<lettre::Address>().is_err())
+    {
+        return Err(ApiError::invalid_field(
+            "owner",
+            format!("{o:?} is not an e-mail address; give one like ops@example.com, or leave it out"),
+        ));
+    }
+    let idempotency_key = text("idempotency_key")?;
+    if let Some(k) = &idempotency_key
+        && (k.is_empty() || k.len() > MAX_KEY || k.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_field(
+            "idempotency_key",
+            format!("must be 1 to {MAX_KEY} bytes of printable text"),
+        ));
+    }
+    let new = NewAction {
+        interface: name,
+        payload,
+        owner,
+        idempotency_key,
+        account: call.who().name.clone(),
+        attempts_max: iface.attempts,
+        host: crate::net::authority(&iface.url),
+    };
+    let now = app.clock.now();
+    let created = app
+        .store
+        .write(Grows::Yes, move |txn| super::create(txn, new, now))
+        .await?;
+    Ok(match created {
+        Created::New(a, _) => http::json(StatusCode::CREATED, &a.json()),
+        Created::Repeat(a) => http::json(StatusCode::OK, &a.json()),
+    })
+}
+
+/// One attempt at once, counted; answered after it was made.
+async fn retry(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let id = find(app, call)?.id;
+    let not_retrying = |a: &Action| {
+        ApiError::conflict(format!(
+            "action {id} is {} ({}); only a retrying action can be retried",
+            a.progress.state.as_str(),
+            a.attempts_text()
+        ))
+    };
+    let Some(_slot) = app.actions.claim(&id) else {
+        return Err(ApiError::conflict(format!(
+            "a call of action {id} is being made right now; look at it again in a moment"
+        )));
+    };
+    // Read again under the slot: the retry job may have just called.
+    let (action, job) = app
+        .store
+        .read(|r| Ok((super::get(r, &id)?, jobs::get_named(r, &run::call_job(&id))?)))?;
+    let action = action.ok_or_else(|| not_found(&id))?;
+    if !may_retry(&action.progress) {
+        return Err(not_retrying(&action));
+    }
+    let Some((_, Job::ActionCall { token, .. })) = job else {
+        return Err(ApiError::internal(format!(
+            "action {id} is retrying but has no call job"
+        )));
+    };
+    let (after, _) = run::attempt(app, action, token).await?;
+    let after = after.ok_or_else(|| not_found(&id))?;
+    Ok(http::json(StatusCode::OK, &after.json()))
+}
+
+async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let id = call.param().to_string();
+    let token = call.header(TOKEN_HEADER).map(str::to_string);
+    let action = app.store.read(|r| super::get(r, &id))?.ok_or_else(|| not_found(&id))?;
+    let wrong_token = || ApiError {
+        message: format!("missing or wrong callback token; send the one herald gave in the call, in {TOKEN_HEADER}"),
+        ..ApiError::unauthorized()
+    };
+    let Some(token) = token else {
+        return Err(wrong_token());
+    };
+    if !action.token_matches(&token) {
+        return Err(match app.auth.wrong(call.peer.ip()) {
+            AuthError::RateLimited(left) => ApiError::rate_limited(left),
+            _ => wrong_token(),
+        });
+    }
+    let v = call.json_object(&["success", "data", "reason"]).await?;
+    let success = match v.get("success") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(ApiError::invalid_field("success", "must be true or false")),
+    };
+    let reason = match v.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_REASON => Some(s.clone()),
+        Some(Value::String(_)) => {
+            return Err(ApiError::invalid_field("reason", format!("is over {MAX_REASON} bytes")));
+        }
+        Some(_) => return Err(ApiError::invalid_field("reason", "must be a string")),
+    };
+    let data = v.get("data").filter(|d| !d.is_null()).map(Value::to_string);
+    let cb = Callback { success, data, reason };
+    // The same callback again changes nothing and needs no write.
+    if action.progress.state != State::Waiting && action.progress.callback.as_ref() == Some(&cb) {
+        return Ok(http::json(StatusCode::OK, &action.json()));
+    }
+    let settings = app.settings();
+    let ctx = Ctx::new(app, &settings, &action);
+    let now = app.clock.now();
+    let done = app
+        .store
+        .write(Grows::No, move |txn| {
+            run::commit(txn, &id, Input::Callback(cb), now, &ctx, None, None)
+        })
+        .await?;
+    match done {
+        None => Err(not_found(call.param())),
+        Some((a, Effect::Conflict)) => Err(ApiError::conflict(format!(
+            "action {} is {} and no longer waits for a callback; this one changed nothing",
+            a.id,
+            a.progress.state.as_str()
+        ))),
+        Some((a, _)) => Ok(http::json(StatusCode::OK, &a.json())),
+    }
+}
