@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+mod actions;
 mod events;
 mod executions;
 mod hardening;
