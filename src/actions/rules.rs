@@ -204,7 +204,17 @@ pub fn apply(mut p: Progress, input: Input, now: Timestamp, cfg: &Settings) -> (
                 }
             }
         }
-        Input::Callback(cb) if p.state == State::Waiting => {
+        // Only a call carries the token, so a callback while the action is
+        // still open means the external system took a call whose answer
+        // herald has not seen yet (a fast system calls back before its 2xx
+        // arrives, or answered after herald gave up waiting). The first
+        // call, still in flight, is counted; the call's late outcome then
+        // changes nothing.
+        Input::Callback(cb) if p.state == State::Waiting || p.state.open() => {
+            if p.state == State::Pending {
+                p.attempts_made = p.attempts_made.max(1);
+            }
+            p.next_retry_at = None;
             if cb.success {
                 p.state = State::Completed;
             } else {
@@ -328,10 +338,21 @@ mod tests {
             (State::Todo, Some(TodoReason::UpdatedByIntegration))
         );
         assert_eq!(todo.callback.unwrap().reason.as_deref(), Some("unknown customer"));
-        // A callback for an action that never waited.
+        // A callback that overtakes the answer to the first call: taken,
+        // the call counted, and its late answer changes nothing.
+        let (fast, e) = apply(Progress::new(5), Input::Callback(callback(true, None)), t(NOW), &cfg());
         assert_eq!(
-            apply(Progress::new(5), Input::Callback(callback(true, None)), t(NOW), &cfg()).1,
-            Effect::Conflict
+            (fast.state, fast.attempts_made, e),
+            (State::Completed, 1, Effect::Ended)
+        );
+        let (late, e) = apply(fast.clone(), Input::Called(Called::Accepted), t(NOW), &cfg());
+        assert_eq!((late, e), (fast, Effect::Nothing));
+        // One for an earlier attempt of a retrying action: taken, nothing more counted.
+        let retrying = apply(Progress::new(5), failed(), t(NOW), &cfg()).0;
+        let (p, e) = apply(retrying, Input::Callback(callback(false, Some("no"))), t(NOW), &cfg());
+        assert_eq!(
+            (p.state, p.attempts_made, p.next_retry_at, e),
+            (State::Todo, 1, None, Effect::Ended)
         );
     }
 

@@ -14,7 +14,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::rules::{self, Called, Closed, Effect, Input, Settings, State};
+use super::rules::{self, Called, Closed, Effect, Input, Settings};
 use super::{Action, call, get, load, save};
 use crate::App;
 use crate::clock;
@@ -149,9 +149,11 @@ pub async fn run_call(app: &App, key: JobKey, id: String, token: String) -> Resu
             .await?;
         return Ok(Ran::Ok);
     };
-    let (after, _) = attempt(app, action, token).await?;
-    let failed = after.is_some_and(|a| a.progress.state != State::Waiting);
-    Ok(if failed { Ran::Failed } else { Ran::Ok })
+    let (_, report) = attempt(app, action, token).await?;
+    Ok(match report.called {
+        Called::Accepted => Ran::Ok,
+        Called::Failed { .. } | Called::Refused { .. } => Ran::Failed,
+    })
 }
 
 /// Makes one call of `action` and commits its outcome; the caller holds the

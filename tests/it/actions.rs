@@ -168,6 +168,37 @@ fn an_accepted_call_completes_by_callback_and_repeats_change_nothing() {
 }
 
 #[test]
+fn a_callback_that_overtakes_the_answer_to_the_call_is_taken() {
+    // The external system calls back while its answer to the call is still
+    // on the way (here: never comes, and the call times out).
+    let sink = HttpSink::start(Answer::Hang);
+    let d = daemon(&sink, "timeout = \"1s\"\nretry_wait = \"1m\"", None);
+    let id = create(&d, json!({"interface": "crm", "payload": {}}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    let r = callback(&d, &id, &token_of(&got[0]), json!({"success": true, "data": 42}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["state"].as_str(), r.json()["attempts_made"].as_u64()),
+        (Some("completed"), Some(1))
+    );
+    // The call's timeout afterwards changes nothing, and nothing is retried.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.advance("5m");
+    std::thread::sleep(Duration::from_millis(300));
+    let a = action(&d, &id);
+    assert_eq!(
+        (a["state"].as_str(), a["data"].as_u64()),
+        (Some("completed"), Some(42)),
+        "{a}"
+    );
+    assert!(a.get("last_error").is_none(), "{a}");
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[test]
 fn a_rejection_is_to_do_with_its_reason() {
     let sink = HttpSink::start(Answer::Status(200));
     let d = daemon(&sink, "", None);
