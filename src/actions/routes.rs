@@ -1,10 +1,12 @@
 //! The action API: create, list, get, the manual retry, and the callback
 //! (authenticated by the action's own token, not by an account).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hyper::header::HeaderName;
 use hyper::{Method, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::rules::{Callback, Effect, Input, State, may_retry};
@@ -12,6 +14,7 @@ use super::run::{self, Ctx};
 use super::{Action, Created, NewAction};
 use crate::App;
 use crate::auth::{ALL, Access, AuthError, PUBLISHERS, READERS, Role};
+use crate::events;
 use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::jobs::{self, Job};
 use crate::store::Grows;
@@ -47,6 +50,31 @@ pub fn routes() -> Vec<Route> {
             |app, call| Box::pin(callback(app, call)),
         ),
     ]
+}
+
+/// A JSON object body with only the `known` fields, each kept as sent, so
+/// a payload or callback data keeps every digit and escape.
+async fn fields(call: &mut Call, known: &[&str]) -> Result<BTreeMap<String, Box<RawValue>>, ApiError> {
+    let text = call.json().await?;
+    let v: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_str(&text).map_err(|_| ApiError::invalid_json("the body must be a JSON object"))?;
+    match v.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid_field(
+            k.as_str(),
+            format!("is not known here; use {}", known.join(", ")),
+        )),
+        None => Ok(v),
+    }
+}
+
+/// The string field `name`, if given (null is not given).
+fn text(v: &BTreeMap<String, Box<RawValue>>, name: &str) -> Result<Option<String>, ApiError> {
+    match v.get(name).map(|r| r.get()) {
+        None | Some("null") => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw)
+            .map(Some)
+            .map_err(|_| ApiError::invalid_field(name, "must be a string")),
+    }
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -90,17 +118,9 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 }
 
 async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let v = call
-        .json_object(&["interface", "payload", "owner", "idempotency_key"])
-        .await?;
+    let v = fields(call, &["interface", "payload", "owner", "idempotency_key"]).await?;
     let settings = app.settings();
-    let text = |name: &str| -> Result<Option<String>, ApiError> {
-        match v.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
-        }
-    };
+    let text = |name: &str| text(&v, name);
     let configured = || {
         let names: Vec<&str> = settings
             .interfaces
@@ -125,7 +145,27 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let payload = v
         .get("payload")
         .ok_or_else(|| ApiError::invalid_field("payload", "is missing; give the JSON to send to the external system"))?
+        .get()
         .to_string();
+    let max = settings.storage.max_event_size;
+    if payload.len() as u64 > max {
+        return Err(ApiError::invalid_field(
+            "payload",
+            format!(
+                "is {} bytes; at most {max} are accepted (storage.max_event_size)",
+                payload.len()
+            ),
+        ));
+    }
+    if events::depth(&payload) > events::MAX_DEPTH {
+        return Err(ApiError::invalid_field(
+            "payload",
+            format!(
+                "is nested deeper than {} levels of arrays and objects",
+                events::MAX_DEPTH
+            ),
+        ));
+    }
     let owner = text("owner")?;
     if let Some(o) = &owner
         && (o.len() > 254 || o.parse::<lettre::Address>().is_err())
@@ -214,20 +254,21 @@ async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             _ => wrong_token(),
         });
     }
-    let v = call.json_object(&["success", "data", "reason"]).await?;
-    let success = match v.get("success") {
-        Some(Value::Bool(b)) => *b,
+    let v = fields(call, &["success", "data", "reason"]).await?;
+    let success = match v.get("success").map(|r| r.get()) {
+        Some("true") => true,
+        Some("false") => false,
         _ => return Err(ApiError::invalid_field("success", "must be true or false")),
     };
-    let reason = match v.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_REASON => Some(s.clone()),
-        Some(Value::String(_)) => {
-            return Err(ApiError::invalid_field("reason", format!("is over {MAX_REASON} bytes")));
-        }
-        Some(_) => return Err(ApiError::invalid_field("reason", "must be a string")),
-    };
-    let data = v.get("data").filter(|d| !d.is_null()).map(Value::to_string);
+    let reason = text(&v, "reason")?;
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return Err(ApiError::invalid_field("reason", format!("is over {MAX_REASON} bytes")));
+    }
+    let data = v
+        .get("data")
+        .map(|d| d.get())
+        .filter(|d| *d != "null")
+        .map(str::to_string);
     let cb = Callback { success, data, reason };
     // The same callback again changes nothing and needs no write.
     if action.progress.state != State::Waiting && action.progress.callback.as_ref() == Some(&cb) {
