@@ -14,7 +14,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::Request;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 32;
@@ -42,44 +40,19 @@ struct Receiver {
 }
 
 async fn receiver(state: Arc<Receiver>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let state = state.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        if path == "/enate" {
-                            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-                            tokio::spawn(answer_later(state.clone(), v));
-                        } else {
-                            state.deliveries.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
-                        *r.status_mut() = hyper::StatusCode::ACCEPTED;
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    common::receiver(move |path: String, body: Bytes| {
+        let state = state.clone();
+        async move {
+            if path == "/enate" {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                tokio::spawn(answer_later(state.clone(), v));
+            } else {
+                state.deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            202
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// The callback, 10 ms after the call, on a connection of its own.

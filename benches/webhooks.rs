@@ -19,7 +19,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::Request;
 use serde_json::json;
 
 const CLIENTS: usize = 32;
@@ -45,55 +43,29 @@ struct Receiver {
 }
 
 async fn receiver(state: Arc<Receiver>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let state = state.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let mut status = 200;
-                        match path.as_str() {
-                            "/gone" if state.gone.load(Ordering::Relaxed) => status = 410,
-                            "/gone" => {
-                                state.replayed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            "/lat" => {
-                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                                if let Some(sent) = v["data"]["t"].as_u64() {
-                                    let now = state.base.elapsed().as_micros() as u64;
-                                    state.latencies_us.lock().unwrap().push(now.saturating_sub(sent));
-                                }
-                            }
-                            _ => {
-                                state.fanout.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(r)
+    common::receiver(move |path: String, body: Bytes| {
+        let state = state.clone();
+        async move {
+            match path.as_str() {
+                "/gone" if state.gone.load(Ordering::Relaxed) => return 410,
+                "/gone" => {
+                    state.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+                "/lat" => {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if let Some(sent) = v["data"]["t"].as_u64() {
+                        let now = state.base.elapsed().as_micros() as u64;
+                        state.latencies_us.lock().unwrap().push(now.saturating_sub(sent));
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+                }
+                _ => {
+                    state.fanout.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            200
         }
-    });
-    addr
+    })
+    .await
 }
 
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {

@@ -178,6 +178,48 @@ pub async fn metric(addr: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A receiver on 127.0.0.1: each request's path and body go to `handle`,
+/// whose status is the answer (body "ok"). Returns its address.
+pub async fn receiver<F, Fut>(handle: F) -> String
+where
+    F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handle = handle.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let status = handle(path, body).await;
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
