@@ -54,6 +54,10 @@ pub enum Job {
     ActionCall { id: String, token: String, host: String },
     /// The wait of an accepted action for its callback is over.
     ActionTimeout { id: String },
+    /// The planned run of one schedule.
+    ScheduleRun { schedule: String, host: String },
+    /// A run may have been going for an hour: flag it if it still is.
+    RunAnomaly { execution: String },
 }
 
 impl Job {
@@ -67,6 +71,8 @@ impl Job {
             Job::Ping { .. } => "notification_ping",
             Job::ActionCall { .. } => "action_call",
             Job::ActionTimeout { .. } => "action_timeout",
+            Job::ScheduleRun { .. } => "schedule_run",
+            Job::RunAnomaly { .. } => "run_anomaly",
         }
     }
 
@@ -74,11 +80,16 @@ impl Job {
     /// target run at once, so a slow one cannot hold up the others.
     pub fn target(&self) -> String {
         match self {
-            Job::RollDaily | Job::Sweep | Job::WebhookBufferEnd { .. } | Job::ActionTimeout { .. } => {
-                "herald".to_string()
-            }
+            Job::RollDaily
+            | Job::Sweep
+            | Job::WebhookBufferEnd { .. }
+            | Job::ActionTimeout { .. }
+            | Job::RunAnomaly { .. } => "herald".to_string(),
             Job::SendMail { .. } => "smtp".to_string(),
-            Job::Deliver { host, .. } | Job::Ping { host, .. } | Job::ActionCall { host, .. } => host.clone(),
+            Job::Deliver { host, .. }
+            | Job::Ping { host, .. }
+            | Job::ActionCall { host, .. }
+            | Job::ScheduleRun { host, .. } => host.clone(),
         }
     }
 }

@@ -31,6 +31,8 @@
 //!   unacknowledged counter, the change query, Collmex record import.
 //! - [`actions`]: external API actions: the outbound call, its retries
 //!   "attempt N of M", the callback, the timeout to a queue.
+//! - [`schedules`]: pull and push interfaces run every `every`, run now,
+//!   the anomaly of a run over an hour.
 //!
 //! And what spans them: [`retention`] (the sweep), [`ops`] (health,
 //! readiness, metrics, status), [`ui`] (the status page).
@@ -58,6 +60,7 @@ pub mod notifications;
 pub mod ops;
 pub mod redact;
 pub mod retention;
+pub mod schedules;
 pub mod store;
 pub mod ui;
 pub mod webhooks;
@@ -99,6 +102,7 @@ fn router(app: Arc<App>) -> http::Router {
         webhooks::routes(),
         notifications::routes(),
         actions::routes(),
+        schedules::routes(),
     ];
     let failed = mail::FailedCalls::start(app.clone());
     http::Router {
@@ -120,6 +124,8 @@ pub struct App {
     pub publisher: Publisher,
     /// The actions whose outbound call is being made right now.
     pub actions: actions::Calls,
+    /// The schedules with a run going.
+    pub runs: schedules::Runs,
     /// The settings in force; replaced whole when SIGHUP reloads the file.
     settings: RwLock<Arc<Config>>,
     /// Set once the store is open and the workers run (`/readyz`).
@@ -184,14 +190,17 @@ impl App {
             .collect();
         *self.settings.write().unwrap() = Arc::new(keep);
         tracing::info!(accounts = self.auth.accounts().len(), "configuration reloaded");
-        if !attempts.is_empty() {
-            let app = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = actions::attempts_changed(&app, attempts).await {
-                    tracing::error!(error = %e, "cannot apply the changed attempts to the actions; send SIGHUP again");
-                }
-            });
-        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = schedules::apply_config(&app, false).await {
+                tracing::error!(error = %e, "cannot apply the changed schedules; send SIGHUP again");
+            }
+            if !attempts.is_empty()
+                && let Err(e) = actions::attempts_changed(&app, attempts).await
+            {
+                tracing::error!(error = %e, "cannot apply the changed attempts to the actions; send SIGHUP again");
+            }
+        });
     }
 }
 
@@ -250,6 +259,7 @@ pub async fn run(
         http,
         publisher: Publisher::new(SUBSCRIBERS),
         actions: actions::Calls::default(),
+        runs: schedules::Runs::default(),
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -263,6 +273,9 @@ pub async fn run(
     schedule_housekeeping(&app)
         .await
         .context("scheduling the midnight roll and the retention sweep")?;
+    schedules::apply_config(&app, true)
+        .await
+        .context("planning the schedules' runs")?;
 
     let (engine_stop, server_stop) = (CancellationToken::new(), CancellationToken::new());
     let dispatcher = jobs::Dispatcher {
@@ -356,6 +369,7 @@ impl jobs::Handler for Engine {
                 Job::Deliver { .. } | Job::WebhookBufferEnd { .. } => webhooks::run_job(app, key, job).await,
                 Job::Ping { .. } => notifications::run_job(app, key, job).await,
                 Job::ActionCall { .. } | Job::ActionTimeout { .. } => actions::run_job(app, key, job).await,
+                Job::ScheduleRun { .. } | Job::RunAnomaly { .. } => schedules::run_job(app, key, job).await,
             }
         })
     }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, valid_name};
+pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, parse_item, valid_name};
 pub use self::routes::{page_json, routes};
 use crate::clock;
 use crate::config::Config;

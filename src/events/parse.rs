@@ -95,7 +95,8 @@ pub fn parse(body: &str, max_data: u64) -> Result<(Vec<NewEvent>, bool), FieldEr
     }
 }
 
-fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, FieldError> {
+/// One event object; its fields named with `prefix` in errors (`[3].data`).
+pub fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEvent, FieldError> {
     let field = |name: &str| format!("{prefix}{name}");
     let item: Item<'_> = serde_json::from_str(raw.get()).map_err(|e| match unknown_field(&e) {
         // A field herald does not know is a mistake to name, not to ignore.

@@ -7,6 +7,7 @@
 //! local day (`general.timezone`), created on first use and closed by the
 //! midnight roll, a durable job, with status `ok` or `ko`.
 
+pub mod export;
 mod routes;
 
 use jiff::Timestamp;
@@ -26,7 +27,7 @@ pub const API: &str = "api";
 /// Name of the one roll job in the queue.
 const ROLL_JOB: &str = "executions.roll";
 /// A scheduled run longer than this is flagged as an anomaly.
-const ANOMALY_AFTER_MS: i64 = 3_600_000;
+pub const ANOMALY_AFTER_MS: i64 = 3_600_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interface {
@@ -254,8 +255,27 @@ fn daily(
     Ok(exe)
 }
 
-fn append(txn: &mut Txn, exe: &mut Execution, line: LogLine) -> Result<(), StoreError> {
+/// What to do about a run's first error, by its category (SecuTix).
+pub fn advice(category: Option<Category>) -> &'static str {
+    match category {
+        Some(Category::External) => "What to do: re-run the execution; if it fails again, contact the provider",
+        Some(Category::Configuration) => "What to do: check the configuration of the interface (URL, credentials)",
+        Some(Category::Mapping) => "What to do: check the mappings (what is sent against what the other side expects)",
+        Some(Category::Cascade) => "What to do: see the error above; this one follows from it",
+        Some(Category::Technical) | None => "What to do: contact support with this execution's export",
+    }
+}
+
+fn append(txn: &mut Txn, exe: &mut Execution, mut line: LogLine) -> Result<(), StoreError> {
     if line.level == Level::Error {
+        // The first error line of a run says what to do.
+        if exe.errors == 0 && exe.kind == Kind::Scheduled {
+            let advice = advice(line.category);
+            line.detail = Some(match line.detail.take() {
+                Some(d) if !d.is_empty() => format!("{advice}.\n{d}"),
+                _ => format!("{advice}."),
+            });
+        }
         exe.errors += 1;
     }
     let n = exe.lines;
@@ -265,6 +285,78 @@ fn append(txn: &mut Txn, exe: &mut Execution, line: LogLine) -> Result<(), Store
     txn.open(EXECUTIONS)?
         .insert(exe.id.as_str(), store::encode(&*exe).as_slice())?;
     Ok(())
+}
+
+/// Starts a run of `schedule` on `interface`: a running execution of kind
+/// `scheduled`, which becomes the interface's last one.
+pub fn start_run(
+    txn: &mut Txn,
+    now: Timestamp,
+    interface: &str,
+    interface_kind: &str,
+    schedule: &str,
+) -> Result<Execution, StoreError> {
+    let exe = Execution {
+        id: new_id(now),
+        interface: interface.to_string(),
+        schedule: Some(schedule.to_string()),
+        kind: Kind::Scheduled,
+        status: Status::Running,
+        started_at: clock::to_ms(now),
+        ended_at: None,
+        errors: 0,
+        successes: 0,
+        lines: 0,
+        day: None,
+    };
+    txn.open(EXECUTIONS)?
+        .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
+    let iface = Interface {
+        name: interface.to_string(),
+        kind: interface_kind.to_string(),
+        last_execution: Some(exe.id.clone()),
+    };
+    txn.open(INTERFACES)?
+        .insert(interface, store::encode(&iface).as_slice())?;
+    Ok(exe)
+}
+
+/// The execution `id`, inside a write.
+pub fn get_in(txn: &Txn, id: &str) -> Result<Option<Execution>, StoreError> {
+    store::get::<&str, Execution>(&txn.open(EXECUTIONS)?, "execution", id)
+}
+
+/// Appends `line` to the execution `id`, if it exists.
+pub fn log_to(txn: &mut Txn, id: &str, line: LogLine) -> Result<(), StoreError> {
+    let exe = store::get::<&str, Execution>(&txn.open(EXECUTIONS)?, "execution", id)?;
+    match exe {
+        Some(mut exe) => append(txn, &mut exe, line),
+        None => Ok(()),
+    }
+}
+
+/// Counts `n` successful exchanges in the execution `id`.
+pub fn count_to(txn: &mut Txn, id: &str, n: u64) -> Result<(), StoreError> {
+    let mut executions = txn.open(EXECUTIONS)?;
+    if let Some(mut exe) = store::get::<&str, Execution>(&executions, "execution", id)? {
+        exe.successes += n;
+        executions.insert(id, store::encode(&exe).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Ends a run: `ok` without error lines, else `ko`.
+pub fn end_run(txn: &mut Txn, id: &str, now: Timestamp) -> Result<Option<Execution>, StoreError> {
+    let mut executions = txn.open(EXECUTIONS)?;
+    let Some(mut exe) = store::get::<&str, Execution>(&executions, "execution", id)? else {
+        return Ok(None);
+    };
+    if exe.status == Status::Running {
+        exe.ended_at = Some(clock::to_ms(now));
+        exe.status = if exe.errors > 0 { Status::Ko } else { Status::Ok };
+        executions.insert(id, store::encode(&exe).as_slice())?;
+    }
+    Ok(Some(exe))
 }
 
 /// Makes sure the midnight roll is scheduled for the next local midnight

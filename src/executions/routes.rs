@@ -1,11 +1,14 @@
-//! `GET /v1/interfaces`, `/v1/executions`, `/v1/executions/{id}` and its `/logs`.
+//! `GET /v1/interfaces`, `/v1/executions`, `/v1/executions/{id}`, its
+//! `/logs` and its `/export`.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Category, Level, LogLine, Status};
+use super::{Category, Level, LogLine, Status, export};
 use crate::App;
 use crate::auth::{Access, READERS};
 use crate::clock;
@@ -25,6 +28,9 @@ pub fn routes() -> Vec<Route> {
         }),
         Route::new(Method::GET, "/v1/executions/{id}/logs", readers, |app, call| {
             Box::pin(logs(app, call))
+        }),
+        Route::new(Method::GET, "/v1/executions/{id}/export", readers, |app, call| {
+            Box::pin(export(app, call))
         }),
     ]
 }
@@ -58,7 +64,18 @@ fn execution_json(e: &super::Execution, now: jiff::Timestamp) -> Value {
 }
 
 async fn interfaces(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
-    let rows = app.store.read(super::interfaces)?;
+    let mut rows = app.store.read(super::interfaces)?;
+    // Configured interfaces that have not run yet are listed too.
+    for i in &app.settings().interfaces {
+        if !rows.iter().any(|(r, _)| r.name == i.name) {
+            let iface = super::Interface {
+                name: i.name.clone(),
+                kind: i.kind.as_str().to_string(),
+                last_execution: None,
+            };
+            rows.push((iface, None));
+        }
+    }
     let out: Vec<Value> = rows
         .iter()
         .map(|(i, last)| {
@@ -128,6 +145,53 @@ async fn logs(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (lines, next) = app.store.read(|r| super::logs(r, &exe, &filter))?;
     let out: Vec<Value> = lines.iter().map(log_json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "logs": out, "next": next })))
+}
+
+async fn export(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let exe = find(app, call.param())?;
+    let settings = app.settings();
+    let tz = settings.general.timezone.clone();
+    let (body, ext, content_type) = match call.query.get("format").unwrap_or("csv") {
+        "csv" => {
+            let text = app.store.read(|r| export::csv(r, &exe, &tz))?;
+            (Bytes::from(text), "csv", "text/csv; charset=utf-8")
+        }
+        "xlsx" => {
+            // Compressing is CPU work: off the runtime's threads.
+            let tempdir = settings.storage.dir.join("tmp");
+            let (app, exe) = (app.clone(), exe.clone());
+            let file = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&tempdir)
+                    .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", tempdir.display())))?;
+                app.store
+                    .read(|r| Ok(export::xlsx(r, &exe, &tz, &tempdir)))?
+                    .map_err(|e| match e {
+                        export::ExportError::Store(e) => ApiError::from(e),
+                        other => ApiError::internal(other),
+                    })
+            })
+            .await
+            .map_err(ApiError::internal)??;
+            (
+                Bytes::from(file),
+                "xlsx",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            )
+        }
+        other => {
+            return Err(ApiError::invalid_field(
+                "format",
+                format!("{other:?} is not an export format; use csv or xlsx"),
+            ));
+        }
+    };
+    let mut resp = http::with_type(StatusCode::OK, body, content_type);
+    let disposition = format!("attachment; filename=\"{}\"", export::file_name(&exe, ext));
+    resp.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::try_from(disposition).map_err(ApiError::internal)?,
+    );
+    Ok(resp)
 }
 
 fn log_json(l: &LogLine) -> Value {

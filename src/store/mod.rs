@@ -82,6 +82,8 @@ pub const CHANGE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cha
 pub const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
 /// "account\0idempotency key" -> id of the action first created with it.
 pub const ACTION_KEYS: TableDefinition<&str, &str> = TableDefinition::new("action_keys");
+/// Schedule name → its planning and push position (`schedules::Planned`).
+pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -488,6 +490,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
         txn.open_table(NOTIF_BY_EVENT)?;
         txn.open_table(ACTIONS)?;
         txn.open_table(ACTION_KEYS)?;
+        txn.open_table(SCHEDULES)?;
         txn.open_table(CHANGE_CURSORS)?;
         txn.open_table(NOTIF_IDLE)?;
         Ok(())
