@@ -86,7 +86,7 @@ pub struct Execution {
 
 impl Execution {
     pub fn anomaly(&self, now: Timestamp) -> bool {
-        self.kind == Kind::Scheduled && self.ended_at.unwrap_or(clock::to_ms(now)) - self.started_at > ANOMALY_AFTER_MS
+        self.kind == Kind::Scheduled && self.ended_at.unwrap_or(clock::to_ms(now)) - self.started_at >= ANOMALY_AFTER_MS
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Answer {
     Close(u16),
     /// Never answer (until the sink is dropped).
     Hang,
+    /// Status and this JSON body.
+    Body(u16, String),
 }
 
 pub struct HttpSink {
@@ -160,9 +162,9 @@ fn connection(
             at: Instant::now(),
         });
         let a = answer.lock().unwrap().clone();
-        let (status, extra) = match a {
-            Answer::Status(s) | Answer::Close(s) => (s, String::new()),
-            Answer::RetryAfter(s, secs) => (s, format!("retry-after: {secs}\r\n")),
+        let (status, extra) = match &a {
+            Answer::Status(s) | Answer::Close(s) | Answer::Body(s, _) => (*s, String::new()),
+            Answer::RetryAfter(s, secs) => (*s, format!("retry-after: {secs}\r\n")),
             Answer::Hang => {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20));
@@ -170,7 +172,10 @@ fn connection(
                 return Ok(());
             }
         };
-        let body = format!("{{\"status\":{status}}}");
+        let body = match &a {
+            Answer::Body(_, b) => b.clone(),
+            _ => format!("{{\"status\":{status}}}"),
+        };
         write!(
             out,
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",

@@ -10,6 +10,7 @@ mod http_sink;
 mod mail;
 mod notifications;
 mod operations;
+mod schedules;
 mod smtp_sink;
 mod util;
 mod webhooks;
