@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use argh::FromArgs;
 use futures_util::StreamExt;
 use herald::clock::Clock;
 use herald::config::{self, Config, ConfigError};
@@ -17,51 +17,85 @@ use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
-#[derive(Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Tells external systems about local events, durably."
-)]
+/// Tells external systems about local events, durably.
+#[derive(FromArgs)]
 struct Cli {
-    #[command(subcommand)]
-    command: Command,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+    #[argh(subcommand)]
+    command: Option<Command>,
 }
 
-#[derive(Subcommand)]
+#[derive(FromArgs)]
+#[argh(subcommand)]
 enum Command {
-    /// Run the daemon.
-    Serve {
-        /// Config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists, else built-in defaults.
-        #[arg(long, env = "HERALD_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Validate a config file, and the files it names, and exit (78 when invalid).
-    CheckConfig {
-        /// Config file; else $HERALD_CONFIG, else /etc/herald/herald.toml.
-        #[arg(long, env = "HERALD_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Print a new random token and the token_sha256 line for the config.
-    Token,
-    /// Ask the local daemon how it is doing.
-    Status {
-        /// Base URL of the daemon; default from the config's server.listen.
-        #[arg(long)]
-        url: Option<String>,
-        /// Token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token.
-        #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        #[arg(long, env = "HERALD_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Serve(Serve),
+    CheckConfig(CheckConfig),
+    Token(TokenCmd),
+    Status(Status),
+}
+
+/// Run the daemon.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct Serve {
+    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists, else built-in defaults
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Validate a config file, and the files it names, and exit (78 when invalid).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+struct CheckConfig {
+    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Print a new random token and the token_sha256 line for the config.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "token")]
+struct TokenCmd {}
+
+/// Ask the local daemon how it is doing.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct Status {
+    /// base URL of the daemon; default from the config's server.listen
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// `--config`, else `$HERALD_CONFIG`.
+fn config_arg(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        std::env::var_os("HERALD_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config } => {
-            let config = match load(config) {
+    let cli: Cli = argh::from_env();
+    let Some(command) = cli.command else {
+        if cli.version {
+            println!("herald {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("herald: say what to do: serve, check-config, token or status (herald --help)");
+        return ExitCode::from(2);
+    };
+    match command {
+        Command::Serve(Serve { config }) => {
+            let config = match load(config_arg(config)) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -85,8 +119,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => {
-            let Some(path) = config.or_else(system_config) else {
+        Command::CheckConfig(CheckConfig { config }) => {
+            let Some(path) = config_arg(config).or_else(system_config) else {
                 eprintln!(
                     "herald: no config file to check: pass --config FILE or set HERALD_CONFIG ({} does not exist)",
                     config::SYSTEM_PATH
@@ -110,14 +144,15 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Token => {
+        Command::Token(TokenCmd {}) => {
             let token = herald::auth::new_token();
             println!("token: {token}");
             println!("token_sha256 = \"{}\"", herald::auth::sha256_hex(&token));
             ExitCode::SUCCESS
         }
-        Command::Status { url, token, config } => {
-            let config = match load(config) {
+        Command::Status(Status { url, token, config }) => {
+            let token = token.or_else(|| std::env::var("HERALD_TOKEN").ok().filter(|t| !t.is_empty()));
+            let config = match load(config_arg(config)) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

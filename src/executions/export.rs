@@ -5,16 +5,13 @@
 //!
 //! Both read the log lines one at a time from a read transaction. The CSV
 //! grows in memory (about 200 bytes a line: 20 MiB for 100,000 lines); the
-//! XLSX sheet is written in rust_xlsxwriter's constant-memory mode, its rows
-//! going to a temporary file in the data directory (not `/tmp`, often RAM
-//! on a gateway), and only the compressed file is held at the end.
-
-use std::path::Path;
+//! XLSX rows are deflated as they are written, so only the compressed file
+//! grows (see `xlsx`).
 
 use jiff::tz::TimeZone;
 use redb::ReadTransaction;
-use rust_xlsxwriter::{Color, ExcelDateTime, Format, FormatBorder, Workbook, XlsxError};
 
+use super::xlsx::{Cell, Sheet, Style};
 use super::{Execution, Level, LogLine};
 use crate::clock;
 use crate::store::{self, LOGS, StoreError};
@@ -103,93 +100,60 @@ pub fn csv(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<String
     Ok(out)
 }
 
+/// Local time, for a time cell.
+fn civil(ms: i64, tz: &TimeZone) -> jiff::civil::DateTime {
+    clock::from_ms(ms).to_zoned(tz.clone()).datetime()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the XLSX file could not be written: {0}")]
-    Xlsx(#[from] XlsxError),
-}
-
-/// Local time as Excel's serial date-time, so the cells sort and filter as times.
-fn excel_time(ms: i64, tz: &TimeZone) -> Result<ExcelDateTime, XlsxError> {
-    let t = clock::from_ms(ms).to_zoned(tz.clone());
-    ExcelDateTime::from_ymd(t.year() as u16, t.month() as u8, t.day() as u8)?.and_hms_milli(
-        t.hour() as u16,
-        t.minute() as u8,
-        t.second() as u8,
-        t.millisecond() as u16,
-    )
+    Write(#[from] std::io::Error),
 }
 
 /// The XLSX: the execution's fields first, then the header row (frozen,
 /// with an autofilter) and one row per log line, error rows filled red.
-/// `tempdir` holds the sheet's rows while it is written.
-pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone, tempdir: &Path) -> Result<Vec<u8>, ExportError> {
-    let mut book = Workbook::new();
-    book.set_tempdir(tempdir)?;
-    let bold = Format::new().set_bold();
-    let head = Format::new()
-        .set_bold()
-        .set_background_color(Color::RGB(0xD9D9D9))
-        .set_border_bottom(FormatBorder::Thin);
-    let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
-    let red = Format::new()
-        .set_background_color(Color::RGB(0xFFC7CE))
-        .set_font_color(Color::RGB(0x9C0006));
-    let red_time = red.clone().set_num_format("yyyy-mm-dd hh:mm:ss");
-    let sheet = book.add_worksheet_with_constant_memory()?;
-    sheet.set_name("log")?;
-    // Widths that fit: the message column is the wide one; detail wraps in the cell.
-    for (col, width) in [(0, 7.0), (1, 20.0), (2, 7.0), (3, 14.0), (4, 80.0), (5, 60.0)] {
-        sheet.set_column_width(col, width)?;
-    }
-    let status = exe.status.as_str();
-    let errors = exe.errors.to_string();
-    let facts: [(&str, Option<&str>); 3] = [
-        ("interface", Some(&exe.interface)),
-        ("schedule", exe.schedule.as_deref()),
-        ("status", Some(status)),
+pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<Vec<u8>, ExportError> {
+    // interface, schedule, status, start, end, errors; a blank row; the header.
+    const HEADER_ROW: u32 = 8;
+    let widths = [7.0, 20.0, 7.0, 14.0, 80.0, 60.0];
+    let mut sheet = Sheet::new("log", &widths, HEADER_ROW)?;
+    let time = |ms: Option<i64>| ms.map_or(Cell::Empty, |ms| Cell::Time(civil(ms, tz)));
+    let facts = [
+        ("interface", Cell::Text(&exe.interface), Style::Plain),
+        (
+            "schedule",
+            Cell::Text(exe.schedule.as_deref().unwrap_or("")),
+            Style::Plain,
+        ),
+        ("status", Cell::Text(exe.status.as_str()), Style::Plain),
+        ("start", time(Some(exe.started_at)), Style::Time),
+        ("end", time(exe.ended_at), Style::Time),
+        ("errors", Cell::Number(f64::from(exe.errors)), Style::Plain),
     ];
-    let mut row = 0;
-    for (name, value) in facts {
-        sheet.write_string_with_format(row, 0, name, &bold)?;
-        sheet.write_string(row, 1, value.unwrap_or(""))?;
-        row += 1;
+    for (name, value, style) in facts {
+        sheet.row(&[(Cell::Text(name), Style::Bold), (value, style)])?;
     }
-    for (name, at) in [("start", Some(exe.started_at)), ("end", exe.ended_at)] {
-        sheet.write_string_with_format(row, 0, name, &bold)?;
-        match at {
-            Some(ms) => sheet.write_datetime_with_format(row, 1, excel_time(ms, tz)?, &time)?,
-            None => sheet.write_string(row, 1, "")?,
-        };
-        row += 1;
-    }
-    sheet.write_string_with_format(row, 0, "errors", &bold)?;
-    sheet.write_string(row, 1, &errors)?;
-    row += 2;
-    let header_row = row;
-    for (col, name) in HEADER.iter().enumerate() {
-        sheet.write_string_with_format(header_row, col as u16, *name, &head)?;
-    }
-    let mut failed: Option<XlsxError> = None;
+    sheet.skip();
+    let header: Vec<(Cell<'_>, Style)> = HEADER.iter().map(|h| (Cell::Text(h), Style::Header)).collect();
+    sheet.row(&header)?;
+    let mut failed = None;
     for_each_line(r, exe, |n, line| {
-        row += 1;
-        let written = (|| -> Result<(), XlsxError> {
-            let error = line.level == Level::Error;
-            let (plain, at) = if error {
-                (&red, &red_time)
-            } else {
-                (&Format::new(), &time)
-            };
-            sheet.write_number_with_format(row, 0, f64::from(n + 1), plain)?;
-            sheet.write_datetime_with_format(row, 1, excel_time(line.at, tz)?, at)?;
-            sheet.write_string_with_format(row, 2, line.level.as_str(), plain)?;
-            sheet.write_string_with_format(row, 3, line.category.map_or("", |c| c.as_str()), plain)?;
-            sheet.write_string_with_format(row, 4, &line.message, plain)?;
-            sheet.write_string_with_format(row, 5, line.detail.as_deref().unwrap_or(""), plain)?;
-            Ok(())
-        })();
+        let (plain, at) = if line.level == Level::Error {
+            (Style::Red, Style::RedTime)
+        } else {
+            (Style::Plain, Style::Time)
+        };
+        let written = sheet.row(&[
+            (Cell::Number(f64::from(n + 1)), plain),
+            (Cell::Time(civil(line.at, tz)), at),
+            (Cell::Text(line.level.as_str()), plain),
+            (Cell::Text(line.category.map_or("", |c| c.as_str())), plain),
+            (Cell::Text(&line.message), plain),
+            (Cell::Text(line.detail.as_deref().unwrap_or("")), plain),
+        ]);
         if let Err(e) = written {
             failed.get_or_insert(e);
         }
@@ -198,9 +162,7 @@ pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone, tempdir: &Path)
     if let Some(e) = failed {
         return Err(e.into());
     }
-    sheet.set_freeze_panes(header_row + 1, 0)?;
-    sheet.autofilter(header_row, 0, row, 5)?;
-    Ok(book.save_to_buffer()?)
+    Ok(sheet.finish()?)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod export;
 mod routes;
+pub mod xlsx;
 
 use jiff::Timestamp;
 use jiff::civil::Date;

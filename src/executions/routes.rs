@@ -158,13 +158,10 @@ async fn export(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         }
         "xlsx" => {
             // Compressing is CPU work: off the runtime's threads.
-            let tempdir = settings.storage.dir.join("tmp");
             let (app, exe) = (app.clone(), exe.clone());
             let file = tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&tempdir)
-                    .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", tempdir.display())))?;
                 app.store
-                    .read(|r| Ok(export::xlsx(r, &exe, &tz, &tempdir)))?
+                    .read(|r| Ok(export::xlsx(r, &exe, &tz)))?
                     .map_err(|e| match e {
                         export::ExportError::Store(e) => ApiError::from(e),
                         other => ApiError::internal(other),
