@@ -1,7 +1,8 @@
 //! The retention sweep: one durable job that deletes, in bounded chunks,
 //! what is older than `storage.retention`: the events no webhook still has
 //! to deliver and no change feed has yet to read (up to
-//! `notifications.keep_unread`), executions that ended with their log
+//! `notifications.keep_unread`, as for the events a push schedule has not
+//! sent yet), executions that ended with their log
 //! lines, and sent or failed mails. It asks each feature what it still
 //! needs and lets each delete its own records; none of them knows the others.
 
@@ -15,7 +16,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::jobs::{self, Job, JobKey};
 use crate::store::{Grows, StoreError, Txn};
-use crate::{actions, events, executions, mail, notifications, webhooks};
+use crate::{actions, events, executions, mail, notifications, schedules, webhooks};
 
 /// The job's name in the queue (stored: keep it).
 const JOB: &str = "events.sweep";
@@ -55,11 +56,17 @@ fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, settings: &Config) -> Resul
     let cutoff = clock::sub(now, retention);
     let hooks = webhooks::ids(txn)?;
     let feeds = notifications::Feeds::of(txn)?;
+    let pushes = schedules::Pushes::of(txn, settings)?;
     let unread_kept_since = clock::to_ms(clock::sub(now, settings.notifications.keep_unread));
     // Events dropped before a change feed read them: counted after the sweep.
     let missed = RefCell::new(Vec::new());
     let needed = |txn: &Txn, seq: u64, e: &events::StoredEvent| {
         if webhooks::needs(txn, &hooks, seq)? {
+            return Ok(true);
+        }
+        // A push schedule that has not sent it yet keeps it as long as a
+        // change feed would.
+        if pushes.unsent(seq, &e.event) && e.created_at >= unread_kept_since {
             return Ok(true);
         }
         let unread = feeds.unread(seq, &e.event);

@@ -161,6 +161,35 @@ pub fn configured<'a>(config: &'a Config, name: &str) -> Option<(&'a Schedule, O
     Some((s, i))
 }
 
+/// What the push schedules have yet to send, for the retention sweep.
+pub struct Pushes(Vec<(u64, Option<Vec<String>>)>);
+
+impl Pushes {
+    pub fn of(txn: &Txn, config: &Config) -> Result<Pushes, StoreError> {
+        let mut out = Vec::new();
+        for s in &config.schedules {
+            let Some((_, Some(i))) = configured(config, &s.name) else {
+                continue;
+            };
+            if i.kind != InterfaceKind::Push {
+                continue;
+            }
+            if let Some(p) = load(txn, &s.name)? {
+                let names = (!i.events.iter().any(|e| e == "*")).then(|| i.events.clone());
+                out.push((p.position, names));
+            }
+        }
+        Ok(Pushes(out))
+    }
+
+    /// Whether a push schedule has yet to send the event `seq` named `event`.
+    pub fn unsent(&self, seq: u64, event: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(position, names)| seq > *position && names.as_ref().is_none_or(|n| n.iter().any(|x| x == event)))
+    }
+}
+
 /// Applies the config at start or after SIGHUP.
 pub async fn apply_config(app: &App, restarted: bool) -> Result<(), StoreError> {
     let settings = app.settings();

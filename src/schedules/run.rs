@@ -335,9 +335,27 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
         Ok(p) => p,
         Err(e) => return log(app, exe, Level::Error, Some(Category::Mapping), e, String::new()).await,
     };
-    for (index, f) in &bad {
-        let message = format!("item {index} skipped: {}: {}", f.field, f.message);
-        log(app, exe, Level::Error, Some(Category::Mapping), message, String::new()).await?;
+    // The skipped items' lines, many to a commit.
+    for chunk in bad.chunks(PUBLISH_CHUNK) {
+        let at = clock::to_ms(app.clock.now());
+        let lines: Vec<LogLine> = chunk
+            .iter()
+            .map(|(index, f)| LogLine {
+                at,
+                level: Level::Error,
+                category: Some(Category::Mapping),
+                message: format!("item {index} skipped: {}: {}", f.field, f.message),
+                detail: None,
+            })
+            .collect();
+        let id = exe.to_string();
+        app.store
+            .write(Grows::Yes, move |txn| {
+                lines
+                    .into_iter()
+                    .try_for_each(|line| executions::log_to(txn, &id, line))
+            })
+            .await?;
     }
     let total = items.len() + bad.len();
     let account = format!("pull:{}", i.name);

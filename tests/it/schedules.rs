@@ -540,3 +540,36 @@ fn red_style_index(styles: &str) -> usize {
         .position(|x| x.contains(&format!("fillId=\"{red_fill}\"")))
         .expect("a format with the red fill")
 }
+
+#[test]
+fn retention_keeps_what_a_push_has_not_sent_yet() {
+    let sink = HttpSink::start(Answer::Status(503));
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[storage]\nretention = \"1h\"\n[notifications]\nkeep_unread = \"1d\"\n{}",
+            config(&push_config(&sink.url("/in")), &every("fnac-sales", "fnac", "1d"), None)
+        ),
+        Some(START),
+    );
+    publish(&d, "sale.created", 1);
+    publish(&d, "other", 2);
+    assert_eq!(ended(&d, &run_now(&d, "fnac-sales"))["status"], "ko");
+    for _ in 0..16 {
+        d.advance("6m"); // past the 1 h retention, within keep_unread
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.eventually(Duration::from_secs(5), "the sweep of what no one needs", || {
+        (d.event_names() == ["sale.created"]).then_some(())
+    });
+    // Sent at last: then it goes too.
+    sink.set(Answer::Status(200));
+    assert_eq!(ended(&d, &run_now(&d, "fnac-sales"))["status"], "ok");
+    assert_eq!(sink.received().last().unwrap().json()[0]["data"], json!({"n": 1}));
+    for _ in 0..12 {
+        d.advance("6m");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.eventually(Duration::from_secs(5), "the sweep after the push", || {
+        d.event_names().is_empty().then_some(())
+    });
+}
