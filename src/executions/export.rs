@@ -113,12 +113,46 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
+/// Column widths that fit the longest value of each column (in characters,
+/// a little more for the filter button), the message and detail columns
+/// capped so a long line wraps the view rather than the screen.
+fn fitting_widths(r: &ReadTransaction, exe: &Execution) -> Result<[f64; 6], StoreError> {
+    const CAPS: [usize; 6] = [10, 19, 7, 13, 100, 80];
+    let mut longest = HEADER.map(str::len);
+    longest[0] = longest[0].max(exe.lines.to_string().len()).max("interface".len());
+    longest[1] = longest[1]
+        .max(19)
+        .max(exe.interface.len())
+        .max(exe.schedule.as_ref().map_or(0, String::len));
+    for_each_line(r, exe, |_, line| {
+        let lens = [
+            0,
+            0,
+            line.level.as_str().len(),
+            line.category.map_or(0, |c| c.as_str().len()),
+            line.message.chars().count(),
+            line.detail
+                .as_ref()
+                .map_or(0, |d| d.lines().map(|l| l.chars().count()).max().unwrap_or(0)),
+        ];
+        for (l, n) in longest.iter_mut().zip(lens) {
+            *l = (*l).max(n);
+        }
+        Ok(())
+    })?;
+    let mut out = [0.0; 6];
+    for (i, w) in out.iter_mut().enumerate() {
+        *w = longest[i].min(CAPS[i]) as f64 + 3.0;
+    }
+    Ok(out)
+}
+
 /// The XLSX: the execution's fields first, then the header row (frozen,
 /// with an autofilter) and one row per log line, error rows filled red.
 pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<Vec<u8>, ExportError> {
     // interface, schedule, status, start, end, errors; a blank row; the header.
     const HEADER_ROW: u32 = 8;
-    let widths = [7.0, 20.0, 7.0, 14.0, 80.0, 60.0];
+    let widths = fitting_widths(r, exe)?;
     let mut sheet = Sheet::new("log", &widths, HEADER_ROW)?;
     let time = |ms: Option<i64>| ms.map_or(Cell::Empty, |ms| Cell::Time(civil(ms, tz)));
     let facts = [

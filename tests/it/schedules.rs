@@ -489,6 +489,19 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
         "{sheet_xml}"
     );
     assert!(styles.contains("FFFFC7CE"), "a red fill: {styles}");
+    // The message column fits the longest message (up to 100 characters).
+    let longest = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().chars().count())
+        .max()
+        .unwrap();
+    let pattern = "<col min=\"5\" max=\"5\" width=\"";
+    let at = sheet_xml.find(pattern).expect("the message column's width") + pattern.len();
+    let width: f64 = sheet_xml[at..].split('"').next().unwrap().parse().unwrap();
+    assert!(
+        width >= longest.min(100) as f64 && width <= 104.0,
+        "{width} for {longest}"
+    );
     let red_xf = red_style_index(&styles);
     for (i, line) in lines.iter().enumerate() {
         let row_xml = row_of(&sheet_xml, header + 2 + i);
