@@ -586,3 +586,51 @@ fn retention_keeps_what_a_push_has_not_sent_yet() {
         d.event_names().is_empty().then_some(())
     });
 }
+
+#[test]
+fn a_pull_answer_over_max_response_publishes_nothing_and_says_what_to_change() {
+    let items = json!([{"event": "sale.created", "data": {"pad": "x".repeat(200)}}]);
+    let sink = HttpSink::start(Answer::Body(200, items.to_string()));
+    let d = Daemon::start_with_clock(
+        &config(
+            &format!("{}max_response = \"100B\"\n", pull(&sink.url("/sales"))),
+            &every("shop-sales", "shop", "2h"),
+            None,
+        ),
+        Some(START),
+    );
+    let exe = ended(&d, &run_now(&d, "shop-sales"));
+    assert_eq!(exe["status"], "ko");
+    let lines = logs(&d, exe["id"].as_str().unwrap());
+    assert_eq!(lines[0]["category"], "configuration", "{lines:?}");
+    assert!(
+        lines[0]["message"].as_str().unwrap().contains("max_response"),
+        "{lines:?}"
+    );
+    assert!(d.event_names().is_empty());
+}
+
+#[test]
+fn a_push_with_a_secret_signs_each_batch() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start_with_clock(
+        &config(
+            &format!("{}secret = \"{SECRET}\"\n", push_config(&sink.url("/in"))),
+            &every("fnac-sales", "fnac", "1h"),
+            None,
+        ),
+        Some(START),
+    );
+    publish(&d, "sale.created", 1);
+    assert_eq!(ended(&d, &run_now(&d, "fnac-sales"))["status"], "ok");
+    let got = sink.received();
+    let r = &got[0];
+    assert_eq!(r.headers["webhook-id"], "fnac-sales:1-1");
+    let ts: i64 = r.headers["webhook-timestamp"].parse().unwrap();
+    let expected = standardwebhooks::Webhook::new(SECRET)
+        .unwrap()
+        .sign("fnac-sales:1-1", ts, &r.body)
+        .unwrap();
+    assert_eq!(r.headers["webhook-signature"], expected);
+}
