@@ -46,6 +46,13 @@ pub struct Account {
     token_sha256: [u8; 32],
 }
 
+impl Account {
+    /// The SHA-256 of the account's token (what forms' CSRF tokens are bound to).
+    pub fn token_sha256(&self) -> &[u8; 32] {
+        &self.token_sha256
+    }
+}
+
 impl From<&AccountConfig> for Account {
     fn from(a: &AccountConfig) -> Self {
         Account {

@@ -33,7 +33,10 @@ pub fn page(title: &str, body: &str) -> String {
          table{{border-collapse:collapse;width:100%;margin-bottom:1.5em}}\
          th,td{{text-align:left;padding:.25em .5em;border-bottom:1px solid #ddd;vertical-align:top}}\
          .ko{{color:#b00;font-weight:bold}}.ok{{color:#070}}.warn{{color:#a60}}\
-         code{{font-size:.9em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}</style>\
+         code{{font-size:.9em}}form{{margin:1em 0}}button{{font-size:1em;padding:.5em 1em}}\
+         form.inline{{display:inline-block;margin:.2em .4em .2em 0}}\
+         tr.ko-row td{{background:#fde2e2;color:#8a0000}}.done{{background:#e6f4e6;padding:.5em}}\
+         @media (max-width:40em){{th,td{{display:block;border:0}}tr{{display:block;border-bottom:1px solid #ccc;padding:.3em 0}}}}</style>\
          </head><body><h1>{title}</h1>{body}</body></html>",
         title = escape(title)
     )

@@ -27,7 +27,7 @@ use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 
 pub use self::record::Action;
-pub use self::routes::routes;
+pub use self::routes::{retry_now, routes};
 use self::rules::{Input, Progress, State};
 pub use self::run::Calls;
 use crate::App;

@@ -207,6 +207,12 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 /// One attempt at once, counted; answered after it was made.
 async fn retry(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let id = find(app, call)?.id;
+    Ok(http::json(StatusCode::OK, &retry_now(app, &id).await?.json()))
+}
+
+/// A manual retry of the action `id`: one attempt at once, counted; the
+/// action after it. 409 unless the action is `retrying`.
+pub async fn retry_now(app: &App, id: &str) -> Result<Action, ApiError> {
     let not_retrying = |a: &Action| {
         ApiError::conflict(format!(
             "action {id} is {} ({}); only a retrying action can be retried",
@@ -214,7 +220,7 @@ async fn retry(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             a.attempts_text()
         ))
     };
-    let Some(_slot) = app.actions.claim(&id) else {
+    let Some(_slot) = app.actions.claim(id) else {
         return Err(ApiError::conflict(format!(
             "a call of action {id} is being made right now; look at it again in a moment"
         )));
@@ -222,8 +228,8 @@ async fn retry(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     // Read again under the slot: the retry job may have just called.
     let (action, job) = app
         .store
-        .read(|r| Ok((super::get(r, &id)?, jobs::get_named(r, &run::call_job(&id))?)))?;
-    let action = action.ok_or_else(|| not_found(&id))?;
+        .read(|r| Ok((super::get(r, id)?, jobs::get_named(r, &run::call_job(id))?)))?;
+    let action = action.ok_or_else(|| not_found(id))?;
     if !may_retry(&action.progress) {
         return Err(not_retrying(&action));
     }
@@ -233,8 +239,7 @@ async fn retry(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         )));
     };
     let (after, _) = run::attempt(app, action, token).await?;
-    let after = after.ok_or_else(|| not_found(&id))?;
-    Ok(http::json(StatusCode::OK, &after.json()))
+    after.ok_or_else(|| not_found(id))
 }
 
 async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {

@@ -12,5 +12,6 @@ mod notifications;
 mod operations;
 mod schedules;
 mod smtp_sink;
+mod ui;
 mod util;
 mod webhooks;

@@ -358,7 +358,7 @@ fn status_page_shows_what_needs_attention() {
         "gw-page",
         "Needs attention",
         "running, <span class=\"ko\">",
-        "/logs?level=error",
+        "/ui/executions/",
     ] {
         assert!(page.body.contains(needle), "missing {needle:?} in:\n{}", page.body);
     }

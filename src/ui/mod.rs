@@ -1,0 +1,350 @@
+//! The technician's console: server-rendered pages (no scripts, no
+//! external assets, readable on a phone) where a field technician finds
+//! what is wrong and fixes what can be fixed.
+//!
+//! - `overview`: `GET /`, what needs attention first, each line with its
+//!   button; then interfaces, schedules, webhooks, notifications, mails.
+//! - `execution`: `GET /ui/executions/{id}`, an execution's log lines with
+//!   filters, hints and the exports.
+//! - this module: the buttons. Every one is a POST form to `/ui/...`;
+//!   nothing changes on GET. A form carries a CSRF token bound to the
+//!   caller's credentials (a browser resends Basic credentials by itself,
+//!   so a foreign page must not be able to post), and a POST whose
+//!   `Origin` is another site is refused.
+
+mod execution;
+mod overview;
+
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::App;
+use crate::auth::{Access, Account, READERS};
+use crate::clock;
+use crate::html::{self, escape};
+use crate::http::{self, ApiError, Call, Query, Resp, Route};
+use crate::store::Grows;
+
+pub fn routes() -> Vec<Route> {
+    let readers = Access::Roles(READERS);
+    vec![
+        Route::new(Method::GET, "/", readers, |app, call| {
+            Box::pin(overview::page(app, call))
+        }),
+        Route::new(Method::GET, "/ui/executions/{id}", readers, |app, call| {
+            Box::pin(execution::page(app, call))
+        }),
+        Route::new(Method::POST, "/ui/actions/{id}/retry", readers, |app, call| {
+            Box::pin(retry_action(app, call))
+        }),
+        Route::new(Method::POST, "/ui/schedules/{name}/run", readers, |app, call| {
+            Box::pin(run_schedule(app, call))
+        }),
+        Route::new(Method::POST, "/ui/webhooks/{id}/activate", readers, |app, call| {
+            Box::pin(activate_webhook(app, call))
+        }),
+        Route::new(
+            Method::POST,
+            "/ui/notifications/{system}/{event}/reactivate",
+            readers,
+            |app, call| Box::pin(reactivate_notification(app, call)),
+        ),
+        // Browsers ask for it with every page; a 404 would read as an error.
+        Route::new(Method::GET, "/favicon.ico", Access::Public, |_, _| {
+            Box::pin(async { Ok(favicon()) })
+        }),
+    ]
+}
+
+const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+    <circle cx=\"8\" cy=\"8\" r=\"8\" fill=\"#246\"/><path d=\"M5 3v10M11 3v10M5 8h6\" \
+    stroke=\"#fff\" stroke-width=\"2\"/></svg>";
+
+fn favicon() -> Resp {
+    let mut r = http::with_type(StatusCode::OK, FAVICON.into(), "image/svg+xml");
+    let day = HeaderValue::from_static("max-age=86400");
+    r.headers_mut().insert(header::CACHE_CONTROL, day);
+    r
+}
+
+// ---- what the pages share ------------------------------------------------------
+
+/// A time as the technician reads it: local (`general.timezone`), to the second.
+fn local(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    clock::from_ms(ms)
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// A duration for people: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+fn human(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => match (s / 3600, s % 3600 / 60) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        },
+        _ => match (s / 86_400, s % 86_400 / 3600) {
+            (d, 0) => format!("{d} d"),
+            (d, h) => format!("{d} d {h} h"),
+        },
+    }
+}
+
+/// An id shortened for a table (its start and end), the whole in a title.
+fn short(id: &str) -> String {
+    let shown = if id.len() > 14 {
+        format!("{}…{}", &id[..8], &id[id.len() - 4..])
+    } else {
+        id.to_string()
+    };
+    format!("<code title=\"{}\">{}</code>", escape(id), escape(&shown))
+}
+
+// ---- CSRF and the buttons ------------------------------------------------------
+
+/// The key of the form tokens: made at start, so a restart makes old
+/// pages' forms stale (they say so, and a reload fixes it).
+fn key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0; 32];
+        rand::fill(&mut k);
+        k
+    })
+}
+
+/// The form token of `who`: an HMAC of the account's name and token hash.
+/// Another site cannot read our pages, so it cannot know it; a changed
+/// token invalidates the pages made for the old one.
+fn csrf(who: &Account) -> String {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key()).expect("HMAC takes any key length");
+    mac.update(who.name.as_bytes());
+    mac.update(b"\0");
+    mac.update(who.token_sha256());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// A button: a POST form to `action` with the caller's form token and the
+/// page to come back to.
+fn button(who: &Account, action: &str, label: &str, back: &str, extra: &[(&str, &str)]) -> String {
+    let mut hidden = String::new();
+    for (k, v) in extra {
+        hidden.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            escape(k),
+            escape(v)
+        ));
+    }
+    format!(
+        "<form method=\"post\" action=\"{}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"back\" value=\"{}\">{hidden}<button>{}</button></form>",
+        escape(action),
+        csrf(who),
+        escape(back),
+        escape(label)
+    )
+}
+
+/// A page that says why a button did nothing, with the way back.
+fn refused(status: StatusCode, message: &str, back: &str) -> Resp {
+    html::response(
+        status,
+        html::page(
+            "Not done",
+            &format!(
+                "<p class=\"ko\">{}</p><p><a href=\"{}\">Back</a></p>",
+                escape(message),
+                escape(back)
+            ),
+        ),
+    )
+}
+
+/// A checked form: its fields, and where to go back to.
+struct Form {
+    fields: Query,
+    back: String,
+}
+
+/// Reads a button's form and checks where it came from: the same origin,
+/// and the caller's own form token. `Err` is the page to answer.
+async fn form(call: &mut Call) -> Result<Result<Form, Resp>, ApiError> {
+    let media = call.header(header::CONTENT_TYPE).unwrap_or("");
+    if !media.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let body = call.body(8192).await?;
+    let fields = Query::parse(&String::from_utf8_lossy(&body));
+    // Only a path of this site: never a redirect elsewhere.
+    let back = fields
+        .get("back")
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or("/")
+        .to_string();
+    if !same_origin(call) {
+        return Ok(Err(refused(
+            StatusCode::FORBIDDEN,
+            "this form was sent from another site; use the buttons on herald's own pages",
+            "/",
+        )));
+    }
+    let expected = csrf(call.who());
+    let given = fields.get("csrf").unwrap_or("");
+    if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return Ok(Err(refused(
+            StatusCode::FORBIDDEN,
+            "this page is out of date (herald restarted, or the token changed); reload it and press the button again",
+            &back,
+        )));
+    }
+    Ok(Ok(Form { fields, back }))
+}
+
+/// Whether the request came from a page of this very site: an `Origin`
+/// (browsers send it with every POST) naming our host, and no
+/// `Sec-Fetch-Site` saying otherwise.
+fn same_origin(call: &Call) -> bool {
+    if call
+        .header(HeaderName::from_static("sec-fetch-site"))
+        .is_some_and(|s| s == "cross-site" || s == "same-site")
+    {
+        return false;
+    }
+    let Some(origin) = call.header(header::ORIGIN) else {
+        return true;
+    };
+    let host = call.header(header::HOST).unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+}
+
+use hyper::header::HeaderName;
+
+/// Back to the page, saying what was done.
+fn done(back: &str, message: &str) -> Resp {
+    let sep = if back.contains('?') { '&' } else { '?' };
+    let target: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("done", message)
+        .finish();
+    let mut r = http::no_content();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::try_from(format!("{back}{sep}{target}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The message of a refusal from the API's own checks, as a page.
+fn api_refused(e: ApiError, back: &str) -> Result<Resp, ApiError> {
+    if e.status.is_server_error() {
+        return Err(e);
+    }
+    Ok(refused(e.status, &e.message, back))
+}
+
+async fn retry_action(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let id = call.param().to_string();
+    match crate::actions::retry_now(app, &id).await {
+        Ok(a) => Ok(done(
+            &f.back,
+            &format!(
+                "action {id}: {} made, now {}",
+                a.attempts_text(),
+                a.progress.state.as_str()
+            ),
+        )),
+        Err(e) => api_refused(e, &f.back),
+    }
+}
+
+async fn run_schedule(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let name = call.param().to_string();
+    match crate::schedules::run::now(app.clone(), &name).await {
+        Ok(id) => Ok(done(&f.back, &format!("schedule {name}: run {id} started"))),
+        Err(crate::schedules::run::NotStarted::Busy) => Ok(refused(
+            StatusCode::CONFLICT,
+            &format!("a run of schedule {name} is going; wait for it to end"),
+            &f.back,
+        )),
+        Err(crate::schedules::run::NotStarted::Unknown) => Ok(refused(
+            StatusCode::NOT_FOUND,
+            &format!("no schedule {name} in the configuration"),
+            &f.back,
+        )),
+        Err(crate::schedules::run::NotStarted::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn activate_webhook(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let id = call.param().to_string();
+    let replay = f.fields.get("replay") == Some("1");
+    let (now, tz) = (app.clock.now(), app.settings().general.timezone.clone());
+    let i = id.clone();
+    let result = app
+        .store
+        .write(Grows::No, move |txn| {
+            crate::webhooks::activate(txn, &i, replay, None, now, &tz)
+        })
+        .await?;
+    match result {
+        Ok(wh) => Ok(done(
+            &f.back,
+            &if replay {
+                format!(
+                    "webhook {} of {} is active; its buffered events are being delivered",
+                    id, wh.app
+                )
+            } else {
+                format!("webhook {} of {} is active; its buffer was discarded", id, wh.app)
+            },
+        )),
+        Err(_) => Ok(refused(StatusCode::NOT_FOUND, &format!("no webhook {id}"), &f.back)),
+    }
+}
+
+async fn reactivate_notification(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let (system, event) = (call.params()[0].clone(), call.params()[1].clone());
+    let (now, settings) = (app.clock.now(), app.settings());
+    let (s, e) = (system.clone(), event.clone());
+    let result = app
+        .store
+        .write(Grows::No, move |txn| {
+            crate::notifications::reactivate(txn, now, &settings, &s, &e)
+        })
+        .await?;
+    match result {
+        Some(_) => Ok(done(&f.back, &format!("notification {system}/{event} is active again"))),
+        None => Ok(refused(
+            StatusCode::NOT_FOUND,
+            &format!("no notification {system}/{event}"),
+            &f.back,
+        )),
+    }
+}

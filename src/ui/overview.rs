@@ -1,0 +1,450 @@
+//! The overview (`GET /`): what needs attention first, each line with the
+//! button that fixes what can be fixed; then interfaces with their last
+//! execution, schedules with their next run, webhooks, notifications and
+//! the outbox.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use jiff::Timestamp;
+
+use super::{button, human, local, short};
+use crate::App;
+use crate::actions::rules::{State as ActionState, TodoReason};
+use crate::actions::{self, Action};
+use crate::auth::{Account, Role};
+use crate::clock;
+use crate::executions::{self, Execution, Status};
+use crate::html::{escape, page as layout};
+use crate::http::{ApiError, Call, Resp};
+use crate::mail;
+use crate::notifications::{self, Notification};
+use crate::schedules;
+use crate::store::StoreError;
+use crate::webhooks::{self, Webhook};
+
+pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let done = call.query.get("done").map(str::to_string);
+    Ok(crate::html::response(
+        StatusCode::OK,
+        render(app, call.who(), done.as_deref())?,
+    ))
+}
+
+/// Rows shown per table; the JSON endpoints page through the rest.
+const ROWS: usize = 20;
+
+/// Each notification: system, event, URL (secrets masked), its state, the
+/// pings not yet answered by a change query, the last and next ping, the
+/// last error.
+fn notifications_table(notes: &[&Notification], tz: &jiff::tz::TimeZone, who: &Account) -> String {
+    let mut b = String::from(
+        "<table><tr><th>System</th><th>Event</th><th>URL</th><th>State</th><th>Unacked</th>\
+         <th>Last ping</th><th>Next ping</th><th>Last error</th><th></th></tr>",
+    );
+    for n in notes {
+        let (cls, state) = match (&n.ping, &n.last_error) {
+            (p, _) if p.inactive => ("", "inactive"),
+            (p, _) if p.suspended => ("ko", "suspended"),
+            (p, Some(_)) if p.retry => ("warn", "failing"),
+            _ => ("ok", "active"),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{system}</td><td>{event}</td><td>{url}</td><td class=\"{cls}\">{state}</td><td>{unacked}</td>\
+             <td>{last}</td><td>{next}</td><td>{error}</td><td>{act}</td></tr>",
+            system = escape(&n.system),
+            event = escape(&n.event),
+            url = escape(&crate::redact::url(&n.url)),
+            unacked = n.ping.unacked,
+            last = n.ping.last_sent_at.map(|t| local(t, tz)).unwrap_or_default(),
+            next = n.ping.next_send_at.map(|t| local(t, tz)).unwrap_or_default(),
+            error = n
+                .last_error
+                .as_ref()
+                .map(|(at, m)| format!("{} {}", local(*at, tz), escape(m)))
+                .unwrap_or_default(),
+            act = if n.ping.suspended {
+                button(
+                    who,
+                    &format!("/ui/notifications/{}/{}/reactivate", n.system, n.event),
+                    "Reactivate",
+                    "/",
+                    &[],
+                )
+            } else {
+                String::new()
+            },
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
+/// An execution's status, linked to its page.
+fn execution_link(e: &Execution, now: Timestamp) -> String {
+    format!(
+        "<a href=\"/ui/executions/{}\">{}</a>{}",
+        escape(&e.id),
+        status_cell(e),
+        if e.anomaly(now) {
+            " <span class=\"ko\">anomaly</span>"
+        } else {
+            ""
+        }
+    )
+}
+
+fn status_cell(e: &Execution) -> String {
+    match (e.status, e.errors) {
+        (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({n} errors)"),
+        (Status::Ok, _) => "<span class=\"ok\">OK</span>".into(),
+        (Status::Running, 0) => "running".into(),
+        (Status::Running, n) => format!("running, <span class=\"ko\">{n} errors</span>"),
+    }
+}
+
+/// Actions that wait for a person: retrying ("attempt N of M", the last
+/// error and the next try), closed, or to do (with the reason and queue).
+fn actions_table(acts: &[Action], total: u64, tz: &jiff::tz::TimeZone, who: &Account) -> String {
+    let mut b = String::from(
+        "<table><tr><th>Action</th><th>Interface</th><th>State</th><th>Attempts</th><th>Last error</th>\
+         <th>Next try / queue</th><th></th></tr>",
+    );
+    for a in acts {
+        let p = &a.progress;
+        let (cls, state) = match p.state {
+            ActionState::Retrying => ("warn", "retrying".to_string()),
+            ActionState::Todo => (
+                "warn",
+                match p.todo {
+                    Some(TodoReason::Timeout) => "to do: no answer in time".to_string(),
+                    _ => format!(
+                        "to do: rejected ({})",
+                        p.callback
+                            .as_ref()
+                            .and_then(|c| c.reason.as_deref())
+                            .unwrap_or("no reason")
+                    ),
+                },
+            ),
+            _ => ("ko", "closed, unsuccessful".to_string()),
+        };
+        let next = match (p.next_retry_at, &p.queue) {
+            (Some(t), _) if p.state == ActionState::Retrying => local(t, tz),
+            (_, Some(q)) => format!("queue {}", escape(q)),
+            _ => String::new(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/v1/actions/{id}\"><code>{id}</code></a></td><td>{i}</td><td class=\"{cls}\">{st}</td>\
+             <td>{n}</td><td>{err}</td><td>{next}</td><td>{act}</td></tr>",
+            act = if p.state == ActionState::Retrying {
+                button(who, &format!("/ui/actions/{}/retry", a.id), "Retry now", "/", &[])
+            } else {
+                String::new()
+            },
+            id = escape(&a.id),
+            i = escape(&a.interface),
+            st = escape(&state),
+            n = a.attempts_text(),
+            err = p
+                .last_error
+                .as_ref()
+                .map(|(at, m)| format!("{} ({})", escape(m), local(*at, tz)))
+                .unwrap_or_default(),
+        );
+    }
+    if total > acts.len() as u64 {
+        let _ = write!(
+            b,
+            "<tr><td colspan=\"7\">and {} more: <a href=\"/v1/actions?state=retrying\">retrying</a>, \
+             <a href=\"/v1/actions?state=closed\">closed</a>, <a href=\"/v1/actions?state=todo\">to do</a></td></tr>",
+            total - acts.len() as u64
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
+fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreError> {
+    let settings = app.settings();
+    let tz = &settings.general.timezone;
+    let now: Timestamp = app.clock.now();
+    let now_ms = clock::to_ms(now);
+    let (interfaces, troubled, hooks, mails, notes, events_stored, (acts, acts_total), planned) =
+        app.store.read(|r| {
+            let interfaces = executions::interfaces(r)?;
+            let filter = executions::Filter {
+                interface: None,
+                status: None,
+                after: None,
+                limit: 500,
+            };
+            let (recent, _) = executions::list(r, &filter)?;
+            let troubled: Vec<Execution> = recent
+                .into_iter()
+                .filter(|e| e.errors > 0 || e.anomaly(now))
+                .take(ROWS)
+                .collect();
+            let hooks = webhooks::list(r)?;
+            let (mails, _) = mail::list(
+                r,
+                &mail::Filter {
+                    state: None,
+                    after: None,
+                    limit: ROWS,
+                },
+            )?;
+            let notes = notifications::list(r, None)?;
+            Ok((
+                interfaces,
+                troubled,
+                hooks,
+                mails,
+                notes,
+                crate::events::count(r)?,
+                actions::attention(r, ROWS)?,
+                schedules::all(r)?,
+            ))
+        })?;
+    let mut b = String::new();
+    if let Some(done) = done {
+        let _ = write!(b, "<p class=\"done\">Done: {}</p>", escape(done));
+    }
+    let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
+    let size = app.store.file_bytes();
+    let max = settings.storage.max_size;
+    let _ = write!(
+        b,
+        "<p>Gateway <b>{gw}</b>, herald {ver}. Now {now}. {state}. Store {size} of {max}; {events} events kept.</p>",
+        gw = escape(&settings.general.name),
+        ver = env!("CARGO_PKG_VERSION"),
+        now = local(now_ms, tz),
+        state = if ready {
+            "<span class=\"ok\">Running</span>"
+        } else {
+            "<span class=\"warn\">Starting or stopping</span>"
+        },
+        size = bytesize::ByteSize(size).display().iec_short(),
+        max = bytesize::ByteSize(max).display().iec_short(),
+        events = events_stored,
+    );
+
+    // What needs attention, first.
+    let failing: Vec<&Webhook> = hooks
+        .iter()
+        .filter(|w| w.state == webhooks::State::Disabled || w.last_error.is_some())
+        .collect();
+    let stuck: Vec<&mail::Mail> = mails
+        .iter()
+        .filter(|m| m.state != mail::State::Sent && m.last_error.is_some())
+        .collect();
+    let unwell: Vec<&Notification> = notes
+        .iter()
+        .filter(|n| n.ping.suspended || (n.last_error.is_some() && n.ping.retry))
+        .collect();
+    let nearly_full = app.store.is_full() || size >= max / 10 * 9;
+    b.push_str("<h2>Needs attention</h2>");
+    if troubled.is_empty()
+        && failing.is_empty()
+        && stuck.is_empty()
+        && unwell.is_empty()
+        && acts.is_empty()
+        && !nearly_full
+    {
+        b.push_str(
+            "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, every notification \
+             pings, no action waits for a person, the outbox is clear, the store has room.</p>",
+        );
+    }
+    if nearly_full {
+        let _ = write!(
+            b,
+            "<p class=\"ko\">The store is {}: {} of storage.max_size {}. New events are refused (507) when it \
+             is full; retention frees room over time, or raise storage.max_size.</p>",
+            if app.store.is_full() { "full" } else { "nearly full" },
+            bytesize::ByteSize(size).display().iec_short(),
+            bytesize::ByteSize(max).display().iec_short(),
+        );
+    }
+    if !troubled.is_empty() {
+        b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th></tr>");
+        for e in &troubled {
+            let _ = write!(
+                b,
+                "<tr class=\"{cls}\"><td>{i}</td><td>{id}{day}</td><td>{st}</td><td>{at}</td></tr>",
+                cls = if e.status == Status::Ko { "ko-row" } else { "" },
+                i = escape(&e.interface),
+                id = short(&e.id),
+                day = e.day.as_deref().map(|d| format!(" (day {d})")).unwrap_or_default(),
+                st = execution_link(e, now),
+                at = local(e.started_at, tz),
+            );
+        }
+        b.push_str("</table>");
+    }
+    if !failing.is_empty() {
+        b.push_str(
+            "<table><tr><th>Webhook</th><th>State</th><th>Waiting</th><th>Last error</th><th>Next try</th><th></th></tr>",
+        );
+        for w in &failing {
+            let disabled = w.state == webhooks::State::Disabled;
+            let buttons = if disabled {
+                let path = format!("/ui/webhooks/{}/activate", w.id);
+                let until = w
+                    .buffer_until
+                    .map(|t| format!(", kept until {}", local(t, tz)))
+                    .unwrap_or_default();
+                format!(
+                    "{}{}",
+                    button(
+                        who,
+                        &path,
+                        &format!("Reactivate and replay {} buffered{until}", w.queued),
+                        "/",
+                        &[("replay", "1")]
+                    ),
+                    button(who, &path, "Reactivate, discard the buffer", "/", &[("replay", "0")])
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{id} {app} → {url}</td><td class=\"{cls}\">{state}</td><td>{n} {what}</td>\
+                 <td>{err}</td><td>{next}</td><td>{buttons}</td></tr>",
+                id = short(&w.id),
+                app = escape(&w.app),
+                url = escape(&crate::redact::url(&w.url)),
+                cls = if disabled { "ko" } else { "warn" },
+                state = if disabled { "deactivated" } else { "retrying" },
+                n = w.queued,
+                what = if disabled { "buffered" } else { "pending" },
+                err = escape(w.disabled_reason.as_deref().or(w.last_error.as_deref()).unwrap_or("")),
+                next = w.next_retry_at.map(|t| local(t, tz)).unwrap_or_default(),
+            );
+        }
+        b.push_str("</table>");
+    }
+    if !acts.is_empty() {
+        b.push_str(&actions_table(&acts, acts_total, tz, who));
+    }
+    if !unwell.is_empty() {
+        b.push_str(&notifications_table(&unwell, tz, who));
+    }
+    if !stuck.is_empty() {
+        b.push_str("<table><tr><th>Mail</th><th>To</th><th>State</th><th>Last error</th></tr>");
+        for m in &stuck {
+            let _ = write!(
+                b,
+                "<tr><td>{s}</td><td>{to}</td><td class=\"ko\">{st}</td><td>{e}</td></tr>",
+                s = escape(&m.subject(&settings.general.name)),
+                to = escape(&m.to),
+                st = m.state.as_str(),
+                e = escape(m.last_error.as_deref().unwrap_or("")),
+            );
+        }
+        b.push_str("</table>");
+    }
+
+    b.push_str("<h2>Interfaces</h2><table><tr><th>Name</th><th>Kind</th><th>Last execution</th></tr>");
+    for (i, last) in &interfaces {
+        let _ = write!(
+            b,
+            "<tr><td>{n}</td><td>{k}</td><td>{st}</td></tr>",
+            n = escape(&i.name),
+            k = escape(&i.kind),
+            st = last.as_ref().map(|e| execution_link(e, now)).unwrap_or_default(),
+        );
+    }
+    b.push_str("</table>");
+
+    if !settings.schedules.is_empty() {
+        b.push_str(
+            "<h2>Schedules</h2><table><tr><th>Schedule</th><th>Interface</th><th>Every</th><th>Next run</th>\
+             <th>Last run</th><th></th></tr>",
+        );
+        for s in &settings.schedules {
+            let p = planned.iter().find(|p| p.name == s.name);
+            let next = p.map_or(String::new(), |p| {
+                format!("{} (in {})", local(p.next_run_at, tz), human(p.next_run_at - now_ms))
+            });
+            let last = match p.and_then(|p| p.running.as_ref().map(|(e, _)| e).or(p.last_execution.as_ref())) {
+                Some(id) => format!("<a href=\"/ui/executions/{}\">{}</a>", escape(id), short(id)),
+                None => String::new(),
+            };
+            let going = p.is_some_and(|p| p.running.is_some());
+            let _ = write!(
+                b,
+                "<tr><td>{n}</td><td>{i}</td><td>{every}</td><td>{next}</td><td>{last}{going}</td><td>{act}</td></tr>",
+                n = escape(&s.name),
+                i = escape(&s.interface),
+                every = human(s.every.as_millis() as i64),
+                going = if going { " (running)" } else { "" },
+                act = if going {
+                    String::new()
+                } else {
+                    button(who, &format!("/ui/schedules/{}/run", s.name), "Run now", "/", &[])
+                },
+            );
+        }
+        b.push_str("</table>");
+    }
+
+    if !notes.is_empty() {
+        b.push_str("<h2>Change notifications</h2>");
+        b.push_str(&notifications_table(&notes.iter().collect::<Vec<_>>(), tz, who));
+    }
+
+    b.push_str("<h2>Webhooks</h2><table><tr><th>Webhook</th><th>App</th><th>Event</th><th>URL</th><th>State</th><th>Waiting</th></tr>");
+    for w in hooks.iter().take(ROWS * 5) {
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/v1/webhooks/{id}/attempts\">{short}</a></td><td>{app}</td><td>{ev}</td>\
+             <td>{url}</td><td>{st}</td><td>{n}</td></tr>",
+            id = escape(&w.id),
+            short = short(&w.id),
+            app = escape(&w.app),
+            ev = escape(&w.event),
+            url = escape(&crate::redact::url(&w.url)),
+            st = if w.state == webhooks::State::Active {
+                "active"
+            } else {
+                "deactivated"
+            },
+            n = w.queued,
+        );
+    }
+    b.push_str("</table>");
+
+    // The outbox and its JSON are the admin's: not offered to others.
+    if who.role == Role::Admin {
+        b.push_str(
+            "<h2>Outbox</h2><table><tr><th>Subject</th><th>To</th><th>State</th><th>Entries</th><th>Send after</th></tr>",
+        );
+        for m in &mails {
+            let _ = write!(
+                b,
+                "<tr><td>{s}</td><td>{to}</td><td>{st}</td><td>{n}</td><td>{at}</td></tr>",
+                s = escape(&m.subject(&settings.general.name)),
+                to = escape(&m.to),
+                st = m.state.as_str(),
+                n = m.total,
+                at = local(m.send_after, tz),
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str(
+        "<p>Details as JSON: <a href=\"/v1/status\">status</a>, <a href=\"/v1/executions\">executions</a>, \
+         <a href=\"/v1/webhooks\">webhooks</a>, <a href=\"/v1/actions\">actions</a>, \
+         <a href=\"/v1/schedules\">schedules</a>",
+    );
+    if who.role == Role::Admin {
+        b.push_str(", <a href=\"/v1/mails\">mails</a>");
+    }
+    b.push_str(", <a href=\"/metrics\">metrics</a>.</p>");
+    Ok(layout(&format!("herald on {}", settings.general.name), &b))
+}
