@@ -35,7 +35,8 @@
 //!   the anomaly of a run over an hour.
 //!
 //! And what spans them: [`retention`] (the sweep), [`ops`] (health,
-//! readiness, metrics, status), [`ui`] (the status page).
+//! readiness, metrics, status), [`ui`] (the technician's pages and their
+//! buttons), [`console`] (the same on the command line, a client of the API).
 //!
 //! Dependencies point one way: features use the base, never the reverse,
 //! and a feature calls another's functions, never its tables. This root
@@ -48,6 +49,7 @@ pub mod actions;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod executions;
 pub mod html;

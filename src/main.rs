@@ -4,14 +4,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use argh::FromArgs;
 use futures_util::StreamExt;
 use herald::clock::Clock;
 use herald::config::{self, Config, ConfigError};
-use http_body_util::{BodyExt, Empty};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::filter::Targets;
@@ -34,6 +32,172 @@ enum Command {
     CheckConfig(CheckConfig),
     Token(TokenCmd),
     Status(Status),
+    Attention(Attention),
+    Logs(Logs),
+    Export(Export),
+    Retry(Retry),
+    Run(Run),
+    ReactivateWebhook(ReactivateWebhook),
+    ReactivateNotification(ReactivateNotification),
+}
+
+/// List what needs attention (exit 1 when something does, 0 when nothing).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "attention")]
+struct Attention {
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon; default from the config's server.listen
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Show an execution's log lines.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "logs")]
+struct Logs {
+    /// the execution (exe_...)
+    #[argh(positional)]
+    execution: String,
+    /// only this level: info, warn or error
+    #[argh(option)]
+    level: Option<String>,
+    /// only this category: external, configuration, mapping, technical or cascade
+    #[argh(option)]
+    category: Option<String>,
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Write an execution's export (CSV or XLSX) to a file.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+struct Export {
+    /// the execution (exe_...)
+    #[argh(positional)]
+    execution: String,
+    /// csv or xlsx
+    #[argh(option, default = "String::from(\"xlsx\")")]
+    format: String,
+    /// the file to write
+    #[argh(option, short = 'o')]
+    output: PathBuf,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Retry an action now (one attempt, counted).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "retry")]
+struct Retry {
+    /// the action (act_...)
+    #[argh(positional)]
+    action: String,
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Run a schedule now.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct Run {
+    /// the schedule's name
+    #[argh(positional)]
+    schedule: String,
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Reactivate a deactivated webhook, replaying its buffer with --replay.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reactivate-webhook")]
+struct ReactivateWebhook {
+    /// the webhook (wh_...)
+    #[argh(positional)]
+    webhook: String,
+    /// deliver the buffered events (else they are discarded)
+    #[argh(switch)]
+    replay: bool,
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Reactivate a suspended change notification.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reactivate-notification")]
+struct ReactivateNotification {
+    /// the system
+    #[argh(positional)]
+    system: String,
+    /// the event name
+    #[argh(positional)]
+    event: String,
+    /// print JSON for scripts
+    #[argh(switch)]
+    json: bool,
+    /// base URL of the daemon
+    #[argh(option)]
+    url: Option<String>,
+    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
+    #[argh(option)]
+    token: Option<String>,
+    /// config file
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 /// Run the daemon.
@@ -170,7 +334,82 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Attention(a) => console(a.url, a.token, a.config, |d| async move {
+            let needs = herald::console::attention(&d, a.json).await?;
+            Ok(if needs { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }),
+        Command::Logs(l) => console(l.url, l.token, l.config, |d| async move {
+            herald::console::logs(&d, &l.execution, l.level.as_deref(), l.category.as_deref(), l.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Export(e) => console(e.url, e.token, e.config, |d| async move {
+            herald::console::export(&d, &e.execution, &e.format, &e.output).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Retry(r) => console(r.url, r.token, r.config, |d| async move {
+            herald::console::retry(&d, &r.action, r.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Run(r) => console(r.url, r.token, r.config, |d| async move {
+            herald::console::run(&d, &r.schedule, r.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::ReactivateWebhook(w) => console(w.url, w.token, w.config, |d| async move {
+            herald::console::reactivate_webhook(&d, &w.webhook, w.replay, w.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::ReactivateNotification(n) => console(n.url, n.token, n.config, |d| async move {
+            herald::console::reactivate_notification(&d, &n.system, &n.event, n.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
     }
+}
+
+/// Runs a console command against the local daemon; 2 when it failed.
+fn console<F, Fut>(url: Option<String>, token: Option<String>, config: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(herald::console::Daemon) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let config = match load(config_arg(config)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = daemon(&config, url, token).and_then(|d| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(f(d))
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("herald: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// Where the local daemon is (`--url`, else the config's `server.listen`)
+/// and the token (`--token`, `$HERALD_TOKEN`, else the generated admin token).
+fn daemon(config: &Config, url: Option<String>, token: Option<String>) -> anyhow::Result<herald::console::Daemon> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = config.server.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    });
+    let token = match token.or_else(|| std::env::var("HERALD_TOKEN").ok().filter(|t| !t.is_empty())) {
+        Some(t) => t,
+        None => {
+            let path = config.storage.dir.join(herald::auth::BOOTSTRAP_FILE);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .with_context(|| {
+                    format!(
+                        "no token: pass --token or set HERALD_TOKEN (and {} is not readable)",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    Ok(herald::console::Daemon { url, token })
 }
 
 fn system_config() -> Option<PathBuf> {
@@ -296,30 +535,18 @@ fn clock() -> anyhow::Result<Clock> {
 
 /// Prints a short summary; returns whether the daemon is healthy and ready.
 fn status(config: &Config, url: Option<String>, token: Option<String>) -> anyhow::Result<bool> {
-    let url = url.unwrap_or_else(|| {
-        let mut addr = config.server.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        format!("http://{addr}")
-    });
-    let token = match token {
-        Some(t) => t,
-        None => {
-            let path = config.storage.dir.join(herald::auth::BOOTSTRAP_FILE);
-            std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_string())
-                .with_context(|| {
-                    format!(
-                        "no token: pass --token or set HERALD_TOKEN (and {} is not readable)",
-                        path.display()
-                    )
-                })?
-        }
-    };
+    let d = daemon(config, url, token)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let body = runtime.block_on(get(&format!("{}/v1/status", url.trim_end_matches('/')), &token))?;
-    let s: serde_json::Value = serde_json::from_str(&body).context("the daemon's answer is not JSON")?;
+    let answer = runtime.block_on(d.call("GET", "/v1/status", None))?;
+    if answer.status != 200 {
+        bail!(
+            "{}/v1/status answered {}: {}",
+            d.url,
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let s = answer.json()?;
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
     let ready = s["ready"].as_bool().unwrap_or(false);
     println!(
@@ -379,35 +606,4 @@ fn status(config: &Config, url: Option<String>, token: Option<String>) -> anyhow
         println!("{line}");
     }
     Ok(ready)
-}
-
-async fn get(url: &str, token: &str) -> anyhow::Result<String> {
-    let uri: hyper::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--url must be http://HOST:PORT (the status command talks to the local daemon over loopback)");
-    }
-    let host = uri.host().context("the URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .context("timed out connecting")?
-    .with_context(|| format!("cannot connect to {host}:{port}; is herald running?"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.clone())
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::<bytes::Bytes>::new())?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
-        .await
-        .context("timed out")??;
-    let status = resp.status();
-    let body = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
-    if !status.is_success() {
-        bail!("{url} answered {status}: {body}");
-    }
-    Ok(body)
 }

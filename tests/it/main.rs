@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod actions;
+mod console;
 mod events;
 mod executions;
 mod hardening;

@@ -95,7 +95,7 @@ fn json_of(d: &Daemon, path: &str) -> Value {
 /// A daemon with one of everything that needs attention: an action
 /// retrying, a deactivated webhook with a buffer, a suspended notification,
 /// and a schedule to run.
-fn troubled() -> (Daemon, HttpSink, String, String, HttpSink) {
+pub fn troubled() -> (Daemon, HttpSink, String, String, HttpSink) {
     let sink = HttpSink::start(Answer::Status(503));
     let d = Daemon::start_with_clock(
         &format!(

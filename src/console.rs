@@ -1,0 +1,397 @@
+//! The technician's console on the command line, for a shell on the
+//! gateway: what needs attention, an execution's log lines and its export,
+//! and the fixes (retry an action, run a schedule, reactivate a webhook or
+//! a notification). It talks to the local daemon's API, as `herald status`
+//! does; `--json` prints what scripts read.
+//!
+//! Exit codes: 0 done (or nothing needs attention), 1 something needs
+//! attention, 2 the daemon refused or could not be reached.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+/// Where the daemon is and how to authenticate to it.
+pub struct Daemon {
+    pub url: String,
+    pub token: String,
+}
+
+/// What the daemon answered.
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body).context("the daemon's answer is not JSON")
+    }
+
+    /// The answer's JSON if it is a success, else its error message.
+    fn ok(self, what: &str) -> anyhow::Result<Value> {
+        if (200..300).contains(&self.status) {
+            return if self.body.is_empty() {
+                Ok(Value::Null)
+            } else {
+                self.json()
+            };
+        }
+        let message = self
+            .json()
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned());
+        bail!("{what}: {} {message}", self.status)
+    }
+}
+
+impl Daemon {
+    /// One request to the local daemon (plain HTTP over loopback).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Answer> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let uri: hyper::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("--url must be http://HOST:PORT (the console talks to the local daemon over loopback)");
+        }
+        let host = uri.host().context("the URL has no host")?.to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .context("timed out connecting")?
+        .with_context(|| format!("cannot connect to {host}:{port}; is herald running?"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(uri.clone())
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.token));
+        let body = match body {
+            Some(v) => {
+                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = tokio::time::timeout(
+            Duration::from_secs(120),
+            sender.send_request(req.body(Full::new(body))?),
+        )
+        .await
+        .context("timed out")??;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call("GET", path, None).await?.ok(&format!("GET {path}"))
+    }
+}
+
+/// One thing that needs a person, with the command that fixes it.
+struct Item {
+    line: String,
+    fix: Option<String>,
+    json: Value,
+}
+
+/// What needs attention, as the overview page lists it; whether anything does.
+pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
+    let mut items = Vec::new();
+    let status = d.get("/v1/status").await?;
+    if status["storage_full"] == true {
+        items.push(Item {
+            line: "STORE     full: new events are refused (507); free space or raise storage.max_size".into(),
+            fix: None,
+            json: json!({"kind": "storage", "full": true}),
+        });
+    }
+    for e in d.get("/v1/executions?status=ko&limit=20").await?["executions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            d.get("/v1/executions?status=running&limit=100").await?["executions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["anomaly"] == true || e["errors"].as_u64().unwrap_or(0) > 0),
+        )
+    {
+        let id = e["id"].as_str().unwrap_or("");
+        items.push(Item {
+            line: format!(
+                "EXECUTION {id} of {} {}: {} errors{}, started {}",
+                e["interface"].as_str().unwrap_or(""),
+                e["status"].as_str().unwrap_or("").to_uppercase(),
+                e["errors"],
+                if e["anomaly"] == true {
+                    ", ANOMALY (over an hour)"
+                } else {
+                    ""
+                },
+                e["started_at"].as_str().unwrap_or("")
+            ),
+            fix: Some(format!("herald logs {id} --level error")),
+            json: json!({"kind": "execution", "execution": e}),
+        });
+    }
+    for w in d.get("/v1/webhooks").await?["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let id = w["id"].as_str().unwrap_or("");
+        let disabled = w["state"] == "disabled";
+        if !disabled && w.get("last_error").is_none_or(Value::is_null) {
+            continue;
+        }
+        items.push(Item {
+            line: if disabled {
+                format!(
+                    "WEBHOOK   {id} of {} deactivated: {}; {} buffered until {}",
+                    w["app"].as_str().unwrap_or(""),
+                    w["disabled_reason"].as_str().unwrap_or(""),
+                    w["buffered"],
+                    w["buffer_until"].as_str().unwrap_or("-")
+                )
+            } else {
+                format!(
+                    "WEBHOOK   {id} of {} retrying: {}; next try {}",
+                    w["app"].as_str().unwrap_or(""),
+                    w["last_error"].as_str().unwrap_or(""),
+                    w["next_retry_at"].as_str().unwrap_or("-")
+                )
+            },
+            fix: disabled.then(|| format!("herald reactivate-webhook {id} --replay")),
+            json: json!({"kind": "webhook", "webhook": w}),
+        });
+    }
+    for a in status["actions"].as_array().into_iter().flatten() {
+        let id = a["id"].as_str().unwrap_or("");
+        let state = a["state"].as_str().unwrap_or("");
+        let mut line = format!(
+            "ACTION    {id} on {} {state}, {}",
+            a["interface"].as_str().unwrap_or(""),
+            a["attempts"].as_str().unwrap_or("")
+        );
+        match state {
+            "retrying" => line.push_str(&format!("; next try {}", a["next_retry_at"].as_str().unwrap_or("-"))),
+            "todo" => line.push_str(&format!(
+                "; to do: {}{}",
+                a["reason"].as_str().unwrap_or(""),
+                a["queue"].as_str().map(|q| format!(" (queue {q})")).unwrap_or_default()
+            )),
+            _ => {}
+        }
+        if let Some(m) = a["last_error"]["message"].as_str() {
+            line.push_str(&format!("; last error: {m}"));
+        }
+        items.push(Item {
+            line,
+            fix: (state == "retrying").then(|| format!("herald retry {id}")),
+            json: json!({"kind": "action", "action": a}),
+        });
+    }
+    for n in d.get("/v1/notifications").await?["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if n["suspended"] != true {
+            continue;
+        }
+        let (system, event) = (n["system"].as_str().unwrap_or(""), n["event"].as_str().unwrap_or(""));
+        items.push(Item {
+            line: format!(
+                "NOTIFY    {system}/{event} suspended after {} unanswered pings",
+                n["unacked"]
+            ),
+            fix: Some(format!("herald reactivate-notification {system} {event}")),
+            json: json!({"kind": "notification", "notification": n}),
+        });
+    }
+    if as_json {
+        let all: Vec<Value> = items
+            .iter()
+            .map(|i| {
+                let mut v = i.json.clone();
+                v["fix"] = json!(i.fix);
+                v
+            })
+            .collect();
+        println!("{}", json!({ "attention": all }));
+    } else if items.is_empty() {
+        println!("Nothing needs attention.");
+    } else {
+        for i in &items {
+            println!("{}", i.line);
+            if let Some(fix) = &i.fix {
+                println!("          → {fix}");
+            }
+        }
+    }
+    Ok(!items.is_empty())
+}
+
+/// An execution's log lines.
+pub async fn logs(
+    d: &Daemon,
+    id: &str,
+    level: Option<&str>,
+    category: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let exe = d.get(&format!("/v1/executions/{id}")).await?;
+    let mut lines = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", "1000");
+        if let Some(l) = level {
+            q.append_pair("level", l);
+        }
+        if let Some(c) = category {
+            q.append_pair("category", c);
+        }
+        if let Some(a) = after {
+            q.append_pair("after", &a.to_string());
+        }
+        let page = d.get(&format!("/v1/executions/{id}/logs?{}", q.finish())).await?;
+        lines.extend(page["logs"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_u64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if as_json {
+        println!("{}", json!({"execution": exe, "logs": lines}));
+        return Ok(());
+    }
+    println!(
+        "{} of {}{}: {}, {} errors, started {}{}",
+        id,
+        exe["interface"].as_str().unwrap_or(""),
+        exe["schedule"]
+            .as_str()
+            .map(|s| format!(" (schedule {s})"))
+            .unwrap_or_default(),
+        exe["status"].as_str().unwrap_or("").to_uppercase(),
+        exe["errors"],
+        exe["started_at"].as_str().unwrap_or(""),
+        exe["ended_at"]
+            .as_str()
+            .map(|t| format!(", ended {t}"))
+            .unwrap_or_default(),
+    );
+    for l in &lines {
+        println!(
+            "{} {:<5} {:<13} {}",
+            l["at"].as_str().unwrap_or(""),
+            l["level"].as_str().unwrap_or(""),
+            l["category"].as_str().unwrap_or("-"),
+            l["message"].as_str().unwrap_or("")
+        );
+        if let Some(detail) = l["detail"].as_str() {
+            for line in detail.lines() {
+                println!("{:>44}{line}", "");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes an execution's export to `out`.
+pub async fn export(d: &Daemon, id: &str, format: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    if !matches!(format, "csv" | "xlsx") {
+        bail!("--format must be csv or xlsx");
+    }
+    let answer = d
+        .call("GET", &format!("/v1/executions/{id}/export?format={format}"), None)
+        .await?;
+    if answer.status != 200 {
+        answer.ok("export")?;
+        bail!("export: no file");
+    }
+    std::fs::write(out, &answer.body).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {} ({} bytes)", out.display(), answer.body.len());
+    Ok(())
+}
+
+/// Prints the result of a fix: its JSON, or a line for people.
+fn report(v: &Value, as_json: bool, line: String) {
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{line}");
+    }
+}
+
+pub async fn retry(d: &Daemon, id: &str, as_json: bool) -> anyhow::Result<()> {
+    let a = d
+        .call("POST", &format!("/v1/actions/{id}/retry"), None)
+        .await?
+        .ok("retry")?;
+    let line = format!(
+        "action {id}: attempt {} of {} made; now {}{}",
+        a["attempts_made"],
+        a["attempts_max"],
+        a["state"].as_str().unwrap_or(""),
+        a["last_error"]["message"]
+            .as_str()
+            .filter(|_| a["state"] != "waiting")
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    report(&a, as_json, line);
+    Ok(())
+}
+
+pub async fn run(d: &Daemon, schedule: &str, as_json: bool) -> anyhow::Result<()> {
+    let v = d
+        .call("POST", &format!("/v1/schedules/{schedule}/run"), None)
+        .await?
+        .ok("run")?;
+    let id = v["execution_id"].as_str().unwrap_or("");
+    report(
+        &v,
+        as_json,
+        format!("schedule {schedule}: run {id} started; herald logs {id}"),
+    );
+    Ok(())
+}
+
+pub async fn reactivate_webhook(d: &Daemon, id: &str, replay: bool, as_json: bool) -> anyhow::Result<()> {
+    let v = d
+        .call(
+            "POST",
+            &format!("/v1/webhooks/{id}/activate"),
+            Some(json!({ "replay_events": replay })),
+        )
+        .await?
+        .ok("reactivate")?;
+    let what = if replay {
+        "its buffered events are being delivered in order"
+    } else {
+        "its buffer was discarded"
+    };
+    report(&v, as_json, format!("webhook {id} is active; {what}"));
+    Ok(())
+}
+
+pub async fn reactivate_notification(d: &Daemon, system: &str, event: &str, as_json: bool) -> anyhow::Result<()> {
+    let v = d
+        .call("POST", &format!("/v1/notifications/{system}/{event}/reactivate"), None)
+        .await?
+        .ok("reactivate")?;
+    report(&v, as_json, format!("notification {system}/{event} is active again"));
+    Ok(())
+}

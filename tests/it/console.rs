@@ -1,0 +1,150 @@
+//! The console commands against the real daemon: what needs attention
+//! (for people and as JSON, with its exit code), the fixes, an execution's
+//! log lines and its export to a file.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::http_sink::{Answer, HttpSink};
+use crate::ui::troubled;
+use crate::util::*;
+
+fn cli(d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--url", &d.base, "--token", TECHNICIAN]);
+    run_cli(&all, None)
+}
+
+fn json_of(d: &Daemon, path: &str) -> Value {
+    d.get(path, Some(ADMIN)).json()
+}
+
+#[test]
+fn attention_lists_each_problem_with_its_fix_and_the_fixes_work() {
+    let (d, sink, action, wh, receiver) = troubled();
+    let (code, out, err) = cli(&d, &["attention"]);
+    assert_eq!(code, Some(1), "something needs attention: {out}{err}");
+    for needle in [
+        format!("ACTION    {action}"),
+        "attempt 1 of 5".into(),
+        format!("herald retry {action}"),
+        format!("WEBHOOK   {wh}"),
+        format!("herald reactivate-webhook {wh} --replay"),
+        "NOTIFY    erp/tick suspended".into(),
+        "herald reactivate-notification erp tick".into(),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} in:\n{out}");
+    }
+    let (code, out, _) = cli(&d, &["attention", "--json"]);
+    assert_eq!(code, Some(1));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = v["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    for k in ["action", "webhook", "notification"] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+
+    // The fixes.
+    sink.set(Answer::Status(202));
+    let (code, out, err) = cli(&d, &["retry", &action]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("attempt 2 of 5 made; now waiting"), "{out}");
+    receiver.set(Answer::Status(200));
+    let (code, out, err) = cli(&d, &["reactivate-webhook", &wh, "--replay"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The one answered 410, then the whole buffer (events 1 to 4).
+    receiver.wait_for(5, Duration::from_secs(10));
+    d.eventually(Duration::from_secs(10), "the webhook healthy", || {
+        json_of(&d, &format!("/v1/webhooks/{wh}"))
+            .get("last_error")
+            .is_none_or(Value::is_null)
+            .then_some(())
+    });
+    let (code, _, err) = cli(&d, &["reactivate-notification", "erp", "tick"]);
+    assert_eq!(code, Some(0), "{err}");
+    sink.set(Answer::Body(200, "[]".into()));
+    let (code, out, err) = cli(&d, &["run", "shop-sales", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let exe = serde_json::from_str::<Value>(&out).unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.eventually(Duration::from_secs(10), "the run's end", || {
+        (json_of(&d, &format!("/v1/executions/{exe}"))["status"] == "ok").then_some(())
+    });
+    // What was fixed is gone from the list; today's executions keep their errors.
+    let (_, out, _) = cli(&d, &["attention"]);
+    for gone in ["ACTION", "WEBHOOK", "NOTIFY"] {
+        assert!(!out.contains(gone), "{gone} fixed:\n{out}");
+    }
+
+    // A refusal is exit 2 with the daemon's reason.
+    let (code, _, err) = cli(&d, &["retry", &action]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("409") && err.contains("only a retrying action"), "{err}");
+}
+
+#[test]
+fn nothing_to_do_is_exit_0() {
+    let d = Daemon::start(&accounts());
+    let (code, out, err) = cli(&d, &["attention"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "Nothing needs attention.");
+    let (code, out, _) = cli(&d, &["attention", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), r#"{"attention":[]}"#);
+}
+
+#[test]
+fn logs_and_exports_of_an_execution() {
+    let items = serde_json::json!([{"event": "bad name", "data": {}}, {"event": "ok", "data": 1}]);
+    let sink = HttpSink::start(Answer::Body(200, items.to_string()));
+    let d = Daemon::start(&format!(
+        "[[interfaces]]\nname = \"shop\"\nkind = \"pull\"\nurl = \"{}\"\n\n[[schedules]]\nname = \"shop-sales\"\n\
+         interface = \"shop\"\nevery = \"2h\"\n\n{}",
+        sink.url("/shop"),
+        accounts()
+    ));
+    let (_, out, _) = cli(&d, &["run", "shop-sales", "--json"]);
+    let exe = serde_json::from_str::<Value>(&out).unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.eventually(Duration::from_secs(10), "the run's end", || {
+        (json_of(&d, &format!("/v1/executions/{exe}"))["status"] == "ko").then_some(())
+    });
+    let (code, out, _) = cli(&d, &["attention"]);
+    assert_eq!(code, Some(1), "a KO run needs attention: {out}");
+    assert!(out.contains(&format!("EXECUTION {exe} of shop KO")), "{out}");
+    let (code, out, err) = cli(&d, &["logs", &exe]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("KO, 1 errors") && out.contains("item 0 skipped") && out.contains("check the mappings"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&d, &["logs", &exe, "--level", "info", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["logs"].as_array().unwrap().len(), 1, "{v}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let xlsx = dir.path().join("run.xlsx");
+    let (code, _, err) = cli(&d, &["export", &exe, "--format", "xlsx", "-o", xlsx.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::read(&xlsx).unwrap().starts_with(b"PK"), "a zip file");
+    let csv = dir.path().join("run.csv");
+    let (code, _, err) = cli(&d, &["export", &exe, "--format", "csv", "-o", csv.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        std::fs::read_to_string(&csv)
+            .unwrap()
+            .starts_with("\u{feff}#;time;level")
+    );
+    let (code, _, err) = cli(&d, &["logs", "exe_nope"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("404"), "{err}");
+}
