@@ -7,12 +7,12 @@ use hyper::header::HeaderValue;
 
 use crate::http::{self, Resp};
 
-/// A page as an answer; no referrer leaves it, since its URL may hold a
-/// link's token.
+/// A page as an answer; no referrer leaves for another site, since its URL
+/// may hold a link's token (our own forms keep their origin).
 pub fn response(status: StatusCode, page: String) -> Resp {
     let mut r = http::with_type(status, Bytes::from(page), "text/html; charset=utf-8");
     r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        .insert("referrer-policy", HeaderValue::from_static("same-origin"));
     r
 }
 

@@ -210,15 +210,13 @@ async fn form(call: &mut Call) -> Result<Result<Form, Resp>, ApiError> {
     Ok(Ok(Form { fields, back }))
 }
 
-/// Whether the request came from a page of this very site: an `Origin`
-/// (browsers send it with every POST) naming our host, and no
-/// `Sec-Fetch-Site` saying otherwise.
+/// Whether the request came from a page of this very site. Browsers say
+/// so in `Sec-Fetch-Site`; older ones send an `Origin` with every POST,
+/// which must name our host. (Under a no-referrer policy Chromium sends
+/// `Origin: null` for our own forms, so `Sec-Fetch-Site` decides first.)
 fn same_origin(call: &Call) -> bool {
-    if call
-        .header(HeaderName::from_static("sec-fetch-site"))
-        .is_some_and(|s| s == "cross-site" || s == "same-site")
-    {
-        return false;
+    if let Some(site) = call.header(HeaderName::from_static("sec-fetch-site")) {
+        return site == "same-origin";
     }
     let Some(origin) = call.header(header::ORIGIN) else {
         return true;
