@@ -87,7 +87,7 @@ impl FailedCalls {
             && e.status == StatusCode::UNAUTHORIZED
             && call.header(header::AUTHORIZATION).is_none()
             && *method == Method::GET
-            && call.parts.uri.path() == "/";
+            && (call.parts.uri.path() == "/" || call.parts.uri.path().starts_with("/ui/"));
         if quiet || challenge {
             tracing::debug!(%method, target, status = e.status.as_u16(), %peer, "request refused");
             return;

@@ -225,6 +225,8 @@ fn strangers_are_counted_not_stored_one_by_one() {
     let page = d.get("/", None);
     assert_eq!(page.status, 401);
     assert!(page.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
+    // A bookmarked page of the console, opened without credentials, too.
+    assert_eq!(d.get("/ui/executions/exe_x", None).status, 401);
     let icon = d.get("/favicon.ico", None);
     assert_eq!(icon.status, 200);
     assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
