@@ -41,165 +41,6 @@ enum Command {
     ReactivateNotification(ReactivateNotification),
 }
 
-/// List what needs attention (exit 1 when something does, 0 when nothing).
-#[derive(FromArgs)]
-#[argh(subcommand, name = "attention")]
-struct Attention {
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon; default from the config's server.listen
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Show an execution's log lines.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "logs")]
-struct Logs {
-    /// the execution (exe_...)
-    #[argh(positional)]
-    execution: String,
-    /// only this level: info, warn or error
-    #[argh(option)]
-    level: Option<String>,
-    /// only this category: external, configuration, mapping, technical or cascade
-    #[argh(option)]
-    category: Option<String>,
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Write an execution's export (CSV or XLSX) to a file.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "export")]
-struct Export {
-    /// the execution (exe_...)
-    #[argh(positional)]
-    execution: String,
-    /// csv or xlsx
-    #[argh(option, default = "String::from(\"xlsx\")")]
-    format: String,
-    /// the file to write
-    #[argh(option, short = 'o')]
-    output: PathBuf,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Retry an action now (one attempt, counted).
-#[derive(FromArgs)]
-#[argh(subcommand, name = "retry")]
-struct Retry {
-    /// the action (act_...)
-    #[argh(positional)]
-    action: String,
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Run a schedule now.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "run")]
-struct Run {
-    /// the schedule's name
-    #[argh(positional)]
-    schedule: String,
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Reactivate a deactivated webhook, replaying its buffer with --replay.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "reactivate-webhook")]
-struct ReactivateWebhook {
-    /// the webhook (wh_...)
-    #[argh(positional)]
-    webhook: String,
-    /// deliver the buffered events (else they are discarded)
-    #[argh(switch)]
-    replay: bool,
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
-/// Reactivate a suspended change notification.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "reactivate-notification")]
-struct ReactivateNotification {
-    /// the system
-    #[argh(positional)]
-    system: String,
-    /// the event name
-    #[argh(positional)]
-    event: String,
-    /// print JSON for scripts
-    #[argh(switch)]
-    json: bool,
-    /// base URL of the daemon
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file
-    #[argh(option)]
-    config: Option<PathBuf>,
-}
-
 /// Run the daemon.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "serve")]
@@ -223,19 +64,127 @@ struct CheckConfig {
 #[argh(subcommand, name = "token")]
 struct TokenCmd {}
 
-/// Ask the local daemon how it is doing.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
-struct Status {
-    /// base URL of the daemon; default from the config's server.listen
-    #[argh(option)]
-    url: Option<String>,
-    /// token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token
-    #[argh(option)]
-    token: Option<String>,
-    /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists
-    #[argh(option)]
-    config: Option<PathBuf>,
+/// A command that talks to the local daemon: its own fields, then how to
+/// reach the daemon (`--url`, `--token`, `--config`), the same for all.
+macro_rules! client_command {
+    ($(#[$doc:meta])* $name:ident = $cmd:literal { $($(#[$fattr:meta])* $field:ident: [$($ty:tt)+],)* }) => {
+        $(#[$doc])*
+        #[derive(FromArgs)]
+        #[argh(subcommand, name = $cmd)]
+        struct $name {
+            $($(#[$fattr])* $field: $($ty)+,)*
+            /// base URL of the daemon; default from the config's server.listen
+            #[argh(option)]
+            url: Option<String>,
+            /// token; else $HERALD_TOKEN, else the generated <storage.dir>/admin.token
+            #[argh(option)]
+            token: Option<String>,
+            /// config file; else $HERALD_CONFIG, else /etc/herald/herald.toml if it exists
+            #[argh(option)]
+            config: Option<PathBuf>,
+        }
+    };
+}
+
+client_command! {
+    /// Ask the local daemon how it is doing.
+    Status = "status" {}
+}
+
+client_command! {
+    /// List what needs attention (exit 1 when something does, 0 when nothing).
+    Attention = "attention" {
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Show an execution's log lines.
+    Logs = "logs" {
+        /// the execution (exe_...)
+        #[argh(positional)]
+        execution: [String],
+        /// only this level: info, warn or error
+        #[argh(option)]
+        level: [Option<String>],
+        /// only this category: external, configuration, mapping, technical or cascade
+        #[argh(option)]
+        category: [Option<String>],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Write an execution's export (CSV or XLSX) to a file.
+    Export = "export" {
+        /// the execution (exe_...)
+        #[argh(positional)]
+        execution: [String],
+        /// csv or xlsx
+        #[argh(option, default = "String::from(\"xlsx\")")]
+        format: [String],
+        /// the file to write
+        #[argh(option, short = 'o')]
+        output: [PathBuf],
+    }
+}
+
+client_command! {
+    /// Retry an action now (one attempt, counted).
+    Retry = "retry" {
+        /// the action (act_...)
+        #[argh(positional)]
+        action: [String],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Run a schedule now.
+    Run = "run" {
+        /// the schedule's name
+        #[argh(positional)]
+        schedule: [String],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Reactivate a deactivated webhook, replaying its buffer with --replay.
+    ReactivateWebhook = "reactivate-webhook" {
+        /// the webhook (wh_...)
+        #[argh(positional)]
+        webhook: [String],
+        /// deliver the buffered events (else they are discarded)
+        #[argh(switch)]
+        replay: [bool],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Reactivate a suspended change notification.
+    ReactivateNotification = "reactivate-notification" {
+        /// the system
+        #[argh(positional)]
+        system: [String],
+        /// the event name
+        #[argh(positional)]
+        event: [String],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
 }
 
 /// `--config`, else `$HERALD_CONFIG`.

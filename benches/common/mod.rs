@@ -185,6 +185,28 @@ where
     F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = u16> + Send + 'static,
 {
+    serve(move |path, body| {
+        let status = handle(path, body);
+        async move { (status.await, Bytes::from_static(b"ok")) }
+    })
+    .await
+}
+
+/// A server on 127.0.0.1 that answers every request 200 with `body`.
+pub async fn body_server(body: Bytes) -> String {
+    serve(move |_, _| {
+        let body = body.clone();
+        async move { (200, body) }
+    })
+    .await
+}
+
+/// Serves `handle`'s (status, JSON body) for each request's path and body.
+async fn serve<F, Fut>(handle: F) -> String
+where
+    F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, Bytes)> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -205,36 +227,9 @@ where
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let status = handle(path, body).await;
-                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                        let (status, answer) = handle(path, body).await;
+                        let mut r = hyper::Response::new(Full::new(answer));
                         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// A server on 127.0.0.1 that answers every request 200 with `body`.
-pub async fn body_server(body: Bytes) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move {
-                        let mut r = hyper::Response::new(Full::new(body));
                         r.headers_mut().insert(
                             "content-type",
                             hyper::header::HeaderValue::from_static("application/json"),

@@ -230,22 +230,41 @@ fn daily(
     {
         return Ok(exe);
     }
+    let exe = open(txn, now, interface, interface_kind, None, Some(day.to_string()))?;
+    txn.open(DAILY)?.insert(key.as_str(), exe.id.as_str())?;
+    Ok(exe)
+}
+
+/// Opens a running execution of `interface` (a scheduled run with
+/// `schedule`, else the daily one of `day`), which becomes the interface's
+/// last one.
+fn open(
+    txn: &mut Txn,
+    now: Timestamp,
+    interface: &str,
+    interface_kind: &str,
+    schedule: Option<&str>,
+    day: Option<String>,
+) -> Result<Execution, StoreError> {
     let exe = Execution {
         id: new_id(now),
         interface: interface.to_string(),
-        schedule: None,
-        kind: Kind::Daily,
+        schedule: schedule.map(String::from),
+        kind: if schedule.is_some() {
+            Kind::Scheduled
+        } else {
+            Kind::Daily
+        },
         status: Status::Running,
         started_at: clock::to_ms(now),
         ended_at: None,
         errors: 0,
         successes: 0,
         lines: 0,
-        day: Some(day.to_string()),
+        day,
     };
     txn.open(EXECUTIONS)?
         .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
-    txn.open(DAILY)?.insert(key.as_str(), exe.id.as_str())?;
     let iface = Interface {
         name: interface.to_string(),
         kind: interface_kind.to_string(),
@@ -297,29 +316,7 @@ pub fn start_run(
     interface_kind: &str,
     schedule: &str,
 ) -> Result<Execution, StoreError> {
-    let exe = Execution {
-        id: new_id(now),
-        interface: interface.to_string(),
-        schedule: Some(schedule.to_string()),
-        kind: Kind::Scheduled,
-        status: Status::Running,
-        started_at: clock::to_ms(now),
-        ended_at: None,
-        errors: 0,
-        successes: 0,
-        lines: 0,
-        day: None,
-    };
-    txn.open(EXECUTIONS)?
-        .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
-    let iface = Interface {
-        name: interface.to_string(),
-        kind: interface_kind.to_string(),
-        last_execution: Some(exe.id.clone()),
-    };
-    txn.open(INTERFACES)?
-        .insert(interface, store::encode(&iface).as_slice())?;
-    Ok(exe)
+    open(txn, now, interface, interface_kind, Some(schedule), None)
 }
 
 /// The execution `id`, inside a write.
