@@ -23,6 +23,13 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+impl Daemon {
+    /// `storage.dir` of this daemon.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
