@@ -347,6 +347,25 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
     {
+        self.submit(grows, true, f).await
+    }
+
+    /// A write of progress that is redone safely after a crash (a
+    /// delivery's position and attempts): answered once committed, made
+    /// durable by the next durable commit, at the latest within a second.
+    pub async fn write_progress<R, F>(&self, grows: Grows, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit(grows, false, f).await
+    }
+
+    async fn submit<R, F>(&self, grows: Grows, durable: bool, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let apply: Apply = Box::new(move |txn| {
             let result = txn.and_then(f);
@@ -358,7 +377,7 @@ impl Store {
         });
         self.shared
             .ops
-            .send(Op { grows, apply })
+            .send(Op { grows, durable, apply })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

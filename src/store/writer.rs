@@ -33,6 +33,11 @@ pub(super) type Apply = Box<dyn FnOnce(Result<&mut Txn, StoreError>) -> (bool, C
 
 pub(super) struct Op {
     pub(super) grows: Grows,
+    /// Whether its answer waits until it is on stable storage. Progress
+    /// that is redone safely after a crash (a delivery's position) need not:
+    /// a batch of only such writes commits without an fsync, and the next
+    /// durable commit (within [`LAZY_FOR`]) makes it durable too.
+    pub(super) durable: bool,
     pub(super) apply: Apply,
 }
 
@@ -45,6 +50,9 @@ const LINGER: Duration = Duration::from_micros(250);
 const DISK_ROOM: u64 = 256 << 10;
 /// How often a broken database is tried again.
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// Longest time non-durable commits wait for a durable one: what a crash
+/// can make herald redo (redeliver) is bounded by it.
+const LAZY_FOR: Duration = Duration::from_secs(1);
 /// How stale the measure of the pages in use may be once growth is barred.
 const MEASURE_EVERY: Duration = Duration::from_millis(250);
 
@@ -69,6 +77,8 @@ pub(super) struct Writer {
     measured: Option<(Instant, u64, u64)>,
     /// The last error logged, how often it came since, and when it was logged.
     repeats: Option<(String, u64, Instant)>,
+    /// Since when commits were made that are not durable yet, if any.
+    lazy_since: Option<Instant>,
 }
 
 struct Broken {
@@ -84,13 +94,34 @@ impl Writer {
             broken: None,
             measured: None,
             repeats: None,
+            lazy_since: None,
         }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut last_batch = 0;
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            // While commits wait to be made durable, poll, so that an idle
+            // moment flushes them within LAZY_FOR.
+            let first = match self.lazy_since {
+                None => match rx.blocking_recv() {
+                    Some(op) => op,
+                    None => break,
+                },
+                Some(since) => match rx.try_recv() {
+                    Ok(op) => op,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if since.elapsed() >= LAZY_FOR {
+                            self.commit(&mut batch);
+                        } else {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        continue;
+                    }
+                },
+            };
             batch.push(first);
             // Under concurrent load (the last commit carried several writes),
             // wait a moment for the writers that are on their way: one fsync
@@ -105,6 +136,10 @@ impl Writer {
                 }
             }
             last_batch = batch.len();
+            self.commit(&mut batch);
+        }
+        // Closing: what is not durable yet becomes so.
+        if self.lazy_since.is_some() {
             self.commit(&mut batch);
         }
     }
@@ -183,6 +218,14 @@ impl Writer {
                 return self.fail_batch(batch, e);
             }
         };
+        // Without an fsync only when no write of the batch waits for one and
+        // the last durable commit is recent (an empty batch is the flush).
+        let lazy = !batch.is_empty()
+            && batch.iter().all(|op| !op.durable)
+            && self.lazy_since.is_none_or(|t| t.elapsed() < LAZY_FOR);
+        if lazy && txn.inner.set_durability(redb::Durability::None).is_err() {
+            return self.fail_batch(batch, StoreError::Unavailable("cannot commit lazily".into()));
+        }
         let n = batch.len();
         let mut done: Vec<Completion> = Vec::with_capacity(n);
         let mut refused: Vec<Completion> = Vec::new();
@@ -217,6 +260,7 @@ impl Writer {
         drop(db);
         match &result {
             Ok(()) => {
+                self.lazy_since = if lazy { self.lazy_since.or(Some(Instant::now())) } else { None };
                 self.s.metrics.commits.inc();
                 self.s.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                 self.s.metrics.commit_batch.observe(done.len() as f64);

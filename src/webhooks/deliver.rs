@@ -95,8 +95,10 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     let now = app.clock.now();
     let jitter = rand::random::<f64>() * 2.0 - 1.0;
     let (successes, failures) = (delivered.len() as u64, u64::from(failed.is_some()));
+    // Redone safely after a crash (deliveries are at least once, receivers
+    // dedupe on webhook-id): no fsync of its own.
     app.store
-        .write(Grows::No, move |txn| {
+        .write_progress(Grows::No, move |txn| {
             record(txn, &id, delivered, missing, failed, now, jitter, &ctx)
         })
         .await?;
