@@ -260,7 +260,11 @@ impl Writer {
         drop(db);
         match &result {
             Ok(()) => {
-                self.lazy_since = if lazy { self.lazy_since.or(Some(Instant::now())) } else { None };
+                self.lazy_since = if lazy {
+                    self.lazy_since.or(Some(Instant::now()))
+                } else {
+                    None
+                };
                 self.s.metrics.commits.inc();
                 self.s.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                 self.s.metrics.commit_batch.observe(done.len() as f64);
