@@ -79,18 +79,6 @@ async fn answer_later(state: Arc<Receiver>, made: Value) {
     }
 }
 
-async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 /// Creates actions `from..from + n` with `CLIENTS` clients; each one's
 /// create time in µs since `base`.
 async fn create_all(addr: &str, base: Instant, from: u64, n: u64) -> HashMap<u64, u64> {

@@ -15,10 +15,6 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 async fn get_bytes(addr: &str, path: &str) -> (u16, Bytes) {
     let mut sender = connect(addr).await;
     let req = Request::get(path)

@@ -25,10 +25,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 /// `write_bytes` of a process: what it sent to the storage layer.
 fn proc_written(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))

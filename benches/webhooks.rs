@@ -68,15 +68,6 @@ async fn receiver(state: Arc<Receiver>) -> String {
     .await
 }
 
-async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    started.elapsed()
-}
-
 async fn publish_batch(addr: &str, name: &str, n: usize) {
     let events: Vec<_> = (0..n).map(|i| json!({"event": name, "data": {"i": i}})).collect();
     let (status, body) = call(
@@ -95,10 +86,6 @@ async fn create_webhook(addr: &str, event: &str, url: String) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// `drive` with one connection from a thread of its own, as herald's

@@ -386,7 +386,8 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
 
 async fn push(app: &App, p: &Planned, i: &Interface, exe: &str) -> Result<(), StoreError> {
     let names: Option<Vec<String>> = (!i.events.iter().any(|e| e == "*")).then(|| i.events.clone());
-    let mut position = load_position(app, &p.name)?.unwrap_or(p.position);
+    // Read with the run's start, in the commit that opened it.
+    let mut position = p.position;
     let signer = i.secret.as_deref().map(Signer::new);
     let mut sent = 0u64;
     loop {
@@ -466,10 +467,6 @@ async fn push(app: &App, p: &Planned, i: &Interface, exe: &str) -> Result<(), St
     }
     let message = format!("pushed {sent} events; sent up to #{position}");
     log(app, exe, Level::Info, None, message, String::new()).await
-}
-
-fn load_position(app: &App, name: &str) -> Result<Option<u64>, StoreError> {
-    Ok(app.store.read(|r| super::get(r, name))?.map(|p| p.position))
 }
 
 fn set_position(txn: &mut Txn, name: &str, position: u64) -> Result<(), StoreError> {

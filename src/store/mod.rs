@@ -352,7 +352,8 @@ impl Store {
 
     /// A write of progress that is redone safely after a crash (a
     /// delivery's position and attempts): answered once committed, made
-    /// durable by the next durable commit, at the latest within a second.
+    /// durable by the next durable commit, at the latest within a second,
+    /// or when the database closes.
     pub async fn write_progress<R, F>(&self, grows: Grows, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -582,6 +583,24 @@ mod tests {
         let err = open_for_test(dir.path()).err().expect("refused");
         let text = err.to_string();
         assert!(text.contains("schema 99") && text.contains("newer herald"), "{text}");
+    }
+
+    #[test]
+    fn progress_is_seen_at_once_and_kept_by_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, guard) = open_for_test(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.write_progress(Grows::No, |txn| {
+            txn.open(CHANGE_CURSORS)?.insert("erp", 41)?;
+            Ok(())
+        }))
+        .unwrap();
+        let seen = |store: &Store| store.read(|r| Ok(r.open_table(CHANGE_CURSORS)?.get("erp")?.map(|v| v.value())));
+        assert_eq!(seen(&store).unwrap(), Some(41), "readable before it is durable");
+        drop(store);
+        guard.close(Duration::from_secs(5));
+        let (store, _guard) = open_for_test(dir.path()).unwrap();
+        assert_eq!(seen(&store).unwrap(), Some(41), "made durable when the writer closed");
     }
 
     #[test]

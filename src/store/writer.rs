@@ -138,10 +138,7 @@ impl Writer {
             last_batch = batch.len();
             self.commit(&mut batch);
         }
-        // Closing: what is not durable yet becomes so.
-        if self.lazy_since.is_some() {
-            self.commit(&mut batch);
-        }
+        // Closing: redb makes what is not durable yet durable as it closes.
     }
 
     fn set_health(&self, health: Health) {

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -226,8 +226,6 @@ fn same_origin(call: &Call) -> bool {
         .split_once("://")
         .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
 }
-
-use hyper::header::HeaderName;
 
 /// Back to the page, saying what was done.
 fn done(back: &str, message: &str) -> Resp {
