@@ -22,6 +22,7 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     pub events_ingested: Counter,
     pub commits: Counter,
+    pub checkpoints: Counter,
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
     pub jobs_due: Gauge,
@@ -46,7 +47,17 @@ impl Metrics {
         let events_ingested = Counter::default();
         registry.register("events_ingested", "Events durably stored", events_ingested.clone());
         let commits = Counter::default();
-        registry.register("store_commits", "Durable commits (each one fsync)", commits.clone());
+        registry.register(
+            "store_commits",
+            "Group commits (each journaled, synced when a write of it waits for that)",
+            commits.clone(),
+        );
+        let checkpoints = Counter::default();
+        registry.register(
+            "store_checkpoints",
+            "Durable database commits that start the journal again",
+            checkpoints.clone(),
+        );
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "store_commit_seconds",
@@ -100,6 +111,7 @@ impl Metrics {
             requests,
             events_ingested,
             commits,
+            checkpoints,
             commit_seconds,
             commit_batch,
             jobs_due,

@@ -14,17 +14,24 @@
 //! aborts the whole batch and every caller in it gets the error, so nothing
 //! is ever half-committed.
 
-use std::path::{Path, PathBuf};
+mod crash;
+mod journal;
+mod redo;
 mod writer;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    Database, TableHandle, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
+
+pub use self::redo::Table;
 
 use self::writer::{Apply, Completion, Op};
 use serde::Serialize;
@@ -39,51 +46,85 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 // ---- every table, declared once --------------------------------------------
 
-/// Counters and settings: `schema_version`, `events.next_seq`, `jobs.next_id`, ...
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Secrets and small blobs kept by the daemon itself (`bootstrap.admin_sha256`).
-pub const META_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_blobs");
-/// seq -> `events::StoredEvent`.
-pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// "account\0key" -> seq of the first event published with that key.
-pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
-/// (due ms, job id) -> `jobs::Job`: the durable timer queue, in due order.
-pub const JOBS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("jobs");
-/// job name -> its key in `JOBS`, for jobs that exist at most once (the midnight roll).
-pub const JOB_NAMES: TableDefinition<&str, (i64, u64)> = TableDefinition::new("job_names");
-/// name -> `executions::Interface`.
-pub const INTERFACES: TableDefinition<&str, &[u8]> = TableDefinition::new("interfaces");
-/// execution id (time-ordered) -> `executions::Execution`.
-pub const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
-/// "interface\0YYYY-MM-DD" -> id of that day's daily execution.
-pub const DAILY: TableDefinition<&str, &str> = TableDefinition::new("daily");
-/// (execution id, line number) -> `executions::LogLine`.
-pub const LOGS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("logs");
-/// mail id (time-ordered) -> `mail::Mail`: the outbox.
-pub const MAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("mails");
-/// gathering key (kind, account, address) -> id of the mail still taking entries.
-pub const MAIL_OPEN: TableDefinition<&str, &str> = TableDefinition::new("mail_open");
-/// webhook id -> `webhooks::Webhook`.
-pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
-/// (webhook id, event seq) -> 0: the events a webhook has yet to deliver, in order.
-pub const WH_QUEUE: TableDefinition<(&str, u64), u8> = TableDefinition::new("wh_queue");
-/// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
-pub const WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("wh_attempts");
-/// "system\0event" -> `notifications::Notification`.
-pub const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
-/// (event name, system) -> 0: which notifications an event plans, in one range.
-pub const NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = TableDefinition::new("notif_by_event");
-/// event name -> how many of its notifications the next event would plan
-/// (active, not suspended, nothing planned): most events find 0 and stop.
-pub const NOTIF_IDLE: TableDefinition<&str, u32> = TableDefinition::new("notif_idle");
-/// system -> the seq its change feed has read up to.
-pub const CHANGE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("change_cursors");
-/// action id (time-ordered) -> `actions::Action`.
-pub const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
-/// "account\0idempotency key" -> id of the action first created with it.
-pub const ACTION_KEYS: TableDefinition<&str, &str> = TableDefinition::new("action_keys");
-/// Schedule name → its planning and push position (`schedules::Planned`).
-pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+/// Declares each table once: its definition, and its number in the
+/// journal's redo log (so a replayed change finds its typed table). A new
+/// table goes at the end: the numbers of a journal written by the previous
+/// version must stay valid.
+macro_rules! tables {
+    ($($(#[$doc:meta])* $name:ident: $types:ty = $text:literal;)*) => {
+        $($(#[$doc])* pub const $name: $types = TableDefinition::new($text);)*
+
+        /// The tables in declaration order: a table's number is its index.
+        const TABLE_NAMES: &[&str] = &[$($text),*];
+
+        /// Makes one change of a replayed redo log in its table.
+        fn replay_change(txn: &WriteTransaction, change: &redo::Change<'_>) -> Result<(), StoreError> {
+            let mut n = 0u8;
+            $(
+                if change.table == n {
+                    return redo::apply(txn, $name, change);
+                }
+                n += 1;
+            )*
+            let _ = n;
+            Err(StoreError::Corrupt("journal record", format!("unknown table number {}", change.table)))
+        }
+
+        /// Creates every table, so readers never meet a missing one.
+        fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+            $(txn.open_table($name)?;)*
+            Ok(())
+        }
+    };
+}
+
+tables! {
+    /// Counters and settings: `schema_version`, `events.next_seq`, `jobs.next_id`, ...
+    META: TableDefinition<&str, u64> = "meta";
+    /// Secrets and small blobs kept by the daemon itself (`bootstrap.admin_sha256`).
+    META_BLOBS: TableDefinition<&str, &[u8]> = "meta_blobs";
+    /// seq -> `events::StoredEvent`.
+    EVENTS: TableDefinition<u64, &[u8]> = "events";
+    /// "account\0key" -> seq of the first event published with that key.
+    IDEMPOTENCY: TableDefinition<&str, u64> = "idempotency";
+    /// (due ms, job id) -> `jobs::Job`: the durable timer queue, in due order.
+    JOBS: TableDefinition<(i64, u64), &[u8]> = "jobs";
+    /// job name -> its key in `JOBS`, for jobs that exist at most once (the midnight roll).
+    JOB_NAMES: TableDefinition<&str, (i64, u64)> = "job_names";
+    /// name -> `executions::Interface`.
+    INTERFACES: TableDefinition<&str, &[u8]> = "interfaces";
+    /// execution id (time-ordered) -> `executions::Execution`.
+    EXECUTIONS: TableDefinition<&str, &[u8]> = "executions";
+    /// "interface\0YYYY-MM-DD" -> id of that day's daily execution.
+    DAILY: TableDefinition<&str, &str> = "daily";
+    /// (execution id, line number) -> `executions::LogLine`.
+    LOGS: TableDefinition<(&str, u32), &[u8]> = "logs";
+    /// mail id (time-ordered) -> `mail::Mail`: the outbox.
+    MAILS: TableDefinition<&str, &[u8]> = "mails";
+    /// gathering key (kind, account, address) -> id of the mail still taking entries.
+    MAIL_OPEN: TableDefinition<&str, &str> = "mail_open";
+    /// webhook id -> `webhooks::Webhook`.
+    WEBHOOKS: TableDefinition<&str, &[u8]> = "webhooks";
+    /// (webhook id, event seq) -> 0: the events a webhook has yet to deliver, in order.
+    WH_QUEUE: TableDefinition<(&str, u64), u8> = "wh_queue";
+    /// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
+    WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = "wh_attempts";
+    /// "system\0event" -> `notifications::Notification`.
+    NOTIFICATIONS: TableDefinition<&str, &[u8]> = "notifications";
+    /// (event name, system) -> 0: which notifications an event plans, in one range.
+    NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = "notif_by_event";
+    /// event name -> how many of its notifications the next event would plan
+    /// (active, not suspended, nothing planned): most events find 0 and stop.
+    NOTIF_IDLE: TableDefinition<&str, u32> = "notif_idle";
+    /// system -> the seq its change feed has read up to.
+    CHANGE_CURSORS: TableDefinition<&str, u64> = "change_cursors";
+    /// action id (time-ordered) -> `actions::Action`.
+    ACTIONS: TableDefinition<&str, &[u8]> = "actions";
+    /// "account\0idempotency key" -> id of the action first created with it.
+    ACTION_KEYS: TableDefinition<&str, &str> = "action_keys";
+    /// Schedule name → its planning and push position (`schedules::Planned`).
+    SCHEDULES: TableDefinition<&str, &[u8]> = "schedules";
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -177,14 +218,29 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 pub struct Txn {
     inner: WriteTransaction,
     wake_jobs: bool,
+    /// Every change the batch made, for the journal.
+    log: RefCell<Vec<u8>>,
 }
 
 impl Txn {
+    fn new(inner: WriteTransaction) -> Txn {
+        Txn {
+            inner,
+            wake_jobs: false,
+            log: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Opens a table to read and change; its changes go to the journal.
     pub fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         def: TableDefinition<K, V>,
     ) -> Result<Table<'_, K, V>, StoreError> {
-        Ok(self.inner.open_table(def)?)
+        let id = TABLE_NAMES
+            .iter()
+            .position(|n| *n == def.name())
+            .expect("every table is declared in tables!") as u8;
+        Ok(Table::new(self.inner.open_table(def)?, id, &self.log))
     }
 
     /// Tells the dispatcher, once this commit is durable, that the job queue changed.
@@ -303,13 +359,28 @@ impl Store {
         jobs_changed: Arc<Notify>,
     ) -> Result<(Store, WriterGuard), OpenError> {
         create_private_dir(dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
-        let path = dir.join("herald.redb");
-        let db = open_database(&path, cache_size).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
-            other => OpenError::Db(path.clone(), other.to_string()),
-        })?;
-        init_schema(&db, &path)?;
+        let media = Media::Files {
+            db: dir.join("herald.redb"),
+            journal: dir.join("herald.journal"),
+        };
+        let opts = Options {
+            cache_size,
+            max_size,
+            journal_bytes: JOURNAL_BYTES,
+            checkpoint_every: CHECKPOINT_EVERY,
+        };
+        Store::open_on(dir, media, opts, metrics, jobs_changed)
+    }
 
+    fn open_on(
+        dir: &Path,
+        media: Media,
+        opts: Options,
+        metrics: Arc<Metrics>,
+        jobs_changed: Arc<Notify>,
+    ) -> Result<(Store, WriterGuard), OpenError> {
+        let (db, journal) = open_and_replay(&media, &opts)?;
+        let path = media.db_path();
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (tx, rx) = mpsc::channel(4096);
         let health = Arc::new(AtomicU8::new(Health::Ok as u8));
@@ -318,8 +389,9 @@ impl Store {
             db: db.clone(),
             dir: dir.to_path_buf(),
             path: path.clone(),
-            cache_size,
-            max_size,
+            media,
+            opts,
+            journal,
             metrics,
             jobs_changed,
             health: health.clone(),
@@ -490,32 +562,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
             }
         }
     }
-    // Create every table up front, so readers never meet a missing one.
-    let created: Result<(), redb::Error> = (|| {
-        txn.open_table(META_BLOBS)?;
-        txn.open_table(EVENTS)?;
-        txn.open_table(IDEMPOTENCY)?;
-        txn.open_table(JOBS)?;
-        txn.open_table(JOB_NAMES)?;
-        txn.open_table(INTERFACES)?;
-        txn.open_table(EXECUTIONS)?;
-        txn.open_table(DAILY)?;
-        txn.open_table(LOGS)?;
-        txn.open_table(MAILS)?;
-        txn.open_table(MAIL_OPEN)?;
-        txn.open_table(WEBHOOKS)?;
-        txn.open_table(WH_QUEUE)?;
-        txn.open_table(WH_ATTEMPTS)?;
-        txn.open_table(NOTIFICATIONS)?;
-        txn.open_table(NOTIF_BY_EVENT)?;
-        txn.open_table(ACTIONS)?;
-        txn.open_table(ACTION_KEYS)?;
-        txn.open_table(SCHEDULES)?;
-        txn.open_table(CHANGE_CURSORS)?;
-        txn.open_table(NOTIF_IDLE)?;
-        Ok(())
-    })();
-    created.map_err(|e| fail(e.into()))?;
+    create_tables(&txn).map_err(|e| fail(e.into()))?;
     txn.commit().map_err(|e| fail(e.into()))?;
     Ok(())
 }
@@ -536,17 +583,152 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Opens (or creates) the database file; repairs it after an unclean stop.
-fn open_database(path: &Path, cache_size: u64) -> Result<Database, redb::DatabaseError> {
-    Database::builder()
-        .set_cache_size(cache_size as usize)
-        .set_repair_callback(|session| {
+/// The journal's size: at one sync per event about a thousand events
+/// between checkpoints, and a bounded replay at start.
+const JOURNAL_BYTES: u64 = 8 << 20;
+/// Longest time between checkpoints while writes come.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
+/// The store's settings.
+#[derive(Clone)]
+struct Options {
+    cache_size: u64,
+    max_size: u64,
+    journal_bytes: u64,
+    checkpoint_every: Duration,
+}
+
+/// What the database and the journal are written to: files in
+/// `storage.dir`, or for the power-cut test, layers that keep only what was
+/// synced.
+#[derive(Clone)]
+enum Media {
+    Files {
+        db: PathBuf,
+        journal: PathBuf,
+    },
+    #[cfg(test)]
+    Given(Arc<dyn Fn() -> (Box<dyn redb::StorageBackend>, Box<dyn redb::StorageBackend>) + Send + Sync>),
+}
+
+impl Media {
+    fn db_path(&self) -> PathBuf {
+        match self {
+            Media::Files { db, .. } => db.clone(),
+            #[cfg(test)]
+            Media::Given(_) => PathBuf::from("/nonexistent/herald.redb"),
+        }
+    }
+
+    fn open(&self, cache_size: u64) -> Result<(Database, Box<dyn redb::StorageBackend>), OpenError> {
+        let mut builder = Database::builder();
+        builder.set_cache_size(cache_size as usize).set_repair_callback(|session| {
             tracing::warn!(
                 progress = session.progress(),
                 "repairing the database (after an unclean stop or a storage error)"
             );
-        })
-        .create(path)
+        });
+        let path = self.db_path();
+        let fail = |e: redb::DatabaseError| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
+            other => OpenError::Db(path.clone(), other.to_string()),
+        };
+        match self {
+            Media::Files { db, journal } => {
+                let db = builder.create(db).map_err(fail)?;
+                let journal = journal::JournalFile::open(journal)
+                    .map_err(|e| OpenError::Db(journal.clone(), e.to_string()))?;
+                Ok((db, Box::new(journal)))
+            }
+            #[cfg(test)]
+            Media::Given(make) => {
+                let (db, journal) = make();
+                Ok((builder.create_with_backend(Boxed(db)).map_err(fail)?, journal))
+            }
+        }
+    }
+}
+
+/// A boxed backend, as redb takes one by value.
+#[cfg(test)]
+#[derive(Debug)]
+struct Boxed(Box<dyn redb::StorageBackend>);
+
+#[cfg(test)]
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
+/// Opens the database and the journal, applies what the journal holds past
+/// the last checkpoint, and makes that durable under a new generation:
+/// after a crash or a power cut, the store starts from exactly the last
+/// commit the journal kept.
+fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::Journal), OpenError> {
+    let path = media.db_path();
+    let fail = |e: StoreError| OpenError::Db(path.clone(), e.to_string());
+    let (db, medium) = media.open(opts.cache_size)?;
+    init_schema(&db, &path)?;
+    let free = match media {
+        Media::Files { db, .. } => db.parent().map_or(u64::MAX, writer::free_space),
+        #[cfg(test)]
+        Media::Given(_) => u64::MAX,
+    };
+    let mut journal = journal::Journal::open(medium, opts.journal_bytes, free).map_err(|e| fail(StoreError::from(e)))?;
+    let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    let generation = txn
+        .open_table(META)
+        .and_then(|t| Ok(t.get(JOURNAL_GENERATION)?.map(|v| v.value())))
+        .map_err(|e| fail(e.into()))?;
+    let records = match generation {
+        Some(g) => journal.records(g).map_err(|e| fail(StoreError::from(e)))?,
+        None => Vec::new(),
+    };
+    for record in &records {
+        for change in redo::changes(record) {
+            replay_change(&txn, &change.map_err(fail)?).map_err(fail)?;
+        }
+    }
+    if !records.is_empty() {
+        tracing::info!(
+            commits = records.len(),
+            "applied the journal's commits made after the last checkpoint"
+        );
+    }
+    crash::point("replay", || {});
+    let next = new_generation();
+    let stored: Result<(), redb::Error> = (|| {
+        txn.open_table(META)?.insert(JOURNAL_GENERATION, next)?;
+        Ok(())
+    })();
+    stored.map_err(|e| fail(e.into()))?;
+    txn.commit().map_err(|e| fail(e.into()))?;
+    journal.restart(next);
+    Ok((db, journal))
+}
+
+/// The `META` key of the journal generation the last checkpoint started.
+const JOURNAL_GENERATION: &str = "journal.generation";
+
+/// A generation nobody can predict, so that no stored bytes (an event's
+/// data among them) can pass for a record of the current one.
+fn new_generation() -> u64 {
+    let mut b = [0u8; 8];
+    rand::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

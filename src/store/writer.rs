@@ -25,7 +25,11 @@ use std::time::{Duration, Instant};
 use redb::Database;
 use tokio::sync::{Notify, mpsc};
 
-use super::{Grows, Health, Limit, Slot, StoreError, Txn, file_len, open_database};
+use super::journal::Journal;
+use super::{
+    Grows, Health, JOURNAL_GENERATION, Limit, META, Media, Options, Slot, StoreError, Txn, crash, file_len,
+    new_generation, open_and_replay,
+};
 use crate::metrics::Metrics;
 
 pub(super) type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -50,8 +54,8 @@ const LINGER: Duration = Duration::from_micros(250);
 const DISK_ROOM: u64 = 256 << 10;
 /// How often a broken database is tried again.
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
-/// Longest time non-durable commits wait for a durable one: what a crash
-/// can make herald redo (redeliver) is bounded by it.
+/// Longest time progress written without a sync waits for one: what a
+/// power cut can make herald redo (redeliver) is bounded by it.
 const LAZY_FOR: Duration = Duration::from_secs(1);
 /// How stale the measure of the pages in use may be once growth is barred.
 const MEASURE_EVERY: Duration = Duration::from_millis(250);
@@ -60,8 +64,10 @@ pub(super) struct Setup {
     pub db: Slot,
     pub dir: PathBuf,
     pub path: PathBuf,
-    pub cache_size: u64,
-    pub max_size: u64,
+    pub media: Media,
+    pub opts: Options,
+    /// Takes each commit's changes before redb does; see `journal.rs`.
+    pub journal: Journal,
     pub metrics: Arc<Metrics>,
     pub jobs_changed: Arc<Notify>,
     pub health: Arc<AtomicU8>,
@@ -77,8 +83,10 @@ pub(super) struct Writer {
     measured: Option<(Instant, u64, u64)>,
     /// The last error logged, how often it came since, and when it was logged.
     repeats: Option<(String, u64, Instant)>,
-    /// Since when commits were made that are not durable yet, if any.
+    /// Since when the journal holds records that are not synced, if any.
     lazy_since: Option<Instant>,
+    /// Set for the last commit: it is a checkpoint.
+    closing: bool,
 }
 
 struct Broken {
@@ -95,32 +103,48 @@ impl Writer {
             measured: None,
             repeats: None,
             lazy_since: None,
+            closing: false,
         }
     }
 
+    /// When the writer must act without a write coming.
+    fn next_due(&self) -> Option<Instant> {
+        if let Some(b) = &self.broken {
+            return Some(b.next_try);
+        }
+        let sync = self.lazy_since.map(|t| t + LAZY_FOR);
+        let checkpoint = self.s.journal.since().map(|t| t + self.s.opts.checkpoint_every);
+        sync.into_iter().chain(checkpoint).min()
+    }
+
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // A timer for waiting on the queue with a deadline: the journal's
+        // unsynced tail, the checkpoint and a broken store's recovery are
+        // due even when no write comes.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("the writer's timer");
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut last_batch = 0;
         loop {
-            // While commits wait to be made durable, poll, so that an idle
-            // moment flushes them within LAZY_FOR.
-            let first = match self.lazy_since {
+            let first = match self.next_due() {
                 None => match rx.blocking_recv() {
                     Some(op) => op,
                     None => break,
                 },
-                Some(since) => match rx.try_recv() {
-                    Ok(op) => op,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        if since.elapsed() >= LAZY_FOR {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                        Ok(Some(op)) => op,
+                        Ok(None) => break,
+                        Err(_) => {
+                            // Nothing came: an empty batch syncs, checkpoints or recovers.
                             self.commit(&mut batch);
-                        } else {
-                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
                         }
-                        continue;
                     }
-                },
+                }
             };
             batch.push(first);
             // Under concurrent load (the last commit carried several writes),
@@ -138,7 +162,9 @@ impl Writer {
             last_batch = batch.len();
             self.commit(&mut batch);
         }
-        // Closing: redb makes what is not durable yet durable as it closes.
+        // Closing: a last checkpoint, so that the next start has nothing to replay.
+        self.closing = true;
+        self.commit(&mut batch);
     }
 
     fn set_health(&self, health: Health) {
@@ -153,7 +179,7 @@ impl Writer {
         match health {
             Health::Ok => tracing::info!("storage has room again; new work is taken"),
             Health::MaxSize => tracing::error!(
-                max = self.s.max_size,
+                max = self.s.opts.max_size,
                 "storage.max_size reached: new work is refused (507) until retention frees space"
             ),
             Health::DiskFull => tracing::error!(
@@ -204,10 +230,7 @@ impl Writer {
         // Before the batch's transaction: measuring takes one of its own.
         let mut room = self.room(&db);
         let mut txn = match db.begin_write() {
-            Ok(t) => Txn {
-                inner: t,
-                wake_jobs: false,
-            },
+            Ok(t) => Txn::new(t),
             Err(e) => {
                 let e = StoreError::from(e);
                 self.broke(&e);
@@ -215,14 +238,8 @@ impl Writer {
                 return self.fail_batch(batch, e);
             }
         };
-        // Without an fsync only when no write of the batch waits for one and
-        // the last durable commit is recent (an empty batch is the flush).
-        let lazy = !batch.is_empty()
-            && batch.iter().all(|op| !op.durable)
-            && self.lazy_since.is_none_or(|t| t.elapsed() < LAZY_FOR);
-        if lazy && txn.inner.set_durability(redb::Durability::None).is_err() {
-            return self.fail_batch(batch, StoreError::Unavailable("cannot commit lazily".into()));
-        }
+        // Whether a write of the batch waits until it is on stable storage.
+        let durable = batch.iter().any(|op| op.durable);
         let n = batch.len();
         let mut done: Vec<Completion> = Vec::with_capacity(n);
         let mut refused: Vec<Completion> = Vec::new();
@@ -249,7 +266,7 @@ impl Writer {
         // faults (I/O, a corrupt record), rare enough that failing the
         // neighbours too (they answer 500 and are retried) is the right trade.
         let result = if all_ok {
-            txn.inner.commit().map_err(StoreError::from)
+            self.finish(txn, durable)
         } else {
             let _ = txn.inner.abort();
             Err(StoreError::Aborted)
@@ -257,14 +274,11 @@ impl Writer {
         drop(db);
         match &result {
             Ok(()) => {
-                self.lazy_since = if lazy {
-                    self.lazy_since.or(Some(Instant::now()))
-                } else {
-                    None
-                };
-                self.s.metrics.commits.inc();
-                self.s.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                self.s.metrics.commit_batch.observe(done.len() as f64);
+                if n > 0 {
+                    self.s.metrics.commits.inc();
+                    self.s.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    self.s.metrics.commit_batch.observe(done.len() as f64);
+                }
                 if wake {
                     self.s.jobs_changed.notify_one();
                 }
@@ -296,6 +310,91 @@ impl Writer {
         let len = file_len(&self.s.path);
         self.s.file_bytes.store(len, Ordering::Relaxed);
         self.s.metrics.store_bytes.set(len as i64);
+    }
+
+    /// Makes a batch's changes last: journaled (and synced if a write of
+    /// it waits for that), then committed to redb without an fsync; or, when
+    /// the journal is full or a checkpoint is due, committed durably as the
+    /// checkpoint that starts the journal again.
+    fn finish(&mut self, txn: Txn, durable: bool) -> Result<(), StoreError> {
+        let log = txn.log.take();
+        let due = self.closing
+            || self
+                .s
+                .journal
+                .since()
+                .is_some_and(|t| t.elapsed() >= self.s.opts.checkpoint_every);
+        if due || !self.s.journal.fits(log.len()) {
+            return self.checkpoint(txn.inner);
+        }
+        if log.is_empty() {
+            // Nothing changed: nothing to commit. A durable write that
+            // found its work done may have read what a lazy one wrote.
+            let _ = txn.inner.abort();
+            if durable || self.lazy_since.is_some_and(|t| t.elapsed() >= LAZY_FOR) {
+                self.sync_journal()?;
+            }
+            return Ok(());
+        }
+        let mut inner = txn.inner;
+        inner.set_durability(redb::Durability::None).map_err(|e| {
+            StoreError::Unavailable(format!("cannot commit without an fsync: {e}"))
+        })?;
+        if let Err(e) = self.s.journal.append(&log) {
+            let _ = inner.abort();
+            return Err(self.journal_failed(e));
+        }
+        if durable {
+            if let Err(e) = self.sync_journal() {
+                let _ = inner.abort();
+                return Err(e);
+            }
+        } else {
+            self.lazy_since.get_or_insert_with(Instant::now);
+        }
+        // Were this to fail, the journaled batch is applied again when the
+        // database is reopened: its callers hear of an error for a write
+        // that is kept, which a retry with the same key makes right.
+        inner.commit()?;
+        crash::point("apply", || {});
+        Ok(())
+    }
+
+    fn sync_journal(&mut self) -> Result<(), StoreError> {
+        match self.s.journal.sync() {
+            Ok(()) => {
+                self.lazy_since = None;
+                Ok(())
+            }
+            Err(e) => Err(self.journal_failed(e)),
+        }
+    }
+
+    /// A journal that failed to write or sync may hold anything past its
+    /// last good record: the store reopens, which replays up to it and
+    /// starts a new generation.
+    fn journal_failed(&mut self, e: std::io::Error) -> StoreError {
+        let e = StoreError::from(e);
+        let e = match e {
+            StoreError::Full(_) => e,
+            other => StoreError::Unavailable(format!("the journal cannot be written: {other}")),
+        };
+        self.broke(&e);
+        e
+    }
+
+    /// Commits durably (with the batch in `txn`, if any) under a new journal
+    /// generation: everything before is now in the database file itself.
+    fn checkpoint(&mut self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        let next = new_generation();
+        txn.open_table(META)?.insert(JOURNAL_GENERATION, next)?;
+        crash::point("checkpoint", || {});
+        txn.commit()?;
+        crash::point("checkpoint-done", || {});
+        self.s.journal.restart(next);
+        self.lazy_since = None;
+        self.s.metrics.checkpoints.inc();
+        Ok(())
     }
 
     fn fail_batch(&mut self, batch: &mut Vec<Op>, e: StoreError) {
@@ -365,9 +464,11 @@ impl Writer {
                 }
             }
         }
-        match open_database(&self.s.path, self.s.cache_size) {
-            Ok(db) => {
+        match open_and_replay(&self.s.media, &self.s.opts) {
+            Ok((db, journal)) => {
                 *self.s.db.write().unwrap() = Some(Arc::new(db));
+                self.s.journal = journal;
+                self.lazy_since = None;
                 let down = self.broken.take().map(|b| b.since.elapsed()).unwrap_or_default();
                 tracing::info!(after = ?down, "the database is open again after the storage error");
                 self.repeats = None;
@@ -385,7 +486,7 @@ impl Writer {
     /// What this batch may add to the file.
     fn room(&mut self, db: &Database) -> Room {
         let len = self.s.file_bytes.load(Ordering::Relaxed).max(file_len(&self.s.path));
-        let inside = if 2 * len > self.s.max_size {
+        let inside = if 2 * len > self.s.opts.max_size {
             // Doubling would pass the limit: what is left inside the file,
             // less a reserve for the updates that always run.
             let stale = self.measured.is_none_or(|(at, _, _)| at.elapsed() > MEASURE_EVERY);
@@ -400,7 +501,7 @@ impl Writer {
         };
         Room {
             len,
-            max_size: self.s.max_size,
+            max_size: self.s.opts.max_size,
             disk_free: free_space(&self.s.dir),
             inside,
             added: 0,
@@ -463,7 +564,7 @@ fn used_bytes(db: &Database) -> Result<u64, StoreError> {
 }
 
 /// Free bytes on the disk that holds `dir` (for an unprivileged process).
-fn free_space(dir: &std::path::Path) -> u64 {
+pub(super) fn free_space(dir: &std::path::Path) -> u64 {
     match rustix::fs::statvfs(dir) {
         Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
         // Unknown: do not refuse work on a guess.
