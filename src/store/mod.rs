@@ -16,6 +16,8 @@
 
 mod crash;
 mod journal;
+#[cfg(test)]
+mod power;
 mod redo;
 mod writer;
 
@@ -27,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, TableHandle, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
 };
 
@@ -622,12 +624,14 @@ impl Media {
 
     fn open(&self, cache_size: u64) -> Result<(Database, Box<dyn redb::StorageBackend>), OpenError> {
         let mut builder = Database::builder();
-        builder.set_cache_size(cache_size as usize).set_repair_callback(|session| {
-            tracing::warn!(
-                progress = session.progress(),
-                "repairing the database (after an unclean stop or a storage error)"
-            );
-        });
+        builder
+            .set_cache_size(cache_size as usize)
+            .set_repair_callback(|session| {
+                tracing::warn!(
+                    progress = session.progress(),
+                    "repairing the database (after an unclean stop or a storage error)"
+                );
+            });
         let path = self.db_path();
         let fail = |e: redb::DatabaseError| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
@@ -636,8 +640,8 @@ impl Media {
         match self {
             Media::Files { db, journal } => {
                 let db = builder.create(db).map_err(fail)?;
-                let journal = journal::JournalFile::open(journal)
-                    .map_err(|e| OpenError::Db(journal.clone(), e.to_string()))?;
+                let journal =
+                    journal::JournalFile::open(journal).map_err(|e| OpenError::Db(journal.clone(), e.to_string()))?;
                 Ok((db, Box::new(journal)))
             }
             #[cfg(test)]
@@ -687,7 +691,8 @@ fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::
         #[cfg(test)]
         Media::Given(_) => u64::MAX,
     };
-    let mut journal = journal::Journal::open(medium, opts.journal_bytes, free).map_err(|e| fail(StoreError::from(e)))?;
+    let mut journal =
+        journal::Journal::open(medium, opts.journal_bytes, free).map_err(|e| fail(StoreError::from(e)))?;
     let txn = db.begin_write().map_err(|e| fail(e.into()))?;
     let generation = txn
         .open_table(META)

@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::ops::RangeBounds;
 
 use redb::{
-    AccessGuard, Key, Range, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition, TableStats,
-    Value, WriteTransaction,
+    AccessGuard, Key, Range, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition, TableStats, Value,
+    WriteTransaction,
 };
 
 use super::StoreError;
@@ -47,8 +47,16 @@ impl<'t, K: Key + 'static, V: Value + 'static> Table<'t, K, V> {
         self.inner.insert(key, value)
     }
 
-    pub fn remove<'a>(&mut self, key: impl Borrow<K::SelfType<'a>>) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
-        record(&mut self.log.borrow_mut(), self.id, K::as_bytes(key.borrow()).as_ref(), None);
+    pub fn remove<'a>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'a>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        record(
+            &mut self.log.borrow_mut(),
+            self.id,
+            K::as_bytes(key.borrow()).as_ref(),
+            None,
+        );
         self.inner.remove(key)
     }
 

@@ -337,9 +337,9 @@ impl Writer {
             return Ok(());
         }
         let mut inner = txn.inner;
-        inner.set_durability(redb::Durability::None).map_err(|e| {
-            StoreError::Unavailable(format!("cannot commit without an fsync: {e}"))
-        })?;
+        inner
+            .set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Unavailable(format!("cannot commit without an fsync: {e}")))?;
         if let Err(e) = self.s.journal.append(&log) {
             let _ = inner.abort();
             return Err(self.journal_failed(e));
