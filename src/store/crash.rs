@@ -32,3 +32,16 @@ pub(super) fn point(name: &str, last: impl FnOnce()) {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub(super) fn point(_name: &str, _last: impl FnOnce()) {}
+
+/// The checkpoint interval: `HERALD_TEST_CHECKPOINT_EVERY` (milliseconds)
+/// in test builds, so that crash tests meet many checkpoints.
+pub(super) fn checkpoint_every(default: std::time::Duration) -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("HERALD_TEST_CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return std::time::Duration::from_millis(ms);
+    }
+    default
+}

@@ -369,7 +369,7 @@ impl Store {
             cache_size,
             max_size,
             journal_bytes: JOURNAL_BYTES,
-            checkpoint_every: CHECKPOINT_EVERY,
+            checkpoint_every: crash::checkpoint_every(CHECKPOINT_EVERY),
         };
         Store::open_on(dir, media, opts, metrics, jobs_changed)
     }

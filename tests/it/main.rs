@@ -13,6 +13,7 @@ mod notifications;
 mod operations;
 mod schedules;
 mod smtp_sink;
+mod store;
 mod ui;
 mod util;
 mod webhooks;

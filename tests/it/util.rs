@@ -38,6 +38,8 @@ pub struct Daemon {
     config: PathBuf,
     clock: Option<String>,
     rust_log: String,
+    /// Environment of the next `spawn`, beside the usual.
+    env: Vec<(String, String)>,
 }
 
 pub struct Reply {
@@ -111,12 +113,53 @@ impl Daemon {
             config,
             clock: clock.map(str::to_string),
             rust_log: "info,herald=debug".into(),
+            env: Vec::new(),
         }
     }
 
     /// The `RUST_LOG` of the next `spawn`.
     pub fn set_rust_log(&mut self, value: &str) {
         self.rust_log = value.to_string();
+    }
+
+    /// Sets (or with `None` removes) a variable of the next `spawn`'s environment.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            self.env.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    /// Starts the process; true once it is ready, false if it died first
+    /// (a start that a test hook makes crash).
+    pub fn try_spawn(&mut self) -> bool {
+        let lines_before = self.log_text().lines().count();
+        self.launch();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let text = self.log_text();
+            let addr = text
+                .lines()
+                .skip(lines_before)
+                .find_map(|l| l.split("listening on ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(addr) = addr
+                && self.base != format!("http://{addr}")
+            {
+                self.base = format!("http://{addr}");
+            }
+            if addr.is_some()
+                && try_request_with(&format!("{}/readyz", self.base), "GET", &[], None).is_ok_and(|r| r.status == 200)
+            {
+                return true;
+            }
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.fail("herald neither became ready nor died");
     }
 
     /// Where the manual clock starts at the next `spawn` (a restart later in time).
@@ -168,6 +211,8 @@ impl Daemon {
         if let Some(c) = &self.clock {
             cmd.env("HERALD_TEST_CLOCK", c);
         }
+        cmd.env_remove("HERALD_TEST_CRASH_AT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("starting herald"));
     }
 
@@ -215,6 +260,12 @@ impl Daemon {
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+
+    /// Waits for the process to end in any way; whether it did.
+    pub fn wait_gone(&mut self, within: Duration) -> bool {
+        let _ = self.wait_exit(within);
+        self.child.is_none()
     }
 
     /// Waits for the process to exit; returns its exit code.
@@ -324,6 +375,16 @@ pub fn request(url: &str, method: &str, auth: Option<&str>, body: Option<(&str, 
 
 /// [`request`] with any headers.
 pub fn request_with(url: &str, method: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Reply {
+    try_request_with(url, method, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`request_with`], with a failed exchange (no answer) as an error.
+pub fn try_request_with(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Result<Reply, String> {
     let agent = agent();
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
@@ -336,15 +397,15 @@ pub fn request_with(url: &str, method: &str, headers: &[(&str, &str)], body: Opt
         }
         None => agent.run(builder.body(()).unwrap()),
     };
-    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut resp = result.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, body, headers }
+    let body = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok(Reply { status, body, headers })
 }
 
 /// A private CA (its PEM) and a leaf certificate for `localhost` signed by

@@ -1,0 +1,173 @@
+//! The store's journal through crashes: the process dies (as by kill -9,
+//! from a test hook) at named points of the journal's append, its sync,
+//! the apply to the database, the checkpoint and the replay at start.
+//! Nothing acknowledged may be lost, every acknowledged event is delivered,
+//! and the restart always succeeds.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use crate::http_sink::{Answer, HttpSink};
+use crate::util::*;
+
+/// A count to stop at, different on every run: the crash lands at a
+/// different moment of the same step each time.
+fn some(below: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    2 + u64::from(nanos) % below
+}
+
+/// Publishes from 4 clients until the daemon stops answering (or 200 each);
+/// returns the ids of the events it acknowledged.
+fn publish_until_it_dies(base: &str) -> Vec<String> {
+    let dead = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let dead = &dead;
+                s.spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..200 {
+                        if dead.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let body = format!(r#"{{"event":"tick","data":{{"w":{w},"i":{i}}}}}"#);
+                        let auth = format!("Bearer {INTEGRATION}");
+                        let r = try_request_with(
+                            &format!("{base}/v1/events"),
+                            "POST",
+                            &[("authorization", &auth)],
+                            Some(("application/json", &body)),
+                        );
+                        match r {
+                            Ok(r) if r.status == 202 => acked.push(r.json()["id"].as_str().unwrap().to_string()),
+                            Ok(r) => panic!("a publish answered {}: {}", r.status, r.body),
+                            Err(_) => {
+                                dead.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    })
+}
+
+/// One crash at `point`: a daemon with a webhook is armed to die the n-th
+/// time it passes the point, takes events until it dies, then starts again
+/// (once more dying in the replay, if asked) and must hold and deliver
+/// every acknowledged event.
+fn crash_at(point: &str, n: u64, then_in_replay: bool) {
+    let sink = HttpSink::start(Answer::Status(200));
+    let mut d = Daemon::start(&format!(
+        "{}\n[webhooks]\nretry_schedule = [\"0s\", \"1s\"]\n",
+        accounts()
+    ));
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": sink.url("/")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+
+    // Checkpoints every 20 ms, so that runs meet many.
+    d.set_env("HERALD_TEST_CHECKPOINT_EVERY", Some("20"));
+    d.set_env("HERALD_TEST_CRASH_AT", Some(&format!("{point}:{n}")));
+    let mut acked = Vec::new();
+    if d.try_spawn() {
+        acked = publish_until_it_dies(&d.base);
+        if !d.wait_gone(Duration::from_secs(10)) {
+            d.fail(&format!("herald did not die at {point}:{n}"));
+        }
+    }
+    assert!(
+        !d.log_text().contains("panicked"),
+        "{point}:{n}: a panic, not the crash\n{}",
+        d.log_text()
+    );
+
+    if then_in_replay {
+        d.set_env("HERALD_TEST_CRASH_AT", Some("replay:1"));
+        assert!(!d.try_spawn(), "the start meant to die in the replay became ready");
+    }
+    d.set_env("HERALD_TEST_CRASH_AT", None);
+    assert!(d.try_spawn(), "{point}:{n}: the restart failed");
+
+    let stored: HashSet<String> = d.get("/v1/events?limit=1000", Some(ADMIN)).json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "tick")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &acked {
+        if !stored.contains(id) {
+            d.fail(&format!("{point}:{n}: acknowledged event {id} lost"));
+        }
+    }
+    // Every stored event reaches the webhook, acknowledged or not; a second
+    // delivery is the same message (same webhook-id and body).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = sink.received();
+        let delivered: HashSet<String> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+        if stored.iter().all(|id| delivered.contains(id)) {
+            for r in &got {
+                let id = &r.headers["webhook-id"];
+                assert!(stored.contains(id), "{point}:{n}: delivered {id}, which is not stored");
+                assert_eq!(
+                    r.json()["id"],
+                    id.as_str(),
+                    "the body and the webhook-id name one event"
+                );
+            }
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing = stored.iter().filter(|id| !delivered.contains(*id)).count();
+            d.fail(&format!("{point}:{n}: {missing} stored events not delivered"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "{point}:{n}: {} acknowledged, {} stored, restart ok",
+        acked.len(),
+        stored.len()
+    );
+    d.kill9();
+}
+
+#[test]
+fn a_crash_while_a_journal_record_is_written_loses_nothing_acknowledged() {
+    crash_at("journal-append", some(150), false);
+    crash_at("journal-append", some(400), false);
+}
+
+#[test]
+fn a_crash_after_the_journal_sync_loses_nothing_and_a_crash_in_the_replay_neither() {
+    crash_at("journal-synced", some(150), true);
+    crash_at("journal-synced", some(400), false);
+}
+
+#[test]
+fn a_crash_between_the_journal_and_the_database_loses_nothing() {
+    crash_at("apply", some(150), false);
+    crash_at("apply", some(400), true);
+}
+
+#[test]
+fn a_crash_during_a_checkpoint_loses_nothing() {
+    crash_at("checkpoint", some(6), false);
+    crash_at("checkpoint-done", some(6), true);
+}
