@@ -7,8 +7,14 @@
 //! 1. publish only, one event at a time every 10 ms;
 //! 2. publish + one webhook delivery, the same pacing;
 //! 3. 32 concurrent publishers, publish only;
-//! 4. the replay of a buffer of `HERALD_BENCH_REPLAY` events (default 20,000;
+//! 4. batches of 50 events every 500 ms (100 events a second);
+//! 5. the replay of a buffer of `HERALD_BENCH_REPLAY` events (default 20,000;
 //!    issue 15 names 1,000,000).
+//!
+//! `HERALD_BENCH_EVENTS` (default 3,000) sets the events of each part: the
+//! paced parts then run past one checkpoint (every 30 s), whose writes are
+//! part of the cost. `HERALD_BENCH_DIR` puts the daemon's data (and the
+//! floor's file) on another file system.
 //!
 //!   cargo bench --bench wear
 //!   HERALD_BENCH_EVENTS=1000 HERALD_BENCH_REPLAY=1000000 cargo bench --bench wear
@@ -59,43 +65,89 @@ struct Counters<'a> {
     dir: &'a Path,
     proc0: u64,
     dev0: Option<u64>,
+    /// The daemon's journal syncs and checkpoints at the start.
+    store0: (f64, f64),
+}
+
+/// What one part wrote per unit.
+struct Per {
+    process: f64,
+    device: Option<f64>,
+    syncs: f64,
+    checkpoints: f64,
+}
+
+async fn store_counts(addr: Option<&str>) -> (f64, f64) {
+    match addr {
+        Some(a) => (
+            metric(a, "herald_store_journal_syncs_total").await,
+            metric(a, "herald_store_checkpoints_total").await,
+        ),
+        None => (0.0, 0.0),
+    }
 }
 
 impl<'a> Counters<'a> {
-    fn start(pid: &str, dir: &'a Path) -> Counters<'a> {
+    async fn start(pid: &str, dir: &'a Path, addr: Option<&str>) -> Counters<'a> {
         sync();
         Counters {
             pid: pid.to_string(),
             dir,
             proc0: proc_written(pid),
             dev0: device_written(dir),
+            store0: store_counts(addr).await,
         }
     }
 
-    /// (process bytes, device bytes) per unit since start.
-    fn per(&self, units: u64) -> (f64, Option<f64>) {
+    /// Bytes (and journal syncs, checkpoints) per unit since start.
+    async fn per(&self, units: u64, addr: Option<&str>) -> Per {
         sync();
-        let p = proc_written(&self.pid).saturating_sub(self.proc0) as f64 / units as f64;
-        let d = device_written(self.dir)
-            .zip(self.dev0)
-            .map(|(now, then)| now.saturating_sub(then) as f64 / units as f64);
-        (p, d)
+        let u = units as f64;
+        let (syncs, checkpoints) = store_counts(addr).await;
+        Per {
+            process: proc_written(&self.pid).saturating_sub(self.proc0) as f64 / u,
+            device: device_written(self.dir)
+                .zip(self.dev0)
+                .map(|(now, then)| now.saturating_sub(then) as f64 / u),
+            syncs: (syncs - self.store0.0) / u,
+            checkpoints: (checkpoints - self.store0.1) / u,
+        }
     }
 }
 
-fn show(label: &str, (p, d): (f64, Option<f64>), floor: f64) {
+/// One line: the bytes, their ratio to the in-place floor (device bytes
+/// where readable), and the journal syncs and checkpoints per event.
+fn show(label: &str, per: &Per, floor: &Per) {
+    let (mine, base) = match (per.device, floor.device) {
+        (Some(d), Some(f)) => (d, f),
+        _ => (per.process, floor.process),
+    };
     println!(
-        "  {label:<44} {p:>9.0} B/event (process){}   {:.1}× the floor",
-        d.map(|d| format!(" {d:>9.0} B (device)")).unwrap_or_default(),
-        p / floor
+        "  {label:<44} {:>7.0} B/event (process){}   {:>4.2}× the floor   {:.2} syncs, 1 checkpoint per {:.0} events",
+        per.process,
+        per.device.map(|d| format!(" {d:>7.0} B (device)")).unwrap_or_default(),
+        mine / base,
+        per.syncs,
+        if per.checkpoints > 0.0 {
+            1.0 / per.checkpoints
+        } else {
+            f64::INFINITY
+        },
     );
+}
+
+fn show_floor(label: &str, per: &Per) {
+    match per.device {
+        Some(d) => println!("  {label:<44} {:>24} {d:>7.0} B (device)", ""),
+        None => println!("  {label:<44} {:>7.0} B/write (process)", per.process),
+    }
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let events: u64 = env_or("HERALD_BENCH_EVENTS", 300);
+    let events: u64 = env_or("HERALD_BENCH_EVENTS", 3000);
     let replay: u64 = env_or("HERALD_BENCH_REPLAY", 20_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,26 +160,58 @@ fn main() {
         let data = daemon.data_dir();
         let floor_file = data.join("floor.bin");
         let me = std::process::id().to_string();
-        let floor = {
+        let append = {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&floor_file)
                 .unwrap();
-            let c = Counters::start(&me, &data);
+            let c = Counters::start(&me, &data, None).await;
             for _ in 0..events {
                 f.write_all(&[7u8; 160]).unwrap();
                 f.sync_data().unwrap();
             }
-            c.per(events)
+            c.per(events, None).await
         };
         let _ = std::fs::remove_file(&floor_file);
+        // The floor of one acknowledged write: 160 bytes written in place,
+        // a page each, in a preallocated file, and fdatasync; once as fast as
+        // it goes and once every 10 ms, as the paced parts publish (on some
+        // file systems the changed mtime then costs a metadata commit too).
+        let in_place = |pace: Option<Duration>| {
+            let floor_file = floor_file.clone();
+            let data = data.clone();
+            let me = me.clone();
+            async move {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(&floor_file)
+                    .unwrap();
+                f.write_all_at(&vec![0u8; (events as usize + 1) * 4096], 0).unwrap();
+                f.sync_all().unwrap();
+                let c = Counters::start(&me, &data, None).await;
+                for i in 0..events {
+                    f.write_all_at(&[7u8; 160], i * 4096).unwrap();
+                    f.sync_data().unwrap();
+                    if let Some(p) = pace {
+                        tokio::time::sleep(p).await;
+                    }
+                }
+                let per = c.per(events, None).await;
+                let _ = std::fs::remove_file(&floor_file);
+                per
+            }
+        };
+        let unpaced = in_place(None).await;
+        let floor = in_place(Some(Duration::from_millis(10))).await;
         println!("herald flash wear bench: {events} events a part, bytes written per event");
-        println!(
-            "  floor: 160-byte append + fdatasync          {:>9.0} B/write (process){}",
-            floor.0,
-            floor.1.map(|d| format!(" {d:>9.0} B (device)")).unwrap_or_default()
-        );
+        show_floor("160 bytes in place + fdatasync", &unpaced);
+        show_floor("the floor: the same every 10 ms", &floor);
+        show_floor("160-byte append to a growing file + fdatasync", &append);
         let addr = daemon.addr.clone();
         let pid = daemon.child.id().to_string();
         let publish = |n: u64| {
@@ -141,13 +225,13 @@ fn main() {
         };
 
         // 1. publish only, one at a time every 10 ms.
-        let c = Counters::start(&pid, &data);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
         for n in 0..events {
             let (status, body) = call(&addr, publish(n)).await;
             assert_eq!(status, 202, "{body}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        show("publish only, every 10 ms", c.per(events), floor.0);
+        show("publish only, every 10 ms", &c.per(events, Some(&addr)).await, &floor);
 
         // 2. publish + one webhook delivery.
         let delivered = Arc::new(AtomicU64::new(0));
@@ -163,7 +247,7 @@ fn main() {
         let body = json!({"app": "wear", "event": "tick", "url": format!("http://{recv}/hook")}).to_string();
         let (status, text) = call(&addr, api(&addr, "POST", "/v1/webhooks", body)).await;
         assert_eq!(status, 201, "{text}");
-        let c = Counters::start(&pid, &data);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
         for n in 0..events {
             let (status, body) = call(&addr, publish(n)).await;
             assert_eq!(status, 202, "{body}");
@@ -173,7 +257,11 @@ fn main() {
         while delivered.load(Ordering::Relaxed) < events && started.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        show("publish + one webhook delivery, every 10 ms", c.per(events), floor.0);
+        show(
+            "publish + one webhook delivery, every 10 ms",
+            &c.per(events, Some(&addr)).await,
+            &floor,
+        );
         let (id, _) = {
             let (_, list) = call(&addr, api(&addr, "GET", "/v1/webhooks", String::new())).await;
             let v: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -189,7 +277,7 @@ fn main() {
         // 3. 32 concurrent publishers.
         let total = events * 32;
         let next = Arc::new(AtomicU64::new(0));
-        let c = Counters::start(&pid, &data);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let (addr, next) = (addr.clone(), next.clone());
@@ -215,9 +303,34 @@ fn main() {
         for t in tasks {
             t.await.unwrap();
         }
-        show("32 concurrent publishers, publish only", c.per(total), floor.0);
+        show(
+            "32 concurrent publishers, publish only",
+            &c.per(total, Some(&addr)).await,
+            &floor,
+        );
 
-        // 4. A replay: a webhook deactivated by a 410, `replay` events
+        // 4. Batches of 50 events every 500 ms.
+        let batches = (events / 50).max(1);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
+        for b in 0..batches {
+            let batch: Vec<_> = (0..50)
+                .map(|i| json!({"event": "tick", "data": {"n": b * 50 + i}}))
+                .collect();
+            let (status, body) = call(
+                &addr,
+                api(&addr, "POST", "/v1/events", serde_json::to_string(&batch).unwrap()),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        show(
+            "batches of 50 every 500 ms",
+            &c.per(batches * 50, Some(&addr)).await,
+            &floor,
+        );
+
+        // 5. A replay: a webhook deactivated by a 410, `replay` events
         // buffered, then reactivated with replay.
         let gone = Arc::new(AtomicU64::new(1));
         let replayed = Arc::new(AtomicU64::new(0));
@@ -266,7 +379,7 @@ fn main() {
             sent += n;
         }
         gone.store(0, Ordering::Relaxed);
-        let c = Counters::start(&pid, &data);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
         let started = Instant::now();
         let (status, text) = call(
             &addr,
@@ -282,6 +395,10 @@ fn main() {
         while replayed.load(Ordering::Relaxed) < replay && started.elapsed() < Duration::from_secs(900) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        show(&format!("replay of {replay} buffered events"), c.per(replay), floor.0);
+        show(
+            &format!("replay of {replay} buffered events"),
+            &c.per(replay, Some(&addr)).await,
+            &floor,
+        );
     });
 }

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub events_ingested: Counter,
     pub commits: Counter,
     pub checkpoints: Counter,
+    pub journal_syncs: Counter,
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
     pub jobs_due: Gauge,
@@ -51,6 +52,12 @@ impl Metrics {
             "store_commits",
             "Group commits (each journaled, synced when a write of it waits for that)",
             commits.clone(),
+        );
+        let journal_syncs = Counter::default();
+        registry.register(
+            "store_journal_syncs",
+            "fdatasync calls of the journal (each about one page written)",
+            journal_syncs.clone(),
         );
         let checkpoints = Counter::default();
         registry.register(
@@ -112,6 +119,7 @@ impl Metrics {
             events_ingested,
             commits,
             checkpoints,
+            journal_syncs,
             commit_seconds,
             commit_batch,
             jobs_due,

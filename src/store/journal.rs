@@ -165,12 +165,12 @@ impl Journal {
     }
 
     /// Makes every record written so far durable; the next one starts on a
-    /// fresh page.
-    pub(super) fn sync(&mut self) -> io::Result<()> {
+    /// fresh page. Whether there was anything to sync.
+    pub(super) fn sync(&mut self) -> io::Result<bool> {
         if !self.unsynced {
-            return Ok(());
+            return Ok(false);
         }
-        if self.end % PAGE != 0 && PAGE - self.end % PAGE >= HEADER {
+        if !self.end.is_multiple_of(PAGE) && PAGE - self.end % PAGE >= HEADER {
             let mut pad = Vec::with_capacity(HEADER as usize);
             pad.extend_from_slice(&PAD.to_le_bytes());
             pad.extend_from_slice(&checksum(self.generation, PAD, &[]).to_le_bytes());
@@ -180,7 +180,7 @@ impl Journal {
         super::crash::point("journal-synced", || {});
         self.end = self.end.next_multiple_of(PAGE);
         self.unsynced = false;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -609,9 +609,13 @@ enum Media {
         db: PathBuf,
         journal: PathBuf,
     },
+    /// Makes the (database, journal) backends, at each open.
     #[cfg(test)]
-    Given(Arc<dyn Fn() -> (Box<dyn redb::StorageBackend>, Box<dyn redb::StorageBackend>) + Send + Sync>),
+    Given(Arc<MakeBackends>),
 }
+
+#[cfg(test)]
+type MakeBackends = dyn Fn() -> (Box<dyn redb::StorageBackend>, Box<dyn redb::StorageBackend>) + Send + Sync;
 
 impl Media {
     fn db_path(&self) -> PathBuf {

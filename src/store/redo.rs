@@ -172,6 +172,36 @@ pub(super) fn changes(mut log: &[u8]) -> impl Iterator<Item = Result<Change<'_>,
     })
 }
 
+/// The log without the changes that a later change of the same key in it
+/// overwrites: a batch of publishes rewrites a webhook's record once per
+/// event, and only the last one needs to reach the journal. The order of
+/// the changes of one key is kept, and keys are independent.
+pub(super) fn compact(log: &[u8]) -> Option<Vec<u8>> {
+    // (table, key, start, length) of each change, in order.
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for change in changes(log) {
+        let c = change.ok()?;
+        let len = 2 + 4 + c.key.len() + c.value.map_or(0, |v| 4 + v.len());
+        spans.push((c.table, c.key, at, len));
+        at += len;
+    }
+    let mut last = std::collections::HashMap::with_capacity(spans.len());
+    for (i, (table, key, _, _)) in spans.iter().enumerate() {
+        last.insert((*table, *key), i);
+    }
+    if last.len() == spans.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(log.len());
+    for (i, (table, key, at, len)) in spans.iter().enumerate() {
+        if last[&(*table, *key)] == i {
+            out.extend_from_slice(&log[*at..*at + *len]);
+        }
+    }
+    Some(out)
+}
+
 /// Makes one logged change again, in the table it was made in.
 pub(super) fn apply<K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,
@@ -189,4 +219,43 @@ pub(super) fn apply<K: Key + 'static, V: Value + 'static>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(log: &[u8]) -> Vec<(u8, Vec<u8>, Option<Vec<u8>>)> {
+        changes(log)
+            .map(|c| {
+                let c = c.unwrap();
+                (c.table, c.key.to_vec(), c.value.map(<[u8]>::to_vec))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compaction_keeps_the_last_change_of_each_key_and_nothing_else_changes() {
+        let mut log = Vec::new();
+        record(&mut log, 1, b"wh", Some(b"queued 1"));
+        record(&mut log, 2, b"q1", Some(b""));
+        record(&mut log, 1, b"wh", Some(b"queued 2"));
+        record(&mut log, 2, b"wh", Some(b"another table"));
+        record(&mut log, 2, b"q1", None);
+        record(&mut log, 1, b"wh", Some(b"queued 3"));
+        let compacted = compact(&log).expect("there is something to drop");
+        assert_eq!(
+            decoded(&compacted),
+            vec![
+                (2, b"wh".to_vec(), Some(b"another table".to_vec())),
+                (2, b"q1".to_vec(), None),
+                (1, b"wh".to_vec(), Some(b"queued 3".to_vec())),
+            ]
+        );
+        // A log of distinct keys is left as it is.
+        let mut distinct = Vec::new();
+        record(&mut distinct, 1, b"a", Some(b"1"));
+        record(&mut distinct, 1, b"b", None);
+        assert!(compact(&distinct).is_none());
+    }
 }

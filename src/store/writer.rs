@@ -318,6 +318,7 @@ impl Writer {
     /// checkpoint that starts the journal again.
     fn finish(&mut self, txn: Txn, durable: bool) -> Result<(), StoreError> {
         let log = txn.log.take();
+        let log = super::redo::compact(&log).unwrap_or(log);
         let due = self.closing
             || self
                 .s
@@ -362,7 +363,10 @@ impl Writer {
 
     fn sync_journal(&mut self) -> Result<(), StoreError> {
         match self.s.journal.sync() {
-            Ok(()) => {
+            Ok(synced) => {
+                if synced {
+                    self.s.metrics.journal_syncs.inc();
+                }
                 self.lazy_since = None;
                 Ok(())
             }
