@@ -1,20 +1,23 @@
 //! Flash wear: bytes written to storage per event, as the daemon causes
 //! them (`write_bytes` of its `/proc/PID/io`) and, where readable, as the
 //! block device under the data directory counts them (`/sys/dev/block/…/stat`),
-//! beside the floor measured in the same run on the same file system: a
-//! 160-byte append and `fdatasync`, as one acknowledged write costs at least.
+//! beside the floor measured in the same run on the same file system: 160
+//! bytes written in place in a preallocated file and `fdatasync`, every
+//! 10 ms as the paced parts go, as one acknowledged write costs at least.
 //!
 //! 1. publish only, one event at a time every 10 ms;
 //! 2. publish + one webhook delivery, the same pacing;
 //! 3. 32 concurrent publishers, publish only;
 //! 4. batches of 50 events every 500 ms (100 events a second);
 //! 5. the replay of a buffer of `HERALD_BENCH_REPLAY` events (default 20,000;
-//!    issue 15 names 1,000,000).
+//!    issue 15 names 1,000,000);
+//! 6. one event a second for `HERALD_BENCH_SLOW_SECS` (120), then a clean
+//!    stop, whose checkpoint is counted: at a slow pace the checkpoint, not
+//!    the journal, is what varies.
 //!
-//! `HERALD_BENCH_EVENTS` (default 3,000) sets the events of each part: the
-//! paced parts then run past one checkpoint (every 30 s), whose writes are
-//! part of the cost. `HERALD_BENCH_DIR` puts the daemon's data (and the
-//! floor's file) on another file system.
+//! `HERALD_BENCH_EVENTS` (default 3,000) sets the events of each part.
+//! `HERALD_BENCH_DIR` puts the daemon's data (and the floor's file) on
+//! another file system, a fresh ext4 on a loop device say.
 //!
 //!   cargo bench --bench wear
 //!   HERALD_BENCH_EVENTS=1000 HERALD_BENCH_REPLAY=1000000 cargo bench --bench wear
@@ -400,5 +403,24 @@ fn main() {
             &c.per(replay, Some(&addr)).await,
             &floor,
         );
+
+        // 6. One event a second, then a clean stop and its checkpoint.
+        let slow: u64 = env_or("HERALD_BENCH_SLOW_SECS", 120);
+        let c = Counters::start(&pid, &data, Some(&addr)).await;
+        for n in 0..slow {
+            let (status, body) = call(&addr, publish(n)).await;
+            assert_eq!(status, 202, "{body}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut per = c.per(slow, Some(&addr)).await;
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let mut daemon = daemon;
+        let _ = daemon.child.wait();
+        sync();
+        per.device = device_written(&data)
+            .zip(c.dev0)
+            .map(|(now, then)| now.saturating_sub(then) as f64 / slow as f64);
+        per.checkpoints += 1.0 / slow as f64;
+        show("one a second, then a clean stop", &per, &floor);
     });
 }

@@ -588,8 +588,12 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 /// The journal's size: at one sync per event about a thousand events
 /// between checkpoints, and a bounded replay at start.
 const JOURNAL_BYTES: u64 = 8 << 20;
-/// Longest time between checkpoints while writes come.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// Longest time between checkpoints while writes come. A checkpoint writes
+/// every database page changed since the last one, so at a slow pace a long
+/// interval saves most; at a fast one the full journal comes first. Neither
+/// memory (redb's write buffer is bounded by `storage.cache_size`) nor the
+/// replay at start (bounded by the journal's size) grows with it.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
 /// The store's settings.
 #[derive(Clone)]
