@@ -15,6 +15,11 @@
 //!    stop, whose checkpoint is counted: at a slow pace the checkpoint, not
 //!    the journal, is what varies.
 //!
+//! Each part runs on a fresh daemon and ends with a clean stop, which is
+//! counted: its checkpoint writes the database pages the part changed that
+//! no checkpoint during the part wrote yet. A part's figure is therefore
+//! what it costs in the long run, or a little more.
+//!
 //! `HERALD_BENCH_EVENTS` (default 3,000) sets the events of each part.
 //! `HERALD_BENCH_DIR` puts the daemon's data (and the floor's file) on
 //! another file system, a fresh ext4 on a loop device say.
@@ -26,7 +31,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -63,15 +68,6 @@ fn sync() {
     let _ = std::process::Command::new("sync").status();
 }
 
-struct Counters<'a> {
-    pid: String,
-    dir: &'a Path,
-    proc0: u64,
-    dev0: Option<u64>,
-    /// The daemon's journal syncs and checkpoints at the start.
-    store0: (f64, f64),
-}
-
 /// What one part wrote per unit.
 struct Per {
     process: f64,
@@ -80,69 +76,148 @@ struct Per {
     checkpoints: f64,
 }
 
-async fn store_counts(addr: Option<&str>) -> (f64, f64) {
-    match addr {
-        Some(a) => (
-            metric(a, "herald_store_journal_syncs_total").await,
-            metric(a, "herald_store_checkpoints_total").await,
-        ),
-        None => (0.0, 0.0),
-    }
+/// Counts from the start of a part.
+struct Counters {
+    pid: String,
+    dir: PathBuf,
+    proc0: u64,
+    dev0: Option<u64>,
 }
 
-impl<'a> Counters<'a> {
-    async fn start(pid: &str, dir: &'a Path, addr: Option<&str>) -> Counters<'a> {
+impl Counters {
+    fn start(pid: &str, dir: &Path) -> Counters {
         sync();
         Counters {
             pid: pid.to_string(),
-            dir,
+            dir: dir.to_path_buf(),
             proc0: proc_written(pid),
             dev0: device_written(dir),
-            store0: store_counts(addr).await,
         }
     }
 
-    /// Bytes (and journal syncs, checkpoints) per unit since start.
-    async fn per(&self, units: u64, addr: Option<&str>) -> Per {
+    /// Bytes per unit since start (for the floors, in this process).
+    fn per(&self, units: u64) -> Per {
         sync();
         let u = units as f64;
-        let (syncs, checkpoints) = store_counts(addr).await;
         Per {
             process: proc_written(&self.pid).saturating_sub(self.proc0) as f64 / u,
-            device: device_written(self.dir)
+            device: device_written(&self.dir)
                 .zip(self.dev0)
                 .map(|(now, then)| now.saturating_sub(then) as f64 / u),
-            syncs: (syncs - self.store0.0) / u,
-            checkpoints: (checkpoints - self.store0.1) / u,
+            syncs: 0.0,
+            checkpoints: 0.0,
         }
     }
 }
 
-/// One line: the bytes, their ratio to the in-place floor (device bytes
-/// where readable), and the journal syncs and checkpoints per event.
+/// A fresh daemon for one part.
+struct Part {
+    daemon: Daemon,
+    addr: String,
+    pid: String,
+    counters: Option<Counters>,
+    /// Journal syncs and checkpoints when counting started.
+    store0: (f64, f64),
+}
+
+async fn store_counts(addr: &str) -> (f64, f64) {
+    (
+        metric(addr, "herald_store_journal_syncs_total").await,
+        metric(addr, "herald_store_checkpoints_total").await,
+    )
+}
+
+impl Part {
+    fn new() -> Part {
+        let daemon = start("");
+        let (addr, pid) = (daemon.addr.clone(), daemon.child.id().to_string());
+        Part {
+            daemon,
+            addr,
+            pid,
+            counters: None,
+            store0: (0.0, 0.0),
+        }
+    }
+
+    /// Starts counting (after the part's set-up).
+    async fn count(&mut self) {
+        self.store0 = store_counts(&self.addr).await;
+        self.counters = Some(Counters::start(&self.pid, &self.daemon.data_dir()));
+    }
+
+    /// Stops the daemon cleanly (its last checkpoint counted); per unit.
+    async fn stop(mut self, units: u64) -> Per {
+        let u = units as f64;
+        let (syncs, checkpoints) = store_counts(&self.addr).await;
+        let (syncs, checkpoints) = (syncs - self.store0.0, checkpoints - self.store0.1);
+        let c = self.counters.take().expect("counting");
+        // /proc/PID/io is gone once the process has exited: read it first.
+        let process = proc_written(&self.pid).saturating_sub(c.proc0) as f64 / u;
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.pid]).status();
+        let _ = self.daemon.child.wait();
+        sync();
+        Per {
+            process,
+            device: device_written(&c.dir)
+                .zip(c.dev0)
+                .map(|(now, then)| now.saturating_sub(then) as f64 / u),
+            syncs: syncs / u,
+            // The one at the clean stop too.
+            checkpoints: (checkpoints + 1.0) / u,
+        }
+    }
+
+    fn publish(&self, n: u64) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+        api(
+            &self.addr,
+            "POST",
+            "/v1/events",
+            json!({"event": "tick", "data": {"n": n, "pad": "0123456789012345678901234567890123456789"}}).to_string(),
+        )
+    }
+
+    /// Publishes `events` one at a time, `pace` apart.
+    async fn paced(&self, events: u64, pace: Duration) {
+        for n in 0..events {
+            let (status, body) = call(&self.addr, self.publish(n)).await;
+            assert_eq!(status, 202, "{body}");
+            tokio::time::sleep(pace).await;
+        }
+    }
+
+    async fn webhook(&self, url: String, event: &str) -> String {
+        let body = json!({"app": "wear", "event": event, "url": url}).to_string();
+        let (status, text) = call(&self.addr, api(&self.addr, "POST", "/v1/webhooks", body)).await;
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// One line: the bytes, their ratio to the floor (device bytes where
+/// readable), and the journal syncs and checkpoints per event.
 fn show(label: &str, per: &Per, floor: &Per) {
     let (mine, base) = match (per.device, floor.device) {
         (Some(d), Some(f)) => (d, f),
         _ => (per.process, floor.process),
     };
     println!(
-        "  {label:<44} {:>7.0} B/event (process){}   {:>4.2}× the floor   {:.2} syncs, 1 checkpoint per {:.0} events",
+        "  {label:<40} {:>7.0} B/event (process){}  {:>5.2}× the floor  {:.2} syncs/event, 1 checkpoint per {:.0} events",
         per.process,
         per.device.map(|d| format!(" {d:>7.0} B (device)")).unwrap_or_default(),
         mine / base,
         per.syncs,
-        if per.checkpoints > 0.0 {
-            1.0 / per.checkpoints
-        } else {
-            f64::INFINITY
-        },
+        1.0 / per.checkpoints,
     );
 }
 
 fn show_floor(label: &str, per: &Per) {
     match per.device {
-        Some(d) => println!("  {label:<44} {:>24} {d:>7.0} B (device)", ""),
-        None => println!("  {label:<44} {:>7.0} B/write (process)", per.process),
+        Some(d) => println!("  {label:<40} {:>24} {d:>7.0} B (device)", ""),
+        None => println!("  {label:<40} {:>7.0} B/write (process)", per.process),
     }
 }
 
@@ -152,16 +227,18 @@ fn main() {
     }
     let events: u64 = env_or("HERALD_BENCH_EVENTS", 3000);
     let replay: u64 = env_or("HERALD_BENCH_REPLAY", 20_000);
+    let slow: u64 = env_or("HERALD_BENCH_SLOW_SECS", 120);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        // The floor: a small append and fdatasync, in a directory on the same
-        // file system as the daemon's data.
-        let daemon = start("");
-        let data = daemon.data_dir();
-        let floor_file = data.join("floor.bin");
+        // The floors, in a directory on the same file system as the daemons' data.
+        let scratch = match std::env::var("HERALD_BENCH_DIR") {
+            Ok(base) => tempfile::tempdir_in(base).unwrap(),
+            Err(_) => tempfile::tempdir().unwrap(),
+        };
+        let floor_file = scratch.path().join("floor.bin");
         let me = std::process::id().to_string();
         let append = {
             let mut f = std::fs::OpenOptions::new()
@@ -169,12 +246,12 @@ fn main() {
                 .append(true)
                 .open(&floor_file)
                 .unwrap();
-            let c = Counters::start(&me, &data, None).await;
+            let c = Counters::start(&me, scratch.path());
             for _ in 0..events {
                 f.write_all(&[7u8; 160]).unwrap();
                 f.sync_data().unwrap();
             }
-            c.per(events, None).await
+            c.per(events)
         };
         let _ = std::fs::remove_file(&floor_file);
         // The floor of one acknowledged write: 160 bytes written in place,
@@ -183,8 +260,8 @@ fn main() {
         // file systems the changed mtime then costs a metadata commit too).
         let in_place = |pace: Option<Duration>| {
             let floor_file = floor_file.clone();
-            let data = data.clone();
             let me = me.clone();
+            let dir = scratch.path().to_path_buf();
             async move {
                 use std::os::unix::fs::FileExt;
                 let f = std::fs::OpenOptions::new()
@@ -196,7 +273,7 @@ fn main() {
                     .unwrap();
                 f.write_all_at(&vec![0u8; (events as usize + 1) * 4096], 0).unwrap();
                 f.sync_all().unwrap();
-                let c = Counters::start(&me, &data, None).await;
+                let c = Counters::start(&me, &dir);
                 for i in 0..events {
                     f.write_all_at(&[7u8; 160], i * 4096).unwrap();
                     f.sync_data().unwrap();
@@ -204,7 +281,7 @@ fn main() {
                         tokio::time::sleep(p).await;
                     }
                 }
-                let per = c.per(events, None).await;
+                let per = c.per(events);
                 let _ = std::fs::remove_file(&floor_file);
                 per
             }
@@ -215,28 +292,15 @@ fn main() {
         show_floor("160 bytes in place + fdatasync", &unpaced);
         show_floor("the floor: the same every 10 ms", &floor);
         show_floor("160-byte append to a growing file + fdatasync", &append);
-        let addr = daemon.addr.clone();
-        let pid = daemon.child.id().to_string();
-        let publish = |n: u64| {
-            api(
-                &addr,
-                "POST",
-                "/v1/events",
-                json!({"event": "tick", "data": {"n": n, "pad": "0123456789012345678901234567890123456789"}})
-                    .to_string(),
-            )
-        };
 
         // 1. publish only, one at a time every 10 ms.
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
-        for n in 0..events {
-            let (status, body) = call(&addr, publish(n)).await;
-            assert_eq!(status, 202, "{body}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        show("publish only, every 10 ms", &c.per(events, Some(&addr)).await, &floor);
+        let mut part = Part::new();
+        part.count().await;
+        part.paced(events, Duration::from_millis(10)).await;
+        show("publish only, every 10 ms", &part.stop(events).await, &floor);
 
         // 2. publish + one webhook delivery.
+        let mut part = Part::new();
         let delivered = Arc::new(AtomicU64::new(0));
         let d2 = delivered.clone();
         let recv = receiver(move |_, _| {
@@ -247,43 +311,27 @@ fn main() {
             }
         })
         .await;
-        let body = json!({"app": "wear", "event": "tick", "url": format!("http://{recv}/hook")}).to_string();
-        let (status, text) = call(&addr, api(&addr, "POST", "/v1/webhooks", body)).await;
-        assert_eq!(status, 201, "{text}");
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
-        for n in 0..events {
-            let (status, body) = call(&addr, publish(n)).await;
-            assert_eq!(status, 202, "{body}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        part.webhook(format!("http://{recv}/hook"), "tick").await;
+        part.count().await;
+        part.paced(events, Duration::from_millis(10)).await;
         let started = Instant::now();
         while delivered.load(Ordering::Relaxed) < events && started.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         show(
-            "publish + one webhook delivery, every 10 ms",
-            &c.per(events, Some(&addr)).await,
+            "publish + one webhook delivery, 10 ms",
+            &part.stop(events).await,
             &floor,
         );
-        let (id, _) = {
-            let (_, list) = call(&addr, api(&addr, "GET", "/v1/webhooks", String::new())).await;
-            let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-            (v["webhooks"][0]["id"].as_str().unwrap().to_string(), ())
-        };
-        let (status, _) = call(
-            &addr,
-            api(&addr, "DELETE", &format!("/v1/webhooks/{id}"), String::new()),
-        )
-        .await;
-        assert_eq!(status, 204);
 
         // 3. 32 concurrent publishers.
+        let mut part = Part::new();
         let total = events * 32;
         let next = Arc::new(AtomicU64::new(0));
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
+        part.count().await;
         let mut tasks = Vec::new();
         for _ in 0..32 {
-            let (addr, next) = (addr.clone(), next.clone());
+            let (addr, next) = (part.addr.clone(), next.clone());
             tasks.push(tokio::spawn(async move {
                 let mut sender = connect(&addr).await;
                 loop {
@@ -308,33 +356,28 @@ fn main() {
         }
         show(
             "32 concurrent publishers, publish only",
-            &c.per(total, Some(&addr)).await,
+            &part.stop(total).await,
             &floor,
         );
 
         // 4. Batches of 50 events every 500 ms.
+        let mut part = Part::new();
         let batches = (events / 50).max(1);
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
+        part.count().await;
         for b in 0..batches {
             let batch: Vec<_> = (0..50)
                 .map(|i| json!({"event": "tick", "data": {"n": b * 50 + i}}))
                 .collect();
-            let (status, body) = call(
-                &addr,
-                api(&addr, "POST", "/v1/events", serde_json::to_string(&batch).unwrap()),
-            )
-            .await;
+            let req = api(&part.addr, "POST", "/v1/events", serde_json::to_string(&batch).unwrap());
+            let (status, body) = call(&part.addr, req).await;
             assert_eq!(status, 202, "{body}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        show(
-            "batches of 50 every 500 ms",
-            &c.per(batches * 50, Some(&addr)).await,
-            &floor,
-        );
+        show("batches of 50 every 500 ms", &part.stop(batches * 50).await, &floor);
 
         // 5. A replay: a webhook deactivated by a 410, `replay` events
         // buffered, then reactivated with replay.
+        let mut part = Part::new();
         let gone = Arc::new(AtomicU64::new(1));
         let replayed = Arc::new(AtomicU64::new(0));
         let (g, r) = (gone.clone(), replayed.clone());
@@ -350,22 +393,9 @@ fn main() {
             }
         })
         .await;
-        let body = json!({"app": "wear", "event": "replay", "url": format!("http://{recv}/hook")}).to_string();
-        let (_, text) = call(&addr, api(&addr, "POST", "/v1/webhooks", body)).await;
-        let wh = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        call(
-            &addr,
-            api(
-                &addr,
-                "POST",
-                "/v1/events",
-                json!({"event": "replay", "data": 0}).to_string(),
-            ),
-        )
-        .await;
+        let wh = part.webhook(format!("http://{recv}/hook"), "replay").await;
+        let first = json!({"event": "replay", "data": 0}).to_string();
+        call(&part.addr, api(&part.addr, "POST", "/v1/events", first)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut sent = 0;
         while sent < replay {
@@ -373,54 +403,35 @@ fn main() {
             let batch: Vec<_> = (0..n)
                 .map(|i| json!({"event": "replay", "data": {"i": sent + i}}))
                 .collect();
-            let (status, body) = call(
-                &addr,
-                api(&addr, "POST", "/v1/events", serde_json::to_string(&batch).unwrap()),
-            )
-            .await;
+            let req = api(&part.addr, "POST", "/v1/events", serde_json::to_string(&batch).unwrap());
+            let (status, body) = call(&part.addr, req).await;
             assert_eq!(status, 202, "{body}");
             sent += n;
         }
         gone.store(0, Ordering::Relaxed);
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
+        part.count().await;
         let started = Instant::now();
-        let (status, text) = call(
-            &addr,
-            api(
-                &addr,
-                "POST",
-                &format!("/v1/webhooks/{wh}/activate"),
-                json!({"replay_events": true}).to_string(),
-            ),
-        )
-        .await;
+        let activate = api(
+            &part.addr,
+            "POST",
+            &format!("/v1/webhooks/{wh}/activate"),
+            json!({"replay_events": true}).to_string(),
+        );
+        let (status, text) = call(&part.addr, activate).await;
         assert_eq!(status, 200, "{text}");
         while replayed.load(Ordering::Relaxed) < replay && started.elapsed() < Duration::from_secs(900) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         show(
             &format!("replay of {replay} buffered events"),
-            &c.per(replay, Some(&addr)).await,
+            &part.stop(replay).await,
             &floor,
         );
 
-        // 6. One event a second, then a clean stop and its checkpoint.
-        let slow: u64 = env_or("HERALD_BENCH_SLOW_SECS", 120);
-        let c = Counters::start(&pid, &data, Some(&addr)).await;
-        for n in 0..slow {
-            let (status, body) = call(&addr, publish(n)).await;
-            assert_eq!(status, 202, "{body}");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let mut per = c.per(slow, Some(&addr)).await;
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        let mut daemon = daemon;
-        let _ = daemon.child.wait();
-        sync();
-        per.device = device_written(&data)
-            .zip(c.dev0)
-            .map(|(now, then)| now.saturating_sub(then) as f64 / slow as f64);
-        per.checkpoints += 1.0 / slow as f64;
-        show("one a second, then a clean stop", &per, &floor);
+        // 6. One event a second.
+        let mut part = Part::new();
+        part.count().await;
+        part.paced(slow, Duration::from_secs(1)).await;
+        show("one a second", &part.stop(slow).await, &floor);
     });
 }

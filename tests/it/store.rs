@@ -23,7 +23,7 @@ fn some(below: u64) -> u64 {
     2 + u64::from(nanos) % below
 }
 
-/// Publishes from 4 clients until the daemon stops answering (or 200 each);
+/// Publishes from 4 clients until the daemon stops answering (or 1500 each);
 /// returns the ids of the events it acknowledged.
 fn publish_until_it_dies(base: &str) -> Vec<String> {
     let dead = AtomicBool::new(false);
@@ -33,7 +33,7 @@ fn publish_until_it_dies(base: &str) -> Vec<String> {
                 let dead = &dead;
                 s.spawn(move || {
                     let mut acked = Vec::new();
-                    for i in 0..200 {
+                    for i in 0..1500 {
                         if dead.load(Ordering::Relaxed) {
                             break;
                         }
@@ -60,6 +60,26 @@ fn publish_until_it_dies(base: &str) -> Vec<String> {
             .collect();
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     })
+}
+
+/// The ids of every stored `tick` event, page by page.
+fn stored_ticks(d: &Daemon) -> HashSet<String> {
+    let mut stored = HashSet::new();
+    let mut after = 0;
+    loop {
+        let page = d
+            .get(&format!("/v1/events?limit=1000&after={after}"), Some(ADMIN))
+            .json();
+        for e in page["events"].as_array().unwrap() {
+            if e["event"] == "tick" {
+                stored.insert(e["id"].as_str().unwrap().to_string());
+            }
+        }
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => return stored,
+        }
+    }
 }
 
 /// One crash at `point`: a daemon with a webhook is armed to die the n-th
@@ -104,13 +124,7 @@ fn crash_at(point: &str, n: u64, then_in_replay: bool) {
     d.set_env("HERALD_TEST_CRASH_AT", None);
     assert!(d.try_spawn(), "{point}:{n}: the restart failed");
 
-    let stored: HashSet<String> = d.get("/v1/events?limit=1000", Some(ADMIN)).json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "tick")
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect();
+    let stored = stored_ticks(&d);
     for id in &acked {
         if !stored.contains(id) {
             d.fail(&format!("{point}:{n}: acknowledged event {id} lost"));
@@ -136,7 +150,21 @@ fn crash_at(point: &str, n: u64, then_in_replay: bool) {
         }
         if std::time::Instant::now() > deadline {
             let missing = stored.iter().filter(|id| !delivered.contains(*id)).count();
-            d.fail(&format!("{point}:{n}: {missing} stored events not delivered"));
+            let webhooks = d.get("/v1/webhooks", Some(ADMIN)).body;
+            let jobs = d.get("/v1/status", Some(ADMIN)).body;
+            let metrics: String = d
+                .get("/metrics", None)
+                .body
+                .lines()
+                .filter(|l| l.contains("job") || l.contains("deliver") || l.contains("store_"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            eprintln!("{metrics}");
+            d.fail(&format!(
+                "{point}:{n}: {missing} of {} stored events not delivered ({} received)\nwebhooks: {webhooks}\nstatus: {jobs}",
+                stored.len(),
+                got.len()
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
