@@ -1,12 +1,16 @@
 //! The durable store: one redb file, every table declared here, postcard
 //! values, a schema version, and one writer thread that batches concurrent
-//! writes into one durable commit (group commit).
+//! writes into one commit (group commit), made durable by the journal
+//! (`journal.rs`: one small `fdatasync` instead of a durable redb commit).
 //!
 //! Why one writer: redb's `begin_write` blocks while another write
-//! transaction runs, and every commit is an fsync. Funnelling all writes
-//! through a thread that drains its queue into a single transaction turns N
-//! concurrent requests into one fsync, and a caller's future resolves only
-//! after the commit that holds its write returned, so a 2xx means "on disk".
+//! transaction runs, and every durable commit is an fsync. Funnelling all
+//! writes through a thread that drains its queue into a single transaction
+//! turns N concurrent requests into one fsync, and a caller's future
+//! resolves only after the commit that holds its write is on stable
+//! storage, so a 2xx means "on disk". The store is the one owner of
+//! durability: features only say which writes must wait for it (`write`)
+//! and which are progress that is redone safely (`write_progress`).
 //!
 //! The contract for a write closure: do every check that can refuse the
 //! request *before* writing, and return a refusal as a value (`Ok(Err(..))`).

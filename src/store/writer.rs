@@ -1,7 +1,8 @@
 //! The writer thread: the one place that opens write transactions. It
-//! batches concurrent writes into one durable commit (group commit), keeps
-//! the file within `storage.max_size` and the disk's free space, and
-//! recovers by itself from I/O errors.
+//! batches concurrent writes into one commit (group commit), journals it
+//! before redb commits it without an fsync, checkpoints, keeps the file
+//! within `storage.max_size` and the disk's free space, and recovers by
+//! itself from I/O errors (reopening the database and replaying the journal).
 //!
 //! Room: redb grows its file by doubling it (below 4 GiB), so a write that
 //! makes it grow when it is past half of `max_size` would overshoot by up
