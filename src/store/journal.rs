@@ -82,9 +82,7 @@ impl Journal {
         let mut out = Vec::new();
         let mut at = 0;
         loop {
-            if PAGE - at % PAGE < HEADER {
-                at = at.next_multiple_of(PAGE);
-            }
+            at = record_start(at);
             if at + HEADER > self.capacity {
                 return Ok(out);
             }
@@ -124,12 +122,7 @@ impl Journal {
 
     /// Whether a record of `len` payload bytes fits (with the pad that may follow).
     pub(super) fn fits(&self, len: usize) -> bool {
-        let start = if PAGE - self.end % PAGE < HEADER {
-            self.end.next_multiple_of(PAGE)
-        } else {
-            self.end
-        };
-        start + HEADER + len as u64 + HEADER <= self.capacity
+        record_start(self.end) + HEADER + len as u64 + HEADER <= self.capacity
     }
 
     /// When the oldest record not yet checkpointed was written.
@@ -140,9 +133,7 @@ impl Journal {
     /// Writes one record (not yet synced). On an error, what was written
     /// may be anything: the caller treats the journal as broken.
     pub(super) fn append(&mut self, payload: &[u8]) -> io::Result<()> {
-        if PAGE - self.end % PAGE < HEADER {
-            self.end = self.end.next_multiple_of(PAGE);
-        }
+        self.end = record_start(self.end);
         let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("a journal record over 4 GiB"))?;
         let mut record = Vec::with_capacity(payload.len() + HEADER as usize);
         record.extend_from_slice(&len.to_le_bytes());
@@ -181,6 +172,16 @@ impl Journal {
         self.end = self.end.next_multiple_of(PAGE);
         self.unsynced = false;
         Ok(true)
+    }
+}
+
+/// Where a record written at `at` starts: a header never straddles a page,
+/// so the rest of a page too short for one is skipped (writer and reader alike).
+fn record_start(at: u64) -> u64 {
+    if PAGE - at % PAGE < HEADER {
+        at.next_multiple_of(PAGE)
+    } else {
+        at
     }
 }
 

@@ -430,8 +430,8 @@ impl Store {
 
     /// A write of progress that is redone safely after a crash (a
     /// delivery's position and attempts): answered once committed, made
-    /// durable by the next durable commit, at the latest within a second,
-    /// or when the database closes.
+    /// durable by the journal's next sync, at the latest within a second,
+    /// or by the checkpoint when the store closes.
     pub async fn write_progress<R, F>(&self, grows: Grows, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,

@@ -263,7 +263,7 @@ fn every_acknowledged_write_survives_power_cuts_at_random_points() {
     let dir = tempfile::tempdir().unwrap();
     const ROUNDS: u64 = 60;
     // How many writes and syncs a whole run makes, to place the cuts in.
-    let total = {
+    let (total_ops, open_ops) = {
         let power = Power::new(i64::MAX);
         let (db, journal) = (Disk::new(power.clone()), Disk::new(power.clone()));
         let (store, guard) = open_on_disks(dir.path(), &db, &journal).unwrap();
@@ -273,7 +273,6 @@ fn every_acknowledged_write_survives_power_cuts_at_random_points() {
         guard.close(Duration::from_secs(5));
         (i64::MAX - power.ops_left.load(Ordering::SeqCst), opened)
     };
-    let (total_ops, open_ops) = total;
     let mut replayed_runs = 0;
     for seed in 1..=150u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);

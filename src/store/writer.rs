@@ -40,8 +40,8 @@ pub(super) struct Op {
     pub(super) grows: Grows,
     /// Whether its answer waits until it is on stable storage. Progress
     /// that is redone safely after a crash (a delivery's position) need not:
-    /// a batch of only such writes commits without an fsync, and the next
-    /// durable commit (within [`LAZY_FOR`]) makes it durable too.
+    /// a batch of only such writes is journaled without a sync, and the
+    /// next sync (within [`LAZY_FOR`]) makes it durable too.
     pub(super) durable: bool,
     pub(super) apply: Apply,
 }
