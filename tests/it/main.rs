@@ -15,5 +15,6 @@ mod schedules;
 mod smtp_sink;
 mod store;
 mod ui;
+mod upgrade;
 mod util;
 mod webhooks;

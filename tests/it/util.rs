@@ -87,6 +87,12 @@ impl Daemon {
         d
     }
 
+    /// The daemon's config and directory, not started: a test may fill the
+    /// data dir first (an upgrade from a fixture), then `spawn`.
+    pub fn prepare_with_clock(extra: &str, clock: Option<&str>) -> Daemon {
+        Daemon::prepare(extra, clock)
+    }
+
     fn prepare(extra: &str, clock: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("herald.toml");
