@@ -24,7 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, Clock};
 use crate::metrics::Metrics;
-use crate::store::{self, JOB_NAMES, JOBS, Store, StoreError, Txn};
+use crate::store::{self, Store, StoreError, Txn};
+
+store::tables! {
+    /// (due ms, job id) -> `jobs::Job`: the durable timer queue, in due order.
+    JOBS: redb::TableDefinition<(i64, u64), &[u8]> = ("jobs", 4);
+    /// job name -> its key in `JOBS`, for jobs that exist at most once (the midnight roll).
+    JOB_NAMES: redb::TableDefinition<&str, (i64, u64)> = ("job_names", 5);
+}
 
 /// A job's place in the queue: (due ms, id).
 pub type JobKey = (i64, u64);
@@ -448,7 +455,15 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> (Store, crate::store::WriterGuard, Arc<Notify>) {
         let wake = Arc::new(Notify::new());
-        let (store, guard) = Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), wake.clone()).unwrap();
+        let (store, guard) = Store::open(
+            dir,
+            1 << 20,
+            1 << 30,
+            crate::tables(),
+            Arc::new(Metrics::new()),
+            wake.clone(),
+        )
+        .unwrap();
         (store, guard, wake)
     }
 

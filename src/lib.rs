@@ -114,6 +114,21 @@ fn router(app: Arc<App>) -> http::Router {
     }
 }
 
+/// Every table of herald, checked for duplicate ids.
+pub fn tables() -> store::Tables {
+    let all = [
+        jobs::TABLES,
+        events::TABLES,
+        executions::TABLES,
+        mail::TABLES,
+        webhooks::TABLES,
+        notifications::TABLES,
+        actions::TABLES,
+        schedules::TABLES,
+    ];
+    store::Tables::new(all.into_iter().flatten()).expect("table ids are unique")
+}
+
 /// What every request handler and job handler shares.
 pub struct App {
     pub store: Store,
@@ -236,6 +251,7 @@ pub async fn run(
                 &storage.dir,
                 storage.cache_size,
                 storage.max_size,
+                tables(),
                 metrics,
                 jobs_changed,
             )

@@ -33,7 +33,14 @@ pub use self::run::Calls;
 use crate::App;
 use crate::clock;
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, ACTION_KEYS, ACTIONS, Grows, StoreError, Txn};
+use crate::store::{self, Grows, StoreError, Txn};
+
+store::tables! {
+    /// action id (time-ordered) -> `actions::Action`.
+    ACTIONS: redb::TableDefinition<&str, &[u8]> = ("actions", 19);
+    /// "account\0idempotency key" -> id of the action first created with it.
+    ACTION_KEYS: redb::TableDefinition<&str, &str> = ("action_keys", 20);
+}
 
 /// Runs the jobs this feature owns.
 pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {

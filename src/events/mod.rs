@@ -17,7 +17,14 @@ pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, parse_item,
 pub use self::routes::{page_json, routes};
 use crate::clock;
 use crate::config::Config;
-use crate::store::{self, EVENTS, IDEMPOTENCY, StoreError, Txn};
+use crate::store::{self, StoreError, Txn};
+
+store::tables! {
+    /// seq -> `events::StoredEvent`.
+    EVENTS: redb::TableDefinition<u64, &[u8]> = ("events", 2);
+    /// "account\0key" -> seq of the first event published with that key.
+    IDEMPOTENCY: redb::TableDefinition<&str, u64> = ("idempotency", 3);
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {

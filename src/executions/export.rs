@@ -11,10 +11,11 @@
 use jiff::tz::TimeZone;
 use redb::ReadTransaction;
 
+use super::LOGS;
 use super::xlsx::{Cell, Sheet, Style};
 use super::{Execution, Level, LogLine};
 use crate::clock;
-use crate::store::{self, LOGS, StoreError};
+use crate::store::{self, StoreError};
 
 /// The columns of both formats.
 const HEADER: [&str; 6] = ["#", "time", "level", "category", "message", "detail"];

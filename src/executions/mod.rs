@@ -21,7 +21,18 @@ pub use self::routes::routes;
 use crate::App;
 use crate::clock;
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, DAILY, EXECUTIONS, Grows, INTERFACES, LOGS, StoreError, Txn};
+use crate::store::{self, Grows, StoreError, Txn};
+
+store::tables! {
+    /// name -> `executions::Interface`.
+    INTERFACES: redb::TableDefinition<&str, &[u8]> = ("interfaces", 6);
+    /// execution id (time-ordered) -> `executions::Execution`.
+    EXECUTIONS: redb::TableDefinition<&str, &[u8]> = ("executions", 7);
+    /// "interface\0YYYY-MM-DD" -> id of that day's daily execution.
+    DAILY: redb::TableDefinition<&str, &str> = ("daily", 8);
+    /// (execution id, line number) -> `executions::LogLine`.
+    LOGS: redb::TableDefinition<(&str, u32), &[u8]> = ("logs", 9);
+}
 
 /// The built-in interface that records failed calls to herald's own API.
 pub const API: &str = "api";

@@ -30,7 +30,14 @@ use crate::App;
 use crate::clock;
 use crate::config::Alerts;
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, MAIL_OPEN, MAILS, StoreError, Txn};
+use crate::store::{self, StoreError, Txn};
+
+store::tables! {
+    /// mail id (time-ordered) -> `mail::Mail`: the outbox.
+    MAILS: redb::TableDefinition<&str, &[u8]> = ("mails", 10);
+    /// gathering key (kind, account, address) -> id of the mail still taking entries.
+    MAIL_OPEN: redb::TableDefinition<&str, &str> = ("mail_open", 11);
+}
 
 /// Entries listed in one mail; beyond, the mail gives a count of the rest.
 pub const MAX_ENTRIES: usize = 100;

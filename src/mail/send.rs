@@ -8,12 +8,13 @@ use redb::ReadableTable;
 
 use super::rules::{AfterFailure, after_failure};
 use super::{INTERFACE, Mail, State, job_name, open_key};
+use super::{MAIL_OPEN, MAILS};
 use crate::App;
 use crate::clock;
 use crate::config::{MailPolicy, Security, Smtp};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs::{self, Job};
-use crate::store::{self, MAIL_OPEN, MAILS, StoreError, Txn};
+use crate::store::{self, StoreError, Txn};
 
 /// Why an attempt failed, and the log category that tells whom to call.
 #[derive(Debug)]

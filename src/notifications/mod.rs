@@ -23,7 +23,19 @@ use crate::clock;
 use crate::config::Config;
 use crate::events::{self, Published};
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, CHANGE_CURSORS, NOTIF_BY_EVENT, NOTIF_IDLE, NOTIFICATIONS, StoreError, Txn};
+use crate::store::{self, StoreError, Txn};
+
+store::tables! {
+    /// "system\0event" -> `notifications::Notification`.
+    NOTIFICATIONS: redb::TableDefinition<&str, &[u8]> = ("notifications", 15);
+    /// (event name, system) -> 0: which notifications an event plans, in one range.
+    NOTIF_BY_EVENT: redb::TableDefinition<(&str, &str), u8> = ("notif_by_event", 16);
+    /// event name -> how many of its notifications the next event would plan
+    /// (active, not suspended, nothing planned): most events find 0 and stop.
+    NOTIF_IDLE: redb::TableDefinition<&str, u32> = ("notif_idle", 17);
+    /// system -> the seq its change feed has read up to.
+    CHANGE_CURSORS: redb::TableDefinition<&str, u64> = ("change_cursors", 18);
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {

@@ -31,7 +31,12 @@ use crate::config::{Config, InterfaceKind, Schedule};
 use crate::events;
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, Grows, SCHEDULES, StoreError, Txn};
+use crate::store::{self, Grows, StoreError, Txn};
+
+store::tables! {
+    /// Schedule name → its planning and push position (`schedules::Planned`).
+    SCHEDULES: redb::TableDefinition<&str, &[u8]> = ("schedules", 21);
+}
 
 /// What herald keeps of a schedule between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ mod journal;
 #[cfg(test)]
 mod power;
 mod redo;
+mod tables;
 mod writer;
 
 use std::cell::RefCell;
@@ -38,6 +39,8 @@ use redb::{
 };
 
 pub use self::redo::Table;
+pub(crate) use self::tables::tables;
+pub use self::tables::{TableSpec, Tables};
 
 use self::writer::{Apply, Completion, Op};
 use serde::Serialize;
@@ -50,86 +53,13 @@ use crate::metrics::Metrics;
 /// herald is refused rather than misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
-// ---- every table, declared once --------------------------------------------
-
-/// Declares each table once: its definition, and its number in the
-/// journal's redo log (so a replayed change finds its typed table). A new
-/// table goes at the end: the numbers of a journal written by the previous
-/// version must stay valid.
-macro_rules! tables {
-    ($($(#[$doc:meta])* $name:ident: $types:ty = $text:literal;)*) => {
-        $($(#[$doc])* pub const $name: $types = TableDefinition::new($text);)*
-
-        /// The tables in declaration order: a table's number is its index.
-        const TABLE_NAMES: &[&str] = &[$($text),*];
-
-        /// Makes one change of a replayed redo log in its table.
-        fn replay_change(txn: &WriteTransaction, change: &redo::Change<'_>) -> Result<(), StoreError> {
-            let mut n = 0u8;
-            $(
-                if change.table == n {
-                    return redo::apply(txn, $name, change);
-                }
-                n += 1;
-            )*
-            let _ = n;
-            Err(StoreError::Corrupt("journal record", format!("unknown table number {}", change.table)))
-        }
-
-        /// Creates every table, so readers never meet a missing one.
-        fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
-            $(txn.open_table($name)?;)*
-            Ok(())
-        }
-    };
-}
+// ---- the store's own tables ------------------------------------------------
 
 tables! {
     /// Counters and settings: `schema_version`, `events.next_seq`, `jobs.next_id`, ...
-    META: TableDefinition<&str, u64> = "meta";
+    META: TableDefinition<&str, u64> = ("meta", 0);
     /// Secrets and small blobs kept by the daemon itself (`bootstrap.admin_sha256`).
-    META_BLOBS: TableDefinition<&str, &[u8]> = "meta_blobs";
-    /// seq -> `events::StoredEvent`.
-    EVENTS: TableDefinition<u64, &[u8]> = "events";
-    /// "account\0key" -> seq of the first event published with that key.
-    IDEMPOTENCY: TableDefinition<&str, u64> = "idempotency";
-    /// (due ms, job id) -> `jobs::Job`: the durable timer queue, in due order.
-    JOBS: TableDefinition<(i64, u64), &[u8]> = "jobs";
-    /// job name -> its key in `JOBS`, for jobs that exist at most once (the midnight roll).
-    JOB_NAMES: TableDefinition<&str, (i64, u64)> = "job_names";
-    /// name -> `executions::Interface`.
-    INTERFACES: TableDefinition<&str, &[u8]> = "interfaces";
-    /// execution id (time-ordered) -> `executions::Execution`.
-    EXECUTIONS: TableDefinition<&str, &[u8]> = "executions";
-    /// "interface\0YYYY-MM-DD" -> id of that day's daily execution.
-    DAILY: TableDefinition<&str, &str> = "daily";
-    /// (execution id, line number) -> `executions::LogLine`.
-    LOGS: TableDefinition<(&str, u32), &[u8]> = "logs";
-    /// mail id (time-ordered) -> `mail::Mail`: the outbox.
-    MAILS: TableDefinition<&str, &[u8]> = "mails";
-    /// gathering key (kind, account, address) -> id of the mail still taking entries.
-    MAIL_OPEN: TableDefinition<&str, &str> = "mail_open";
-    /// webhook id -> `webhooks::Webhook`.
-    WEBHOOKS: TableDefinition<&str, &[u8]> = "webhooks";
-    /// (webhook id, event seq) -> 0: the events a webhook has yet to deliver, in order.
-    WH_QUEUE: TableDefinition<(&str, u64), u8> = "wh_queue";
-    /// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
-    WH_ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = "wh_attempts";
-    /// "system\0event" -> `notifications::Notification`.
-    NOTIFICATIONS: TableDefinition<&str, &[u8]> = "notifications";
-    /// (event name, system) -> 0: which notifications an event plans, in one range.
-    NOTIF_BY_EVENT: TableDefinition<(&str, &str), u8> = "notif_by_event";
-    /// event name -> how many of its notifications the next event would plan
-    /// (active, not suspended, nothing planned): most events find 0 and stop.
-    NOTIF_IDLE: TableDefinition<&str, u32> = "notif_idle";
-    /// system -> the seq its change feed has read up to.
-    CHANGE_CURSORS: TableDefinition<&str, u64> = "change_cursors";
-    /// action id (time-ordered) -> `actions::Action`.
-    ACTIONS: TableDefinition<&str, &[u8]> = "actions";
-    /// "account\0idempotency key" -> id of the action first created with it.
-    ACTION_KEYS: TableDefinition<&str, &str> = "action_keys";
-    /// Schedule name → its planning and push position (`schedules::Planned`).
-    SCHEDULES: TableDefinition<&str, &[u8]> = "schedules";
+    META_BLOBS: TableDefinition<&str, &[u8]> = ("meta_blobs", 1);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -223,15 +153,17 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 /// A write transaction as the writer thread hands it to one operation.
 pub struct Txn {
     inner: WriteTransaction,
+    tables: Arc<Tables>,
     wake_jobs: bool,
     /// Every change the batch made, for the journal.
     log: RefCell<Vec<u8>>,
 }
 
 impl Txn {
-    fn new(inner: WriteTransaction) -> Txn {
+    fn new(inner: WriteTransaction, tables: Arc<Tables>) -> Txn {
         Txn {
             inner,
+            tables,
             wake_jobs: false,
             log: RefCell::new(Vec::new()),
         }
@@ -242,10 +174,10 @@ impl Txn {
         &self,
         def: TableDefinition<K, V>,
     ) -> Result<Table<'_, K, V>, StoreError> {
-        let id = TABLE_NAMES
-            .iter()
-            .position(|n| *n == def.name())
-            .expect("every table is declared in tables!") as u8;
+        let id = self
+            .tables
+            .id(def.name())
+            .unwrap_or_else(|| panic!("the table {:?} is in no feature's TABLES", def.name()));
         Ok(Table::new(self.inner.open_table(def)?, id, &self.log))
     }
 
@@ -361,6 +293,7 @@ impl Store {
         dir: &Path,
         cache_size: u64,
         max_size: u64,
+        tables: Tables,
         metrics: Arc<Metrics>,
         jobs_changed: Arc<Notify>,
     ) -> Result<(Store, WriterGuard), OpenError> {
@@ -374,6 +307,7 @@ impl Store {
             max_size,
             journal_bytes: JOURNAL_BYTES,
             checkpoint_every: crash::checkpoint_every(CHECKPOINT_EVERY),
+            tables: Arc::new(tables),
         };
         Store::open_on(dir, media, opts, metrics, jobs_changed)
     }
@@ -545,7 +479,7 @@ pub fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(r.open_table(def)?.len()?)
 }
 
-fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
+fn init_schema(db: &Database, path: &Path, tables: &Tables) -> Result<(), OpenError> {
     let fail = |e: StoreError| OpenError::Db(path.to_path_buf(), e.to_string());
     let txn = db.begin_write().map_err(|e| fail(e.into()))?;
     {
@@ -568,7 +502,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
             }
         }
     }
-    create_tables(&txn).map_err(|e| fail(e.into()))?;
+    tables.create_all(&txn).map_err(|e| fail(e.into()))?;
     txn.commit().map_err(|e| fail(e.into()))?;
     Ok(())
 }
@@ -606,6 +540,8 @@ struct Options {
     max_size: u64,
     journal_bytes: u64,
     checkpoint_every: Duration,
+    /// Every table, by name (to journal a change) and by id (to replay it).
+    tables: Arc<Tables>,
 }
 
 /// What the database and the journal are written to: files in
@@ -697,7 +633,7 @@ fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::
     let path = media.db_path();
     let fail = |e: StoreError| OpenError::Db(path.clone(), e.to_string());
     let (db, medium) = media.open(opts.cache_size)?;
-    init_schema(&db, &path)?;
+    init_schema(&db, &path, &opts.tables)?;
     let free = match media {
         Media::Files { db, .. } => db.parent().map_or(u64::MAX, writer::free_space),
         #[cfg(test)]
@@ -716,7 +652,7 @@ fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::
     };
     for record in &records {
         for change in redo::changes(record) {
-            replay_change(&txn, &change.map_err(fail)?).map_err(fail)?;
+            opts.tables.replay(&txn, &change.map_err(fail)?).map_err(fail)?;
         }
     }
     if !records.is_empty() {
@@ -757,20 +693,53 @@ pub(crate) fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// A store in `dir` with small limits, for the unit tests of every module.
+/// A store in `dir` with small limits and every table of herald, for the
+/// unit tests of every module.
 #[cfg(test)]
 pub(crate) fn open_for_test(dir: &Path) -> Result<(Store, WriterGuard), OpenError> {
-    Store::open(dir, 1 << 20, 1 << 30, Arc::new(Metrics::new()), Arc::new(Notify::new()))
+    open_with_tables(dir, crate::tables())
+}
+
+#[cfg(test)]
+pub(crate) fn open_with_tables(dir: &Path, tables: Tables) -> Result<(Store, WriterGuard), OpenError> {
+    Store::open(
+        dir,
+        1 << 20,
+        1 << 30,
+        tables,
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    )
+}
+
+/// Tables of the store's own tests, beside its own.
+#[cfg(test)]
+pub(crate) mod test_tables {
+    use redb::TableDefinition;
+
+    super::tables! {
+        /// name -> a counter.
+        COUNTS: TableDefinition<&str, u64> = ("test_counts", 200);
+        /// number -> bytes.
+        ROWS: TableDefinition<u64, &[u8]> = ("test_rows", 201);
+        /// id -> postcard bytes.
+        RECORDS: TableDefinition<&str, &[u8]> = ("test_records", 202);
+    }
+
+    pub fn all() -> super::Tables {
+        super::Tables::new(TABLES).unwrap()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_tables::{COUNTS, RECORDS};
     use super::*;
 
     #[test]
     fn a_newer_schema_is_refused_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, guard) = open_for_test(dir.path()).unwrap();
+        let (store, guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.write(Grows::No, |txn| {
             txn.open(META)?.insert("schema_version", 99)?;
@@ -779,7 +748,7 @@ mod tests {
         .unwrap();
         drop(store);
         guard.close(Duration::from_secs(5));
-        let err = open_for_test(dir.path()).err().expect("refused");
+        let err = open_with_tables(dir.path(), test_tables::all()).err().expect("refused");
         let text = err.to_string();
         assert!(text.contains("schema 99") && text.contains("newer herald"), "{text}");
     }
@@ -787,28 +756,28 @@ mod tests {
     #[test]
     fn progress_is_seen_at_once_and_kept_by_a_clean_close() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, guard) = open_for_test(dir.path()).unwrap();
+        let (store, guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.write_progress(Grows::No, |txn| {
-            txn.open(CHANGE_CURSORS)?.insert("erp", 41)?;
+            txn.open(COUNTS)?.insert("erp", 41)?;
             Ok(())
         }))
         .unwrap();
-        let seen = |store: &Store| store.read(|r| Ok(r.open_table(CHANGE_CURSORS)?.get("erp")?.map(|v| v.value())));
+        let seen = |store: &Store| store.read(|r| Ok(r.open_table(COUNTS)?.get("erp")?.map(|v| v.value())));
         assert_eq!(seen(&store).unwrap(), Some(41), "readable before it is durable");
         drop(store);
         guard.close(Duration::from_secs(5));
-        let (store, _guard) = open_for_test(dir.path()).unwrap();
+        let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
         assert_eq!(seen(&store).unwrap(), Some(41), "made durable when the writer closed");
     }
 
     #[test]
     fn pages_go_newest_first_and_filters_do_not_break_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = open_for_test(dir.path()).unwrap();
+        let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.write(Grows::No, |txn| {
-            let mut t = txn.open(EXECUTIONS)?;
+            let mut t = txn.open(RECORDS)?;
             for i in 0..7u32 {
                 t.insert(format!("id_{i}").as_str(), encode(&i).as_slice())?;
             }
@@ -817,7 +786,7 @@ mod tests {
         .unwrap();
         let page = |after: Option<&str>| {
             store
-                .read(|r| page_newest(r, EXECUTIONS, "n", after, 2, |n: &u32| !n.is_multiple_of(3)))
+                .read(|r| page_newest(r, RECORDS, "n", after, 2, |n: &u32| !n.is_multiple_of(3)))
                 .unwrap()
         };
         let (first, next) = page(None);
@@ -834,7 +803,7 @@ mod tests {
     #[test]
     fn a_failed_write_aborts_its_batch_and_nothing_is_half_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = open_for_test(dir.path()).unwrap();
+        let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let result: Result<(), StoreError> = rt.block_on(store.write(Grows::Yes, |txn| {
             txn.open(META)?.insert("half", 1)?;

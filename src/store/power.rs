@@ -11,6 +11,7 @@ use std::time::Duration;
 use redb::{ReadableTable, StorageBackend};
 use tokio::sync::Notify;
 
+use super::test_tables::{COUNTS, ROWS};
 use super::*;
 
 /// A small deterministic generator: a failing seed can be run again.
@@ -188,6 +189,7 @@ fn open_on_disks(dir: &Path, db: &Disk, journal: &Disk) -> Result<(Store, Writer
         // Small, so that runs cross checkpoints and journal restarts.
         journal_bytes: 24 << 10,
         checkpoint_every: Duration::from_millis(15),
+        tables: Arc::new(super::test_tables::all()),
     };
     Store::open_on(dir, media, opts, Arc::new(Metrics::new()), Arc::new(Notify::new()))
 }
@@ -210,14 +212,14 @@ fn workload(store: &Store, rounds: u64) -> Vec<u64> {
                         .write(Grows::Yes, move |txn| {
                             let n = txn.next_id("rows")?;
                             let body = format!("row {n} {}", "x".repeat((i * 37 % 300) as usize));
-                            txn.open(EVENTS)?.insert(n, body.as_bytes())?;
+                            txn.open(ROWS)?.insert(n, body.as_bytes())?;
                             Ok(n)
                         })
                         .await
                 }
             };
             let progress = store.write_progress(Grows::No, move |txn| {
-                txn.open(CHANGE_CURSORS)?.insert("cursor", round)?;
+                txn.open(COUNTS)?.insert("cursor", round)?;
                 Ok(())
             });
             let (a, b, c, p) = tokio::join!(publish(round), publish(round + 1), publish(round + 2), progress);
@@ -245,7 +247,7 @@ fn rows(store: &Store) -> (Vec<(u64, String)>, u64) {
     store
         .read(|r| {
             let rows = r
-                .open_table(EVENTS)?
+                .open_table(ROWS)?
                 .iter()?
                 .map(|row| {
                     let (k, v) = row.unwrap();

@@ -231,7 +231,7 @@ impl Writer {
         // Before the batch's transaction: measuring takes one of its own.
         let mut room = self.room(&db);
         let mut txn = match db.begin_write() {
-            Ok(t) => Txn::new(t),
+            Ok(t) => Txn::new(t, self.s.opts.tables.clone()),
             Err(e) => {
                 let e = StoreError::from(e);
                 self.broke(&e);

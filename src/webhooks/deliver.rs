@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::rules::{Failure, Next, Signer, after_failure, judge};
 use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
+use super::{WH_ATTEMPTS, WH_QUEUE};
 use crate::App;
 use crate::clock;
 use crate::config::Webhooks as Settings;
@@ -21,7 +22,7 @@ use crate::http::client::Outcome;
 use crate::jobs::{self, Job};
 use crate::mail;
 use crate::redact;
-use crate::store::{self, Grows, StoreError, Txn, WH_ATTEMPTS, WH_QUEUE};
+use crate::store::{self, Grows, StoreError, Txn};
 
 /// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
 const ATTEMPTS_KEPT: u64 = 1000;

@@ -36,7 +36,16 @@ use crate::config::Config;
 use crate::events::{self, Published};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs::{self, Job, JobKey};
-use crate::store::{self, Grows, StoreError, Txn, WEBHOOKS, WH_ATTEMPTS, WH_QUEUE};
+use crate::store::{self, Grows, StoreError, Txn};
+
+store::tables! {
+    /// webhook id -> `webhooks::Webhook`.
+    WEBHOOKS: redb::TableDefinition<&str, &[u8]> = ("webhooks", 12);
+    /// (webhook id, event seq) -> 0: the events a webhook has yet to deliver, in order.
+    WH_QUEUE: redb::TableDefinition<(&str, u64), u8> = ("wh_queue", 13);
+    /// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
+    WH_ATTEMPTS: redb::TableDefinition<(&str, u64), &[u8]> = ("wh_attempts", 14);
+}
 
 /// The internal event published when a webhook is deactivated.
 pub const DEACTIVATED_EVENT: &str = "herald.webhook.deactivated";

@@ -1,0 +1,132 @@
+//! Tables: each declared once, by the module that owns it, with a stable id.
+//!
+//! The id is what the journal's redo log names a table by (see the store's
+//! module doc), so it is stored: an id is never changed and never reused,
+//! whatever the order of declarations. A new table takes a new id. The
+//! store takes every module's [`TableSpec`]s at open and refuses two with
+//! one id or one name.
+//!
+//! ```ignore
+//! store::tables! {
+//!     /// seq -> `StoredEvent`.
+//!     EVENTS: TableDefinition<u64, &[u8]> = ("events", 2);
+//! }
+//! ```
+//! declares `pub const EVENTS` and adds it to the module's `pub const TABLES`.
+
+use std::collections::HashMap;
+
+use redb::{Key, TableDefinition, Value, WriteTransaction};
+
+use super::StoreError;
+use super::redo::{self, Change};
+
+/// One table as the store knows it: its id in the journal, its name in
+/// redb, and the typed functions that create it and replay a change in it.
+pub struct TableSpec {
+    pub id: u8,
+    pub name: &'static str,
+    replay: fn(&WriteTransaction, &'static str, &Change<'_>) -> Result<(), StoreError>,
+    create: fn(&WriteTransaction, &'static str) -> Result<(), redb::TableError>,
+}
+
+impl TableSpec {
+    /// The spec of `def`, whose name is `name`, under the id `id`.
+    pub const fn new<K: Key + 'static, V: Value + 'static>(
+        id: u8,
+        name: &'static str,
+        _def: &TableDefinition<'static, K, V>,
+    ) -> TableSpec {
+        TableSpec {
+            id,
+            name,
+            replay: replay::<K, V>,
+            create: create::<K, V>,
+        }
+    }
+}
+
+fn replay<K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    name: &'static str,
+    change: &Change<'_>,
+) -> Result<(), StoreError> {
+    redo::apply(txn, TableDefinition::<K, V>::new(name), change)
+}
+
+fn create<K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    name: &'static str,
+) -> Result<(), redb::TableError> {
+    txn.open_table(TableDefinition::<K, V>::new(name)).map(drop)
+}
+
+/// Declares a module's tables: each `pub const`, and `pub const TABLES`
+/// with their specs for the module's feature descriptor.
+macro_rules! tables {
+    ($($(#[$doc:meta])* $name:ident: $types:ty = ($text:literal, $id:literal);)*) => {
+        $($(#[$doc])* pub const $name: $types = redb::TableDefinition::new($text);)*
+
+        /// This module's tables, with their stable ids.
+        pub const TABLES: &[$crate::store::TableSpec] = &[$($crate::store::TableSpec::new($id, $text, &$name)),*];
+    };
+}
+pub(crate) use tables;
+
+/// Every table of a herald, checked: ids and names are unique.
+pub struct Tables {
+    by_name: HashMap<&'static str, &'static TableSpec>,
+    by_id: HashMap<u8, &'static TableSpec>,
+}
+
+impl Tables {
+    /// The tables of the store itself and of `more`; an error names a
+    /// duplicate id or name.
+    pub fn new(more: impl IntoIterator<Item = &'static TableSpec>) -> Result<Tables, String> {
+        let mut tables = Tables {
+            by_name: HashMap::new(),
+            by_id: HashMap::new(),
+        };
+        for spec in super::TABLES.iter().chain(more) {
+            if let Some(other) = tables.by_id.insert(spec.id, spec) {
+                return Err(format!(
+                    "tables {:?} and {:?} both have the id {}: give the newer one a new id, never reuse one",
+                    other.name, spec.name, spec.id
+                ));
+            }
+            if tables.by_name.insert(spec.name, spec).is_some() {
+                return Err(format!("the table {:?} is declared twice", spec.name));
+            }
+        }
+        Ok(tables)
+    }
+
+    /// The id of the table called `name`.
+    pub(super) fn id(&self, name: &str) -> Option<u8> {
+        self.by_name.get(name).map(|s| s.id)
+    }
+
+    /// Makes one change of a replayed redo log in its table.
+    pub(super) fn replay(&self, txn: &WriteTransaction, change: &Change<'_>) -> Result<(), StoreError> {
+        let spec = self
+            .by_id
+            .get(&change.table)
+            .ok_or_else(|| StoreError::Corrupt("journal record", format!("unknown table number {}", change.table)))?;
+        (spec.replay)(txn, spec.name, change)
+    }
+
+    /// Creates every table, so readers never meet a missing one.
+    pub(super) fn create_all(&self, txn: &WriteTransaction) -> Result<(), redb::TableError> {
+        for spec in self.by_id.values() {
+            (spec.create)(txn, spec.name)?;
+        }
+        Ok(())
+    }
+
+    /// (id, name) of every table, by id: what the golden test pins.
+    pub fn ids(&self) -> Vec<(u8, &'static str)> {
+        let mut all: Vec<_> = self.by_id.values().map(|s| (s.id, s.name)).collect();
+        all.sort();
+        all
+    }
+}
