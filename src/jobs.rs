@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::clock::{self, Clock};
 use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreError, Txn};
@@ -36,81 +38,157 @@ store::tables! {
 /// A job's place in the queue: (due ms, id).
 pub type JobKey = (i64, u64);
 
-/// Every kind of future work. Append new kinds at the end: the stored
-/// encoding is the variant's position.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub enum Job {
-    /// Close the daily executions of the day that ended, then schedule the next roll.
-    RollDaily,
-    /// Delete events and executions past `storage.retention`.
-    Sweep,
-    /// Send (or retry) one mail of the outbox.
-    SendMail { id: String },
-    /// Deliver the queued events of one webhook, in order.
-    Deliver { webhook: String, host: String },
-    /// The buffer window of a deactivated webhook is over.
-    WebhookBufferEnd { webhook: String },
-    /// Ping the URL of one change notification.
-    Ping {
-        system: String,
-        event: String,
-        host: String,
-    },
-    /// Call the external system of one action (its first call or a retry).
-    /// The callback token rides here, since the action keeps only its hash.
-    ActionCall { id: String, token: String, host: String },
-    /// The wait of an accepted action for its callback is over.
-    ActionTimeout { id: String },
-    /// The planned run of one schedule.
-    ScheduleRun { schedule: String, host: String },
-    /// A run may have been going for an hour: flag it if it still is.
-    RunAnomaly { execution: String },
-}
-
-impl Job {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Job::RollDaily => "roll_daily",
-            Job::Sweep => "sweep",
-            Job::SendMail { .. } => "send_mail",
-            Job::Deliver { .. } => "deliver",
-            Job::WebhookBufferEnd { .. } => "webhook_buffer_end",
-            Job::Ping { .. } => "notification_ping",
-            Job::ActionCall { .. } => "action_call",
-            Job::ActionTimeout { .. } => "action_timeout",
-            Job::ScheduleRun { .. } => "schedule_run",
-            Job::RunAnomaly { .. } => "run_anomaly",
-        }
-    }
+/// A kind of future work, declared by the feature that runs it.
+///
+/// A stored job is its name (for jobs that exist at most once), its kind's
+/// [`ID`](JobKind::ID) as a postcard varint, then the kind's fields in
+/// postcard: the same bytes as the one enum of the first release, whose
+/// variant indexes became the ids. The id is what makes stored bytes mean
+/// this kind, so it is never changed and never reused; a new kind takes a
+/// new id, and the registry refuses two kinds with one id at start.
+pub trait JobKind: Serialize + DeserializeOwned + Send + 'static {
+    /// Stored with every job of this kind.
+    const ID: u32;
+    /// The kind in logs and `/metrics`.
+    const NAME: &'static str;
 
     /// The counterpart this job talks to; at most `per_target` jobs of one
     /// target run at once, so a slow one cannot hold up the others.
-    pub fn target(&self) -> String {
-        match self {
-            Job::RollDaily
-            | Job::Sweep
-            | Job::WebhookBufferEnd { .. }
-            | Job::ActionTimeout { .. }
-            | Job::RunAnomaly { .. } => "herald".to_string(),
-            Job::SendMail { .. } => "smtp".to_string(),
-            Job::Deliver { host, .. }
-            | Job::Ping { host, .. }
-            | Job::ActionCall { host, .. }
-            | Job::ScheduleRun { host, .. } => host.clone(),
+    fn target(&self) -> String {
+        "herald".to_string()
+    }
+
+    /// Does the work. It commits the job's outcome itself ([`finish`] or
+    /// [`reschedule`]) in the transaction that changes its state.
+    fn run(self, app: &App, key: JobKey) -> impl Future<Output = Result<Ran, StoreError>> + Send;
+}
+
+/// A job as the queue holds it: its kind's id and its fields, still encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub kind: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Job {
+    pub fn of<J: JobKind>(job: &J) -> Job {
+        Job {
+            kind: J::ID,
+            payload: store::encode(job),
         }
     }
 }
 
-/// The error for a job handed to a feature that does not own its kind.
-pub fn misrouted(job: &Job, feature: &str) -> StoreError {
-    StoreError::Corrupt("job", format!("a {} job was handed to {feature}", job.kind()))
+/// A job's work, under way.
+pub type Running<'a> = Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + 'a>>;
+
+/// How the engine runs one kind: what a feature's descriptor lists.
+pub struct Runner {
+    pub id: u32,
+    pub name: &'static str,
+    target: fn(&[u8]) -> Result<String, StoreError>,
+    run: for<'a> fn(&'a App, JobKey, &'a [u8]) -> Running<'a>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Record {
-    /// Set for jobs that exist at most once (see [`schedule_named`]).
-    name: Option<String>,
-    job: Job,
+impl Runner {
+    pub const fn of<J: JobKind>() -> Runner {
+        Runner {
+            id: J::ID,
+            name: J::NAME,
+            target: target_of::<J>,
+            run: run_of::<J>,
+        }
+    }
+}
+
+fn target_of<J: JobKind>(payload: &[u8]) -> Result<String, StoreError> {
+    Ok(store::decode::<J>(J::NAME, payload)?.target())
+}
+
+fn run_of<'a, J: JobKind>(app: &'a App, key: JobKey, payload: &'a [u8]) -> Running<'a> {
+    Box::pin(async move { store::decode::<J>(J::NAME, payload)?.run(app, key).await })
+}
+
+/// Every kind of job of a herald, by id; two kinds with one id or one name
+/// are refused.
+pub struct Runners(HashMap<u32, &'static Runner>);
+
+impl Runners {
+    pub fn new(all: impl IntoIterator<Item = &'static Runner>) -> Result<Runners, String> {
+        let mut by_id: HashMap<u32, &'static Runner> = HashMap::new();
+        for runner in all {
+            if let Some(other) = by_id.insert(runner.id, runner) {
+                return Err(format!(
+                    "the job kinds {} and {} both have the id {}: give the newer one a new id, never reuse one",
+                    other.name, runner.name, runner.id
+                ));
+            }
+        }
+        let mut names: Vec<_> = by_id.values().map(|r| r.name).collect();
+        names.sort();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("the job kind {} is declared twice", twice[0]));
+        }
+        Ok(Runners(by_id))
+    }
+
+    /// (id, name) of every kind, by id: what the golden test pins.
+    pub fn ids(&self) -> Vec<(u32, &'static str)> {
+        let mut all: Vec<_> = self.0.values().map(|r| (r.id, r.name)).collect();
+        all.sort();
+        all
+    }
+}
+
+/// Runs each job with the feature that owns its kind.
+pub struct Engine {
+    pub app: Arc<App>,
+    pub runners: Runners,
+}
+
+impl Handler for Engine {
+    fn describe(&self, job: &Job) -> Result<(&'static str, String), StoreError> {
+        let runner = self.runner(job)?;
+        Ok((runner.name, (runner.target)(&job.payload)?))
+    }
+
+    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let runner = self.runner(&job)?;
+            (runner.run)(&self.app, key, &job.payload).await
+        })
+    }
+}
+
+impl Engine {
+    fn runner(&self, job: &Job) -> Result<&'static Runner, StoreError> {
+        self.runners
+            .0
+            .get(&job.kind)
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("job", format!("no kind of job has the id {}", job.kind)))
+    }
+}
+
+/// A stored job: its name, if it exists at most once, then the job.
+fn encode_record(name: Option<&str>, job: &Job) -> Vec<u8> {
+    let mut out = store::encode(&name);
+    out.extend_from_slice(&store::encode(&job.kind));
+    out.extend_from_slice(&job.payload);
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Result<(Option<String>, Job), StoreError> {
+    let bad = |e: postcard::Error| StoreError::Corrupt("job", e.to_string());
+    let (name, rest) = postcard::take_from_bytes::<Option<String>>(bytes).map_err(bad)?;
+    let (kind, payload) = postcard::take_from_bytes::<u32>(rest).map_err(bad)?;
+    Ok((
+        name,
+        Job {
+            kind,
+            payload: payload.to_vec(),
+        },
+    ))
 }
 
 /// Claimed jobs at most; the rest wait in the table, not in memory.
@@ -119,24 +197,17 @@ const MAX_IN_FLIGHT: usize = 256;
 const RETRY_FAILED_HANDLER: Duration = Duration::from_secs(30);
 
 /// Adds a job due at `due`.
-pub fn schedule(txn: &mut Txn, due: Timestamp, job: Job) -> Result<JobKey, StoreError> {
-    insert(txn, due, Record { name: None, job })
+pub fn schedule<J: JobKind>(txn: &mut Txn, due: Timestamp, job: &J) -> Result<JobKey, StoreError> {
+    insert(txn, due, &encode_record(None, &Job::of(job)))
 }
 
 /// Adds or moves the job called `name`, so it exists exactly once.
-pub fn schedule_named(txn: &mut Txn, name: &str, due: Timestamp, job: Job) -> Result<JobKey, StoreError> {
+pub fn schedule_named<J: JobKind>(txn: &mut Txn, name: &str, due: Timestamp, job: &J) -> Result<JobKey, StoreError> {
     let old = txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value());
     if let Some(old) = old {
         txn.open(JOBS)?.remove(old)?;
     }
-    let key = insert(
-        txn,
-        due,
-        Record {
-            name: Some(name.to_string()),
-            job,
-        },
-    )?;
+    let key = insert(txn, due, &encode_record(Some(name), &Job::of(job)))?;
     txn.open(JOB_NAMES)?.insert(name, key)?;
     Ok(key)
 }
@@ -146,15 +217,19 @@ pub fn named(txn: &Txn, name: &str) -> Result<Option<JobKey>, StoreError> {
     Ok(txn.open(JOB_NAMES)?.get(name)?.map(|v| v.value()))
 }
 
-/// The job called `name` and its key, if it is scheduled.
-pub fn get_named(r: &ReadTransaction, name: &str) -> Result<Option<(JobKey, Job)>, StoreError> {
+/// The job called `name` and its key, if it is scheduled and of kind `J`.
+pub fn get_named<J: JobKind>(r: &ReadTransaction, name: &str) -> Result<Option<(JobKey, J)>, StoreError> {
     let Some(key) = r.open_table(JOB_NAMES)?.get(name)?.map(|v| v.value()) else {
         return Ok(None);
     };
-    let bytes = r.open_table(JOBS)?.get(key)?.map(|v| v.value().to_vec());
-    bytes
-        .map(|b| store::decode::<Record>("job", &b).map(|rec| (key, rec.job)))
-        .transpose()
+    let Some(bytes) = r.open_table(JOBS)?.get(key)?.map(|v| v.value().to_vec()) else {
+        return Ok(None);
+    };
+    let (_, job) = decode_record(&bytes)?;
+    if job.kind != J::ID {
+        return Ok(None);
+    }
+    Ok(Some((key, store::decode(J::NAME, &job.payload)?)))
 }
 
 /// Removes the job called `name`, if it is scheduled.
@@ -170,8 +245,8 @@ pub fn cancel_named(txn: &mut Txn, name: &str) -> Result<(), StoreError> {
 pub fn finish(txn: &mut Txn, key: JobKey) -> Result<(), StoreError> {
     let removed = txn.open(JOBS)?.remove(key)?.map(|v| v.value().to_vec());
     if let Some(bytes) = removed {
-        let rec: Record = store::decode("job", &bytes)?;
-        if let Some(name) = rec.name {
+        let (name, _) = decode_record(&bytes)?;
+        if let Some(name) = name {
             let mut names = txn.open(JOB_NAMES)?;
             if names.get(name.as_str())?.is_some_and(|v| v.value() == key) {
                 names.remove(name.as_str())?;
@@ -185,18 +260,17 @@ pub fn finish(txn: &mut Txn, key: JobKey) -> Result<(), StoreError> {
 pub fn reschedule(txn: &mut Txn, key: JobKey, due: Timestamp) -> Result<Option<JobKey>, StoreError> {
     let removed = txn.open(JOBS)?.remove(key)?.map(|v| v.value().to_vec());
     let Some(bytes) = removed else { return Ok(None) };
-    let rec: Record = store::decode("job", &bytes)?;
-    let name = rec.name.clone();
-    let new = insert(txn, due, rec)?;
+    let (name, _) = decode_record(&bytes)?;
+    let new = insert(txn, due, &bytes)?;
     if let Some(name) = name {
         txn.open(JOB_NAMES)?.insert(name.as_str(), new)?;
     }
     Ok(Some(new))
 }
 
-fn insert(txn: &mut Txn, due: Timestamp, rec: Record) -> Result<JobKey, StoreError> {
+fn insert(txn: &mut Txn, due: Timestamp, record: &[u8]) -> Result<JobKey, StoreError> {
     let key = (clock::to_ms(due), txn.next_id("jobs.next_id")?);
-    txn.open(JOBS)?.insert(key, store::encode(&rec).as_slice())?;
+    txn.open(JOBS)?.insert(key, record)?;
     txn.wake_jobs();
     Ok(key)
 }
@@ -229,11 +303,15 @@ pub enum Ran {
 /// What runs a claimed job. The handler commits the job's outcome itself
 /// ([`finish`] or [`reschedule`]) in the transaction that changes its state.
 pub trait Handler: Send + Sync + 'static {
-    fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + '_>>;
+    /// The name of the job's kind and its target; an error for a job this
+    /// herald cannot run.
+    fn describe(&self, job: &Job) -> Result<(&'static str, String), StoreError>;
+
+    fn run(&self, key: JobKey, job: Job) -> Running<'_>;
 }
 
 /// Claimed jobs, and when the next one after them is due.
-type Scan = (Vec<(JobKey, Job)>, Option<Timestamp>);
+type Scan = (Vec<(JobKey, Job, &'static str, String)>, Option<Timestamp>);
 
 pub struct Dispatcher {
     pub store: Store,
@@ -277,10 +355,10 @@ impl Dispatcher {
             };
             self.metrics.jobs_due.set((due.len() + claimed.len()) as i64);
             limits.retain(|_, s| Arc::strong_count(s) > 1);
-            for (key, job) in due {
+            for (key, job, kind, target) in due {
                 in_flight.lock().unwrap().insert(key);
                 let limit = limits
-                    .entry(job.target())
+                    .entry(target)
                     .or_insert_with(|| Arc::new(Semaphore::new(self.per_target)))
                     .clone();
                 let handler = self.handler.clone();
@@ -293,7 +371,6 @@ impl Dispatcher {
                 );
                 tasks.spawn(async move {
                     let _permit = limit.acquire_owned().await;
-                    let kind = job.kind();
                     let outcome = handler.run(key, job).await;
                     let outcome = match outcome {
                         Ok(ran) => still_due(&store, key).map(|stuck| match (stuck, ran) {
@@ -383,8 +460,10 @@ impl Dispatcher {
                     let next = if due.is_empty() { None } else { Some(now) };
                     return Ok((due, next));
                 }
-                match store::decode::<Record>("job", v.value()) {
-                    Ok(rec) => due.push((key, rec.job)),
+                let described = decode_record(v.value())
+                    .and_then(|(_, job)| self.handler.describe(&job).map(|(kind, target)| (job, kind, target)));
+                match described {
+                    Ok((job, kind, target)) => due.push((key, job, kind, target)),
                     // A job this herald cannot read would block nothing but
                     // itself; leave it for the operator and the log.
                     Err(e) => tracing::error!(?key, error = %e, "unreadable job skipped"),
@@ -420,10 +499,42 @@ async fn retry_later(store: &Store, clock: &Clock, key: JobKey) -> bool {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use serde::Deserialize;
+
     use super::*;
     use crate::store::Grows;
 
     const PER_TARGET: usize = 4;
+
+    /// Two kinds of job that only the recorder runs.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Early;
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Late;
+
+    impl JobKind for Early {
+        const ID: u32 = 1000;
+        const NAME: &'static str = "early";
+        async fn run(self, _: &App, _: JobKey) -> Result<Ran, StoreError> {
+            unreachable!("the recorder runs it")
+        }
+    }
+
+    impl JobKind for Late {
+        const ID: u32 = 1001;
+        const NAME: &'static str = "late";
+        async fn run(self, _: &App, _: JobKey) -> Result<Ran, StoreError> {
+            unreachable!("the recorder runs it")
+        }
+    }
+
+    fn early() -> Job {
+        Job::of(&Early)
+    }
+
+    fn late() -> Job {
+        Job::of(&Late)
+    }
 
     /// Records the jobs it runs; finishes them only when told to.
     struct Recorder {
@@ -436,6 +547,10 @@ mod tests {
     }
 
     impl Handler for Recorder {
+        fn describe(&self, job: &Job) -> Result<(&'static str, String), StoreError> {
+            Ok((if job.kind == Early::ID { "early" } else { "late" }, "herald".into()))
+        }
+
         fn run(&self, key: JobKey, job: Job) -> Pin<Box<dyn Future<Output = Result<Ran, StoreError>> + Send + '_>> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -502,8 +617,8 @@ mod tests {
         let now = clock.now();
         store
             .write(Grows::No, move |txn| {
-                schedule(txn, clock::add(now, Duration::from_secs(60)), Job::RollDaily)?;
-                schedule(txn, now, Job::Sweep)?;
+                schedule(txn, clock::add(now, Duration::from_secs(60)), &Late)?;
+                schedule(txn, now, &Early)?;
                 Ok(())
             })
             .await
@@ -515,10 +630,10 @@ mod tests {
         let w2 = wake.clone();
         let run = tokio::spawn(async move { run_for(&s2, &c2, w2, h2, Duration::from_millis(300)).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep], "only the due job ran");
+        assert_eq!(*h.ran.lock().unwrap(), vec![early()], "only the due job ran");
         clock.advance(jiff::SignedDuration::from_secs(60));
         run.await.unwrap();
-        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep, Job::RollDaily]);
+        assert_eq!(*h.ran.lock().unwrap(), vec![early(), late()]);
         assert_eq!(count_all(&store).unwrap(), 0);
     }
 
@@ -530,7 +645,7 @@ mod tests {
             let (store, guard, wake) = open(dir.path());
             let now = clock.now();
             store
-                .write(Grows::No, move |txn| schedule(txn, now, Job::Sweep).map(|_| ()))
+                .write(Grows::No, move |txn| schedule(txn, now, &Early).map(|_| ()))
                 .await
                 .unwrap();
             // The handler "crashes": it never commits an outcome.
@@ -546,7 +661,7 @@ mod tests {
         clock.advance(jiff::SignedDuration::from_secs(60));
         let h = recorder(&store, true, Duration::ZERO);
         run_for(&store, &clock, wake, h.clone(), Duration::from_millis(200)).await;
-        assert_eq!(*h.ran.lock().unwrap(), vec![Job::Sweep]);
+        assert_eq!(*h.ran.lock().unwrap(), vec![early()]);
         assert_eq!(count_all(&store).unwrap(), 0);
     }
 
@@ -559,7 +674,7 @@ mod tests {
         store
             .write(Grows::No, move |txn| {
                 for _ in 0..12 {
-                    schedule(txn, now, Job::Sweep)?;
+                    schedule(txn, now, &Early)?;
                 }
                 Ok(())
             })

@@ -10,12 +10,19 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::App;
+use crate::app::App;
 use crate::auth::{ADMIN, Access, READERS};
 use crate::config;
+use crate::feature::Feature;
 use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::store::Health;
 use crate::{actions, clock, events, executions, jobs, mail, webhooks};
+
+/// Health, readiness, metrics and the status summary.
+pub const FEATURE: Feature = Feature {
+    routes,
+    ..Feature::named("ops")
+};
 
 pub fn routes() -> Vec<Route> {
     let mut routes = vec![

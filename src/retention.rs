@@ -6,17 +6,38 @@
 //! lines, and sent or failed mails. It asks each feature what it still
 //! needs and lets each delete its own records; none of them knows the others.
 
+use crate::jobs::Runner;
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::Config;
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{Grows, StoreError, Txn};
 use crate::{actions, events, executions, mail, notifications, schedules, webhooks};
+
+/// The sweep, as a feature: its job, planned at start.
+pub const FEATURE: Feature = Feature {
+    jobs: &[Runner::of::<Sweep>()],
+    start: Some(|app| Box::pin(plan(app))),
+    ..Feature::named("retention")
+};
+
+/// Makes sure the sweep is planned (at start).
+async fn plan(app: &Arc<App>) -> Result<(), StoreError> {
+    let now = app.clock.now();
+    let retention = app.settings().storage.retention;
+    app.store
+        .write(Grows::No, move |txn| schedule(txn, now, retention))
+        .await
+}
 
 /// The job's name in the queue (stored: keep it).
 const JOB: &str = "events.sweep";
@@ -33,22 +54,27 @@ pub fn interval(retention: Duration) -> Duration {
 /// Makes sure the sweep is scheduled (at start).
 pub fn schedule(txn: &mut Txn, now: Timestamp, retention: Duration) -> Result<(), StoreError> {
     if jobs::named(txn, JOB)?.is_none() {
-        jobs::schedule_named(txn, JOB, clock::add(now, interval(retention)), Job::Sweep)?;
+        jobs::schedule_named(txn, JOB, clock::add(now, interval(retention)), &Sweep)?;
     }
     Ok(())
 }
 
-/// Runs the sweep job; it reschedules itself.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    let Job::Sweep = job else {
-        return Err(jobs::misrouted(&job, "retention"));
-    };
-    let now = app.clock.now();
-    let settings = app.settings();
-    app.store
-        .write(Grows::No, move |txn| sweep(txn, key, now, &settings))
-        .await?;
-    Ok(jobs::Ran::Ok)
+/// The sweep job: delete what `storage.retention` lets go; it reschedules itself.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sweep;
+
+impl JobKind for Sweep {
+    const ID: u32 = 1;
+    const NAME: &'static str = "sweep";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        let now = app.clock.now();
+        let settings = app.settings();
+        app.store
+            .write(Grows::No, move |txn| sweep(txn, key, now, &settings))
+            .await?;
+        Ok(jobs::Ran::Ok)
+    }
 }
 
 fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, settings: &Config) -> Result<(), StoreError> {

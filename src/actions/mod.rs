@@ -23,16 +23,21 @@ mod routes;
 pub mod rules;
 pub mod run;
 
+use crate::config::{Config, InterfaceKind};
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub use self::record::Action;
 pub use self::routes::{retry_now, routes};
 use self::rules::{Input, Progress, State};
 pub use self::run::Calls;
-use crate::App;
+use crate::app::App;
 use crate::clock;
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {
@@ -42,12 +47,71 @@ store::tables! {
     ACTION_KEYS: redb::TableDefinition<&str, &str> = ("action_keys", 20);
 }
 
-/// Runs the jobs this feature owns.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    match job {
-        Job::ActionCall { id, token, .. } => run::run_call(app, key, id, token).await,
-        Job::ActionTimeout { id } => run::run_timeout(app, key, id).await,
-        other => Err(jobs::misrouted(&other, "actions")),
+/// The feature: external API actions; its state is the [`Calls`] being made.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<CallJob>(), Runner::of::<TimeoutJob>()],
+    routes,
+    state: Some(|_| Arc::new(Calls::default())),
+    reload: Some(reload),
+    ..Feature::named("actions")
+};
+
+/// A changed `attempts` of an action interface applies to its actions.
+fn reload(app: &Arc<App>, old: &Arc<Config>, new: &Arc<Config>) {
+    let changed: Vec<(String, u32)> = new
+        .interfaces
+        .iter()
+        .filter(|i| i.kind == InterfaceKind::Action)
+        .filter(|i| run::interface(old, &i.name).is_none_or(|o| o.attempts != i.attempts))
+        .map(|i| (i.name.clone(), i.attempts))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = attempts_changed(&app, changed).await {
+            tracing::error!(error = %e, "cannot apply the changed attempts to the actions; send SIGHUP again");
+        }
+    });
+}
+
+/// The job that calls the external system of one action (its first call
+/// or a retry). The callback token rides here, since the action keeps only
+/// its hash.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallJob {
+    pub id: String,
+    pub token: String,
+    pub host: String,
+}
+
+impl JobKind for CallJob {
+    const ID: u32 = 6;
+    const NAME: &'static str = "action_call";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run::run_call(app, key, self.id, self.token).await
+    }
+}
+
+/// The job that ends the wait of an accepted action for its callback.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TimeoutJob {
+    pub id: String,
+}
+
+impl JobKind for TimeoutJob {
+    const ID: u32 = 7;
+    const NAME: &'static str = "action_timeout";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run::run_timeout(app, key, self.id).await
     }
 }
 
@@ -113,12 +177,12 @@ pub fn create(txn: &mut Txn, new: NewAction, now: Timestamp) -> Result<Created, 
             .insert(idempotency(&action.created_by, key).as_str(), action.id.as_str())?;
     }
     save(txn, &action)?;
-    let job = Job::ActionCall {
+    let job = CallJob {
         id: action.id.clone(),
         token: token.clone(),
         host: new.host,
     };
-    jobs::schedule_named(txn, &run::call_job(&action.id), now, job)?;
+    jobs::schedule_named(txn, &run::call_job(&action.id), now, &job)?;
     Ok(Created::New(action, token))
 }
 

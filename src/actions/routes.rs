@@ -9,14 +9,15 @@ use hyper::{Method, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::CallJob;
 use super::rules::{Callback, Effect, Input, State, may_retry};
-use super::run::{self, Ctx};
+use super::run::{self, Calls, Ctx};
 use super::{Action, Created, NewAction};
-use crate::App;
+use crate::app::App;
 use crate::auth::{ALL, Access, AuthError, PUBLISHERS, READERS, Role};
 use crate::events;
 use crate::http::{self, ApiError, Call, Resp, Route};
-use crate::jobs::{self, Job};
+use crate::jobs;
 use crate::store::Grows;
 
 /// The header that carries the callback token.
@@ -220,7 +221,7 @@ pub async fn retry_now(app: &App, id: &str) -> Result<Action, ApiError> {
             a.attempts_text()
         ))
     };
-    let Some(_slot) = app.actions.claim(id) else {
+    let Some(_slot) = app.state::<Calls>().claim(id) else {
         return Err(ApiError::conflict(format!(
             "a call of action {id} is being made right now; look at it again in a moment"
         )));
@@ -228,12 +229,12 @@ pub async fn retry_now(app: &App, id: &str) -> Result<Action, ApiError> {
     // Read again under the slot: the retry job may have just called.
     let (action, job) = app
         .store
-        .read(|r| Ok((super::get(r, id)?, jobs::get_named(r, &run::call_job(id))?)))?;
+        .read(|r| Ok((super::get(r, id)?, jobs::get_named::<CallJob>(r, &run::call_job(id))?)))?;
     let action = action.ok_or_else(|| not_found(id))?;
     if !may_retry(&action.progress) {
         return Err(not_retrying(&action));
     }
-    let Some((_, Job::ActionCall { token, .. })) = job else {
+    let Some((_, CallJob { token, .. })) = job else {
         return Err(ApiError::internal(format!(
             "action {id} is retrying but has no call job"
         )));

@@ -16,12 +16,13 @@ use jiff::tz::TimeZone;
 
 use super::rules::{self, Called, Closed, Effect, Input, Settings};
 use super::{Action, call, get, load, save};
-use crate::App;
+use super::{CallJob, TimeoutJob};
+use crate::app::App;
 use crate::clock;
 use crate::config::{Alerts, Config, Interface, InterfaceKind};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::http::client::Outcome;
-use crate::jobs::{self, Job, JobKey, Ran};
+use crate::jobs::{self, JobKey, Ran};
 use crate::mail::{self, Recipient};
 use crate::redact;
 use crate::store::{Grows, StoreError, Txn};
@@ -142,7 +143,7 @@ pub async fn run_call(app: &App, key: JobKey, id: String, token: String) -> Resu
         app.store.write(Grows::No, move |txn| jobs::finish(txn, key)).await?;
         return Ok(Ran::Ok);
     };
-    let Some(_slot) = app.actions.claim(&id) else {
+    let Some(_slot) = app.state::<Calls>().claim(&id) else {
         let due = clock::add(app.clock.now(), BUSY_WAIT);
         app.store
             .write(Grows::No, move |txn| jobs::reschedule(txn, key, due).map(|_| ()))
@@ -308,7 +309,7 @@ pub fn commit(
     }
     match &effect {
         Effect::RetryAt(at) => {
-            let job = Job::ActionCall {
+            let job = CallJob {
                 id: id.to_string(),
                 token: token.unwrap_or_default().to_string(),
                 host: ctx.host.clone(),
@@ -316,12 +317,12 @@ pub fn commit(
             // Without the token no retry can go out; a retry is planned only
             // from a call, which always has it.
             if token.is_some() {
-                jobs::schedule_named(txn, &call_job(id), *at, job)?;
+                jobs::schedule_named(txn, &call_job(id), *at, &job)?;
             }
         }
         Effect::TimeoutAt(at) => {
             jobs::cancel_named(txn, &call_job(id))?;
-            jobs::schedule_named(txn, &timeout_job(id), *at, Job::ActionTimeout { id: id.to_string() })?;
+            jobs::schedule_named(txn, &timeout_job(id), *at, &TimeoutJob { id: id.to_string() })?;
         }
         Effect::Ended | Effect::EndedMailOwner => {
             jobs::cancel_named(txn, &call_job(id))?;

@@ -9,15 +9,17 @@
 mod parse;
 mod routes;
 
-use jiff::Timestamp;
-use redb::{ReadTransaction, ReadableTable};
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub use self::parse::{FieldError, MAX_DEPTH, NewEvent, depth, parse, parse_item, valid_name};
 pub use self::routes::{page_json, routes};
 use crate::clock;
 use crate::config::Config;
+use crate::feature::Feature;
+pub use crate::publish::{Published, StoredEvent, Subscriber};
 use crate::store::{self, StoreError, Txn};
+use jiff::Timestamp;
+use redb::{ReadTransaction, ReadableTable};
 
 store::tables! {
     /// seq -> `events::StoredEvent`.
@@ -26,24 +28,14 @@ store::tables! {
     IDEMPOTENCY: redb::TableDefinition<&str, u64> = ("idempotency", 3);
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub id: String,
-    pub event: String,
-    /// The `data` JSON exactly as published.
-    pub data: String,
-    pub created_at: i64,
-    /// Who published it: integrations read only their own events.
-    pub account: String,
-    pub idempotency_key: Option<String>,
-}
-
-impl StoredEvent {
-    /// `data` as accepted; `null` when none was given.
-    pub fn data(&self) -> &str {
-        if self.data.is_empty() { "null" } else { &self.data }
-    }
-}
+/// The feature: publishing and reading events; its state is the
+/// [`Publisher`], told of the subscribers every descriptor names.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    routes,
+    state: Some(|all| Arc::new(Publisher::new(all.subscribers()))),
+    ..Feature::named("events")
+};
 
 /// Writes `{"id","seq","event","data","created_at"}` to `out`, with `data`
 /// byte for byte as it was accepted: it is never parsed again, so large
@@ -62,33 +54,23 @@ pub fn write_json(out: &mut Vec<u8>, seq: u64, e: &StoredEvent) {
     out.push(b'}');
 }
 
-/// One published event as the API answers it, and whether it is new.
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub seq: u64,
-    pub event: StoredEvent,
-    pub created: bool,
-}
-
 fn idempotency_row(account: &str, key: &str) -> String {
     format!("{account}\0{key}")
 }
 
-/// Acts on newly published events inside the commit that stores them
-/// (webhooks queue them for delivery). Only events with `created` are new;
-/// the others repeat an idempotency key.
-pub type Subscriber = fn(&mut Txn, &[Published], &Config) -> Result<(), StoreError>;
-
 /// The one way to publish: stores the events, then tells every subscriber,
-/// all in the caller's transaction. The crate root names the subscribers.
-#[derive(Clone, Copy)]
+/// all in the caller's transaction. This feature's state: the subscribers
+/// are those the feature descriptors name.
+#[derive(Clone)]
 pub struct Publisher {
-    subscribers: &'static [Subscriber],
+    subscribers: Arc<[Subscriber]>,
 }
 
 impl Publisher {
-    pub const fn new(subscribers: &'static [Subscriber]) -> Publisher {
-        Publisher { subscribers }
+    pub fn new(subscribers: Vec<Subscriber>) -> Publisher {
+        Publisher {
+            subscribers: subscribers.into(),
+        }
     }
 
     /// Stores `events` (skipping those whose idempotency key was seen), all
@@ -103,7 +85,7 @@ impl Publisher {
         settings: &Config,
     ) -> Result<Vec<Published>, StoreError> {
         let published = store_new(txn, account, now, events)?;
-        for tell in self.subscribers {
+        for tell in self.subscribers.iter() {
             tell(txn, &published, settings)?;
         }
         Ok(published)

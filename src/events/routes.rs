@@ -6,8 +6,8 @@ use hyper::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Filter, MAX_DEPTH, depth, parse, valid_name};
-use crate::App;
+use super::{Filter, MAX_DEPTH, Publisher, depth, parse, valid_name};
+use crate::app::App;
 use crate::auth::Role;
 use crate::auth::{ALL, Access, PUBLISHERS};
 use crate::clock;
@@ -47,7 +47,7 @@ async fn publish(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (events, batch) = parse(&body, max_data).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let account = call.who().name.clone();
     let now = app.clock.now();
-    let (publisher, settings) = (app.publisher, app.settings());
+    let (publisher, settings) = (app.state::<Publisher>().clone(), app.settings());
     let published = app
         .store
         .write(Grows::By(body.len() as u64), move |txn| {

@@ -11,16 +11,19 @@ pub mod export;
 mod routes;
 pub mod xlsx;
 
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub use self::routes::routes;
-use crate::App;
+use crate::app::App;
 use crate::clock;
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {
@@ -32,6 +35,24 @@ store::tables! {
     DAILY: redb::TableDefinition<&str, &str> = ("daily", 8);
     /// (execution id, line number) -> `executions::LogLine`.
     LOGS: redb::TableDefinition<(&str, u32), &[u8]> = ("logs", 9);
+}
+
+/// The feature: interfaces, executions and their lines, and the midnight roll.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<RollDaily>()],
+    routes,
+    start: Some(|app| Box::pin(plan_roll(app))),
+    ..Feature::named("executions")
+};
+
+/// Makes sure the midnight roll is planned (at start).
+async fn plan_roll(app: &Arc<App>) -> Result<(), StoreError> {
+    let now = app.clock.now();
+    let tz = app.settings().general.timezone.clone();
+    app.store
+        .write(Grows::No, move |txn| schedule_roll(txn, now, &tz))
+        .await
 }
 
 /// The built-in interface that records failed calls to herald's own API.
@@ -372,20 +393,26 @@ pub fn end_run(txn: &mut Txn, id: &str, now: Timestamp) -> Result<Option<Executi
 /// (called at start, so a changed `general.timezone` takes effect).
 pub fn schedule_roll(txn: &mut Txn, now: Timestamp, tz: &TimeZone) -> Result<(), StoreError> {
     let due = start_of_next_day(local_day(now, tz), tz);
-    jobs::schedule_named(txn, ROLL_JOB, due, Job::RollDaily)?;
+    jobs::schedule_named(txn, ROLL_JOB, due, &RollDaily)?;
     Ok(())
 }
 
-/// Runs this feature's jobs: the midnight roll.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    let Job::RollDaily = job else {
-        return Err(jobs::misrouted(&job, "executions"));
-    };
-    let now = app.clock.now();
-    let tz = app.settings().general.timezone.clone();
-    let closed = app.store.write(Grows::No, move |txn| roll(txn, key, now, &tz)).await?;
-    tracing::info!(closed, "daily executions rolled at midnight");
-    Ok(jobs::Ran::Ok)
+/// The job of the midnight roll: close the daily executions of the day
+/// that ended, then schedule the next roll.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RollDaily;
+
+impl JobKind for RollDaily {
+    const ID: u32 = 0;
+    const NAME: &'static str = "roll_daily";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        let now = app.clock.now();
+        let tz = app.settings().general.timezone.clone();
+        let closed = app.store.write(Grows::No, move |txn| roll(txn, key, now, &tz)).await?;
+        tracing::info!(closed, "daily executions rolled at midnight");
+        Ok(jobs::Ran::Ok)
+    }
 }
 
 /// The roll: closes every daily execution of a day before today (at the

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Category, Level, LogLine, Status, export};
-use crate::App;
+use crate::app::App;
 use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::http::{self, ApiError, Call, Resp, Route};

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::call::{Call, Query};
 pub use self::error::ApiError;
-pub use self::router::{Route, Router};
+pub use self::router::{OnFailure, Route, Router};
 use crate::net::{Admitted, Gate};
 
 /// Every answer herald gives: a body read in one piece.

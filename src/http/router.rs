@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, header};
 
 use super::{ApiError, Call, Query, Resp};
-use crate::App;
+use crate::app::App;
 use crate::auth::{ALL, Access, AuthError};
 
 /// A route's handler, written `|app, call| Box::pin(handler(app, call))`:

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use super::{Entry, Kind, gather};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
 use crate::http::{ApiError, Call};

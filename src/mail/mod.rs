@@ -19,6 +19,7 @@ mod routes;
 mod rules;
 mod send;
 
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -26,10 +27,11 @@ use serde::{Deserialize, Serialize};
 pub use self::failed_calls::FailedCalls;
 pub use self::routes::routes;
 use self::rules::due;
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::Alerts;
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, StoreError, Txn};
 
 store::tables! {
@@ -39,16 +41,40 @@ store::tables! {
     MAIL_OPEN: redb::TableDefinition<&str, &str> = ("mail_open", 11);
 }
 
+/// The feature: the outbox, the debounced error mails, and the record of
+/// failed API calls.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<SendMail>()],
+    routes,
+    failed_calls: Some(|app| {
+        let failed = FailedCalls::start(app);
+        Box::new(move |app, call, e| failed.record(app, call, e))
+    }),
+    ..Feature::named("mail")
+};
+
 /// Entries listed in one mail; beyond, the mail gives a count of the rest.
 pub const MAX_ENTRIES: usize = 100;
 /// The execution-log interface of the outbox.
 pub const INTERFACE: &str = "mail";
 
-/// Runs this feature's jobs: sending a mail of the outbox.
-pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    match job {
-        Job::SendMail { id } => send::run(app, id).await,
-        other => Err(jobs::misrouted(&other, "mail")),
+/// The job that sends (or retries) one mail of the outbox.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SendMail {
+    pub id: String,
+}
+
+impl JobKind for SendMail {
+    const ID: u32 = 2;
+    const NAME: &'static str = "send_mail";
+
+    fn target(&self) -> String {
+        "smtp".to_string()
+    }
+
+    async fn run(self, app: &App, _key: JobKey) -> Result<jobs::Ran, StoreError> {
+        send::run(app, self.id).await
     }
 }
 
@@ -229,12 +255,7 @@ pub fn gather(
     mail.send_after = clock::to_ms(send_after);
     txn.open(MAILS)?
         .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
-    jobs::schedule_named(
-        txn,
-        &job_name(&mail.id),
-        send_after,
-        Job::SendMail { id: mail.id.clone() },
-    )?;
+    jobs::schedule_named(txn, &job_name(&mail.id), send_after, &SendMail { id: mail.id.clone() })?;
     Ok(mail.id)
 }
 

@@ -6,7 +6,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Filter, State};
-use crate::App;
+use crate::app::App;
 use crate::auth::{ADMIN, Access};
 use crate::clock;
 use crate::http::{self, ApiError, Call, Resp, Route};

@@ -6,14 +6,15 @@ use lettre::AsyncTransport;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use redb::ReadableTable;
 
+use super::SendMail;
 use super::rules::{AfterFailure, after_failure};
 use super::{INTERFACE, Mail, State, job_name, open_key};
 use super::{MAIL_OPEN, MAILS};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::{MailPolicy, Security, Smtp};
 use crate::executions::{self, Category, Level, LogLine};
-use crate::jobs::{self, Job};
+use crate::jobs;
 use crate::store::{self, StoreError, Txn};
 
 /// Why an attempt failed, and the log category that tells whom to call.
@@ -245,7 +246,7 @@ fn record_attempt(
             let (what, level) = match next {
                 AfterFailure::RetryAt(at) => {
                     mail.send_after = clock::to_ms(at);
-                    jobs::schedule_named(txn, job, at, Job::SendMail { id: mail.id.clone() })?;
+                    jobs::schedule_named(txn, job, at, &SendMail { id: mail.id.clone() })?;
                     (format!("stays queued, next try at {}", clock::fmt(at)), Level::Error)
                 }
                 AfterFailure::GiveUp => {

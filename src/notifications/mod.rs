@@ -12,17 +12,19 @@ pub mod records;
 mod routes;
 pub mod rules;
 
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use self::routes::routes;
 use self::rules::{Input, Pinging, Settings};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::Config;
 use crate::events::{self, Published};
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, StoreError, Txn};
 
 store::tables! {
@@ -36,6 +38,15 @@ store::tables! {
     /// system -> the seq its change feed has read up to.
     CHANGE_CURSORS: redb::TableDefinition<&str, u64> = ("change_cursors", 18);
 }
+
+/// The feature: change notifications, their pings and the change feed.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<Ping>()],
+    routes,
+    subscriber: Some(plan),
+    ..Feature::named("notifications")
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
@@ -51,8 +62,8 @@ pub struct Notification {
 }
 
 impl Notification {
-    fn job(&self) -> Job {
-        Job::Ping {
+    fn job(&self) -> Ping {
+        Ping {
             system: self.system.clone(),
             event: self.event.clone(),
             host: crate::net::authority(&self.url),
@@ -111,7 +122,7 @@ fn apply(txn: &mut Txn, n: &mut Notification, input: Input, now: Timestamp, conf
     match job {
         rules::Job::Keep => {}
         rules::Job::PlanAt(at) => {
-            jobs::schedule_named(txn, &job_name(&n.system, &n.event), at, n.job())?;
+            jobs::schedule_named(txn, &job_name(&n.system, &n.event), at, &n.job())?;
         }
         rules::Job::Cancel => jobs::cancel_named(txn, &job_name(&n.system, &n.event))?,
     }
@@ -198,7 +209,7 @@ pub fn put(
                 n.url = url.to_string();
                 // A planned ping goes to the new URL (and its host's limit).
                 if let Some(at) = n.ping.next_send_at {
-                    jobs::schedule_named(txn, &job_name(system, event), clock::from_ms(at), n.job())?;
+                    jobs::schedule_named(txn, &job_name(system, event), clock::from_ms(at), &n.job())?;
                 }
             }
             apply(txn, &mut n, Input::SetInactive(inactive == 1), now, config)?;
@@ -377,10 +388,23 @@ pub fn missed(
     Ok(())
 }
 
-/// Runs this feature's jobs: a notification's ping.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    match job {
-        Job::Ping { system, event, .. } => ping::run(app, key, system, event).await,
-        other => Err(jobs::misrouted(&other, "notifications")),
+/// The job that pings the URL of one change notification.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ping {
+    pub system: String,
+    pub event: String,
+    pub host: String,
+}
+
+impl JobKind for Ping {
+    const ID: u32 = 5;
+    const NAME: &'static str = "notification_ping";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        ping::run(app, key, self.system, self.event).await
     }
 }

@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, USER_AGENT};
 
 use super::rules::Input;
 use super::{apply, job_name, load, records};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
 use crate::http::client::Outcome;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::records::{self, Record};
 use super::{Notification, Put};
-use crate::App;
+use crate::app::App;
 use crate::auth::{ADMIN, ALL, Access, Account, READERS, Role};
 use crate::clock;
 use crate::events;

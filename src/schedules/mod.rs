@@ -19,24 +19,45 @@ mod routes;
 pub mod rules;
 pub mod run;
 
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub use self::routes::routes;
 pub use self::run::Runs;
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::{Config, InterfaceKind, Schedule};
 use crate::events;
 use crate::executions::{self, Category, Level, LogLine};
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {
     /// Schedule name → its planning and push position (`schedules::Planned`).
     SCHEDULES: redb::TableDefinition<&str, &[u8]> = ("schedules", 21);
 }
+
+/// The feature: pull and push runs on schedules; its state is the [`Runs`] going.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<RunJob>(), Runner::of::<AnomalyJob>()],
+    routes,
+    state: Some(|_| Arc::new(Runs::default())),
+    start: Some(|app| Box::pin(apply_config(app, true))),
+    reload: Some(|app, _, _| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = apply_config(&app, false).await {
+                tracing::error!(error = %e, "cannot apply the changed schedules; send SIGHUP again");
+            }
+        });
+    }),
+    ..Feature::named("schedules")
+};
 
 /// What herald keeps of a schedule between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,13 +77,13 @@ fn job_name(schedule: &str) -> String {
     format!("schedule:{schedule}")
 }
 
-fn job(s: &Schedule, config: &Config) -> Job {
+fn job(s: &Schedule, config: &Config) -> RunJob {
     let host = config
         .interfaces
         .iter()
         .find(|i| i.name == s.interface)
         .map_or_else(|| "herald".to_string(), |i| crate::net::authority(&i.url));
-    Job::ScheduleRun {
+    RunJob {
         schedule: s.name.clone(),
         host,
     }
@@ -150,7 +171,7 @@ pub fn reconcile(txn: &mut Txn, config: &Config, now: Timestamp, restarted: bool
             }
         }
         save(txn, &p)?;
-        jobs::schedule_named(txn, &job_name(&s.name), clock::from_ms(p.next_run_at), job(s, config))?;
+        jobs::schedule_named(txn, &job_name(&s.name), clock::from_ms(p.next_run_at), &job(s, config))?;
     }
     Ok(())
 }
@@ -204,11 +225,37 @@ pub async fn apply_config(app: &App, restarted: bool) -> Result<(), StoreError> 
         .await
 }
 
-/// Runs this feature's jobs.
-pub async fn run_job(app: &App, key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    match job {
-        Job::ScheduleRun { schedule, .. } => run::planned(app, key, schedule).await,
-        Job::RunAnomaly { execution } => run::anomaly(app, key, execution).await,
-        other => Err(jobs::misrouted(&other, "schedules")),
+/// The job of the planned run of one schedule.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunJob {
+    pub schedule: String,
+    pub host: String,
+}
+
+impl JobKind for RunJob {
+    const ID: u32 = 8;
+    const NAME: &'static str = "schedule_run";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run::planned(app, key, self.schedule).await
+    }
+}
+
+/// The job that flags a run still going an hour after it began.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AnomalyJob {
+    pub execution: String,
+}
+
+impl JobKind for AnomalyJob {
+    const ID: u32 = 9;
+    const NAME: &'static str = "run_anomaly";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run::anomaly(app, key, self.execution).await
     }
 }

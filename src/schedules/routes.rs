@@ -6,7 +6,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::run::{self, NotStarted};
-use crate::App;
+use crate::app::App;
 use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::executions;

@@ -12,15 +12,16 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use jiff::Timestamp;
 
+use super::AnomalyJob;
 use super::rules::{self, Pulled};
 use super::{Planned, configured, job, job_name, load, save};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::{Config, Interface, InterfaceKind};
-use crate::events::{self, NewEvent};
+use crate::events::{self, NewEvent, Publisher};
 use crate::executions::{self, ANOMALY_AFTER_MS, Category, Execution, Level, LogLine};
 use crate::http::client::Outcome;
-use crate::jobs::{self, Job, JobKey, Ran};
+use crate::jobs::{self, JobKey, Ran};
 use crate::mail::{self, Recipient};
 use crate::redact;
 use crate::store::{Grows, StoreError, Txn};
@@ -81,14 +82,14 @@ fn begin(
     p.running = Some((exe.id.clone(), planned));
     if planned {
         p.next_run_at = rules::next_slot(p.next_run_at, p.every_ms, clock::to_ms(now));
-        jobs::schedule_named(txn, &job_name(name), clock::from_ms(p.next_run_at), job(s, config))?;
+        jobs::schedule_named(txn, &job_name(name), clock::from_ms(p.next_run_at), &job(s, config))?;
     }
     save(txn, &p)?;
     let due = clock::from_ms(exe.started_at + ANOMALY_AFTER_MS);
-    let flag = Job::RunAnomaly {
+    let flag = AnomalyJob {
         execution: exe.id.clone(),
     };
-    jobs::schedule_named(txn, &anomaly_job(&exe.id), due, flag)?;
+    jobs::schedule_named(txn, &anomaly_job(&exe.id), due, &flag)?;
     Ok(Some((p, exe)))
 }
 
@@ -96,7 +97,7 @@ fn begin(
 pub async fn planned(app: &App, key: JobKey, name: String) -> Result<Ran, StoreError> {
     let settings = app.settings();
     let now = app.clock.now();
-    let Some(slot) = app.runs.claim(&name) else {
+    let Some(slot) = app.state::<Runs>().claim(&name) else {
         // A "run now" is going: this slot passes, so runs never overlap.
         app.store
             .write(Grows::No, move |txn| {
@@ -105,7 +106,7 @@ pub async fn planned(app: &App, key: JobKey, name: String) -> Result<Ran, StoreE
                 };
                 p.next_run_at = rules::next_slot(p.next_run_at, p.every_ms, clock::to_ms(now));
                 save(txn, &p)?;
-                jobs::schedule_named(txn, &job_name(&name), clock::from_ms(p.next_run_at), job(s, &settings))
+                jobs::schedule_named(txn, &job_name(&name), clock::from_ms(p.next_run_at), &job(s, &settings))
                     .map(|_| ())
             })
             .await?;
@@ -146,7 +147,7 @@ pub async fn now(app: Arc<App>, name: &str) -> Result<String, NotStarted> {
     if configured(&settings, name).is_none() {
         return Err(NotStarted::Unknown);
     }
-    let slot = app.runs.claim(name).ok_or(NotStarted::Busy)?;
+    let slot = app.state::<Runs>().claim(name).ok_or(NotStarted::Busy)?;
     let now = app.clock.now();
     let n = name.to_string();
     let opened = app
@@ -363,7 +364,12 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
     let mut items: Vec<NewEvent> = items.into_iter().map(|(_, e)| e).collect();
     while !items.is_empty() {
         let chunk: Vec<NewEvent> = items.drain(..items.len().min(PUBLISH_CHUNK)).collect();
-        let (publisher, settings, account, id) = (app.publisher, app.settings(), account.clone(), exe.to_string());
+        let (publisher, settings, account, id) = (
+            app.state::<Publisher>().clone(),
+            app.settings(),
+            account.clone(),
+            exe.to_string(),
+        );
         let now = app.clock.now();
         let created = app
             .store

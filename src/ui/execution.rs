@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use super::{human, local};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogFilter, Status};
 use crate::html::{self, escape};

@@ -24,12 +24,19 @@ use hyper::{Method, StatusCode};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::App;
+use crate::app::App;
 use crate::auth::{Access, Account, READERS};
 use crate::clock;
+use crate::feature::Feature;
 use crate::html::{self, escape};
 use crate::http::{self, ApiError, Call, Query, Resp, Route};
 use crate::store::Grows;
+
+/// The technician's pages and their buttons.
+pub const FEATURE: Feature = Feature {
+    routes,
+    ..Feature::named("ui")
+};
 
 pub fn routes() -> Vec<Route> {
     let readers = Access::Roles(READERS);

@@ -10,9 +10,9 @@ use hyper::StatusCode;
 use jiff::Timestamp;
 
 use super::{button, human, local, short};
-use crate::App;
 use crate::actions::rules::{State as ActionState, TodoReason};
 use crate::actions::{self, Action};
+use crate::app::App;
 use crate::auth::{Account, Role};
 use crate::clock;
 use crate::executions::{self, Execution, Status};

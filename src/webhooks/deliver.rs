@@ -10,16 +10,17 @@ use http_body_util::Full;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use super::BufferEnd;
 use super::rules::{Failure, Next, Signer, after_failure, judge};
 use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
 use super::{WH_ATTEMPTS, WH_QUEUE};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::Webhooks as Settings;
 use crate::events::{self, NewEvent, Publisher, StoredEvent};
 use crate::executions::{self, Category, Level};
 use crate::http::client::Outcome;
-use crate::jobs::{self, Job};
+use crate::jobs;
 use crate::mail;
 use crate::redact;
 use crate::store::{self, Grows, StoreError, Txn};
@@ -65,7 +66,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
         tz: settings.general.timezone.clone(),
         public_url: settings.server.public_url.clone(),
         alerts: settings.alerts.clone(),
-        publisher: app.publisher,
+        publisher: app.state::<Publisher>().clone(),
         config: settings.clone(),
     };
     let Some(wh) = wh.filter(|w| w.state == State::Active) else {
@@ -292,7 +293,7 @@ fn record(
     match failed {
         None => {
             if wh.state == State::Active && wh.queued > 0 {
-                jobs::schedule_named(txn, &name, now, wh.job())?;
+                jobs::schedule_named(txn, &name, now, &wh.job())?;
             } else {
                 jobs::cancel_named(txn, &name)?;
             }
@@ -347,7 +348,7 @@ fn record(
                     wh.next_retry_at = Some(clock::to_ms(at));
                     attempt.next_retry_at = Some(clock::to_ms(at));
                     add_attempts(txn, &mut wh, [&attempt])?;
-                    jobs::schedule_named(txn, &name, at, wh.job())?;
+                    jobs::schedule_named(txn, &name, at, &wh.job())?;
                 }
                 Next::Disable => {
                     add_attempts(txn, &mut wh, [&attempt])?;
@@ -403,7 +404,7 @@ fn deactivate(txn: &mut Txn, wh: &mut Webhook, reason: String, now: Timestamp, c
         txn,
         &buffer_job_name(&wh.id),
         until,
-        Job::WebhookBufferEnd { webhook: wh.id.clone() },
+        &BufferEnd { webhook: wh.id.clone() },
     )?;
     let since = wh.failing_since.map(clock::rfc3339).unwrap_or_default();
     let until = clock::fmt(until);

@@ -23,6 +23,7 @@ mod deliver;
 mod routes;
 pub(crate) mod rules;
 
+use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -30,12 +31,13 @@ use sha2::{Digest, Sha256};
 
 pub use self::routes::routes;
 use self::rules::{matches, new_secret};
-use crate::App;
+use crate::app::App;
 use crate::clock;
 use crate::config::Config;
 use crate::events::{self, Published};
 use crate::executions::{self, Category, Level, LogLine};
-use crate::jobs::{self, Job, JobKey};
+use crate::feature::Feature;
+use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {
@@ -46,6 +48,15 @@ store::tables! {
     /// (webhook id, attempt number) -> `webhooks::Attempt`: the last attempts of each webhook.
     WH_ATTEMPTS: redb::TableDefinition<(&str, u64), &[u8]> = ("wh_attempts", 14);
 }
+
+/// The feature: webhooks, their deliveries, deactivation and buffer.
+pub const FEATURE: Feature = Feature {
+    tables: TABLES,
+    jobs: &[Runner::of::<Deliver>(), Runner::of::<BufferEnd>()],
+    routes,
+    subscriber: Some(fan_out),
+    ..Feature::named("webhooks")
+};
 
 /// The internal event published when a webhook is deactivated.
 pub const DEACTIVATED_EVENT: &str = "herald.webhook.deactivated";
@@ -96,8 +107,8 @@ impl Webhook {
         authority(&self.url)
     }
 
-    fn job(&self) -> Job {
-        Job::Deliver {
+    fn job(&self) -> Deliver {
+        Deliver {
             webhook: self.id.clone(),
             host: self.target(),
         }
@@ -129,20 +140,43 @@ pub struct Attempt {
     pub response: String,
 }
 
-/// Runs this feature's jobs: a webhook's deliveries, and the end of a
-/// deactivated webhook's buffer.
-pub async fn run_job(app: &App, _key: JobKey, job: Job) -> Result<jobs::Ran, StoreError> {
-    match job {
-        Job::Deliver { webhook, .. } => deliver::run(app, webhook).await,
-        Job::WebhookBufferEnd { webhook } => {
-            let now = app.clock.now();
-            let tz = app.settings().general.timezone.clone();
-            app.store
-                .write(Grows::No, move |txn| end_buffer(txn, &webhook, now, &tz))
-                .await?;
-            Ok(jobs::Ran::Ok)
-        }
-        other => Err(jobs::misrouted(&other, "webhooks")),
+/// The job that delivers the queued events of one webhook, in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Deliver {
+    pub webhook: String,
+    pub host: String,
+}
+
+impl JobKind for Deliver {
+    const ID: u32 = 3;
+    const NAME: &'static str = "deliver";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, _key: JobKey) -> Result<jobs::Ran, StoreError> {
+        deliver::run(app, self.webhook).await
+    }
+}
+
+/// The job that ends the buffer window of a deactivated webhook.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BufferEnd {
+    pub webhook: String,
+}
+
+impl JobKind for BufferEnd {
+    const ID: u32 = 4;
+    const NAME: &'static str = "webhook_buffer_end";
+
+    async fn run(self, app: &App, _key: JobKey) -> Result<jobs::Ran, StoreError> {
+        let now = app.clock.now();
+        let tz = app.settings().general.timezone.clone();
+        app.store
+            .write(Grows::No, move |txn| end_buffer(txn, &self.webhook, now, &tz))
+            .await?;
+        Ok(jobs::Ran::Ok)
     }
 }
 
@@ -287,7 +321,7 @@ pub fn fan_out(txn: &mut Txn, published: &[Published], _: &Config) -> Result<(),
         wh.queued += added;
         if wh.state == State::Active && jobs::named(txn, &job_name(&wh.id))?.is_none() {
             let due = clock::from_ms(fresh[0].event.created_at);
-            jobs::schedule_named(txn, &job_name(&wh.id), due, wh.job())?;
+            jobs::schedule_named(txn, &job_name(&wh.id), due, &wh.job())?;
         }
         save(txn, &wh)?;
     }
@@ -448,7 +482,7 @@ pub fn activate(
     wh.buffer_until = None;
     jobs::cancel_named(txn, &buffer_job_name(id))?;
     if wh.queued > 0 {
-        jobs::schedule_named(txn, &job_name(id), now, wh.job())?;
+        jobs::schedule_named(txn, &job_name(id), now, &wh.job())?;
     }
     save(txn, &wh)?;
     let how = if replay {

@@ -8,7 +8,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
-use crate::App;
+use crate::app::App;
 use crate::auth::{ADMIN, ALL, Access, AuthError, READERS};
 use crate::auth::{Account, Role};
 use crate::clock;
