@@ -170,6 +170,12 @@ impl Engine {
     }
 }
 
+/// The bytes a job of kind `J` is stored as, for the golden tests.
+#[cfg(test)]
+pub(crate) fn stored_bytes<J: JobKind>(name: Option<&str>, job: &J) -> Vec<u8> {
+    encode_record(name, &Job::of(job))
+}
+
 /// A stored job: its name, if it exists at most once, then the job.
 fn encode_record(name: Option<&str>, job: &Job) -> Vec<u8> {
     let mut out = store::encode(&name);

@@ -60,6 +60,8 @@ pub mod daemon;
 pub mod events;
 pub mod executions;
 pub mod feature;
+#[cfg(test)]
+mod golden;
 pub mod html;
 pub mod http;
 pub mod jobs;
