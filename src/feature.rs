@@ -124,3 +124,92 @@ impl Features {
         Box::new(move |app, call, e| all.iter().for_each(|record| record(app, call, e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::jobs::{JobKey, JobKind, Ran};
+
+    mod one {
+        crate::store::tables! {
+            /// A table of the first feature.
+            FIRST: redb::TableDefinition<&str, u64> = ("first", 40);
+        }
+    }
+
+    mod two {
+        crate::store::tables! {
+            /// Another feature's table, given an id already taken.
+            SECOND: redb::TableDefinition<&str, u64> = ("second", 40);
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Tick;
+    #[derive(Serialize, Deserialize)]
+    struct Tock;
+
+    impl JobKind for Tick {
+        const ID: u32 = 77;
+        const NAME: &'static str = "tick";
+        async fn run(self, _: &App, _: JobKey) -> Result<Ran, StoreError> {
+            Ok(Ran::Ok)
+        }
+    }
+
+    impl JobKind for Tock {
+        const ID: u32 = 77;
+        const NAME: &'static str = "tock";
+        async fn run(self, _: &App, _: JobKey) -> Result<Ran, StoreError> {
+            Ok(Ran::Ok)
+        }
+    }
+
+    const TABLES_ONE: Feature = Feature {
+        tables: one::TABLES,
+        ..Feature::named("one")
+    };
+    const TABLES_TWO: Feature = Feature {
+        tables: two::TABLES,
+        ..Feature::named("two")
+    };
+    const JOBS_ONE: Feature = Feature {
+        jobs: &[Runner::of::<Tick>()],
+        ..Feature::named("one")
+    };
+    const JOBS_TWO: Feature = Feature {
+        jobs: &[Runner::of::<Tock>()],
+        ..Feature::named("two")
+    };
+
+    fn refused(all: &'static [&'static Feature]) -> String {
+        Features::new(all).err().expect("refused")
+    }
+
+    #[test]
+    fn the_real_features_have_unique_ids() {
+        Features::new(crate::FEATURES).unwrap();
+    }
+
+    #[test]
+    fn a_duplicate_table_id_fails_at_start_and_says_what_to_do() {
+        const SAME_ID: &[&Feature] = &[&TABLES_ONE, &TABLES_TWO];
+        const SAME_NAME: &[&Feature] = &[&TABLES_ONE, &TABLES_ONE];
+        let e = refused(SAME_ID);
+        assert!(e.contains("both have the id 40") && e.contains("never reuse"), "{e}");
+        let e = refused(SAME_NAME);
+        assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn a_duplicate_job_id_fails_at_start_and_says_what_to_do() {
+        const SAME_ID: &[&Feature] = &[&JOBS_ONE, &JOBS_TWO];
+        let e = refused(SAME_ID);
+        assert!(
+            e.contains("tick and tock both have the id 77") && e.contains("never reuse"),
+            "{e}"
+        );
+    }
+}

@@ -167,6 +167,16 @@ fn every_stored_state_keeps_its_tag() {
     assert_eq!(tags(mails.iter().map(hex).collect()), "00 01 02", "{WHAT_TO_DO}");
     let kinds = [MailKind::ApiFailures { account: "erp".into() }, MailKind::System];
     assert_eq!(tags(kinds.iter().map(hex).collect()), "0003657270 01", "{WHAT_TO_DO}");
+    for kind in kinds {
+        let back: MailKind = crate::store::decode("mail kind", &crate::store::encode(&kind)).unwrap();
+        assert_eq!(back, kind, "read back as written");
+    }
+    let back: Vec<ActionState> = crate::store::decode("states", &crate::store::encode(&actions.to_vec())).unwrap();
+    assert_eq!(back, actions, "read back as written");
+    assert!(
+        crate::store::decode::<MailKind>("mail kind", &[2]).is_err(),
+        "an unknown tag is an error, not another kind"
+    );
     let kinds = [ExecutionKind::Scheduled, ExecutionKind::Daily];
     assert_eq!(tags(kinds.iter().map(hex).collect()), "00 01", "{WHAT_TO_DO}");
     let status = [Status::Running, Status::Ok, Status::Ko];

@@ -4,6 +4,7 @@
 //! mail the owner). Every transition of API.md's table is here, with the
 //! attempts that SIGHUP may change under a running action.
 
+use serde_repr::{Deserialize_repr, Serialize_repr};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -11,20 +12,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum State {
     /// Created; the first call is not made yet.
-    Pending,
+    Pending = 0,
     /// A call failed; the next is at `next_retry_at`.
-    Retrying,
+    Retrying = 1,
     /// The external system accepted the call; its callback is awaited.
-    Waiting,
+    Waiting = 2,
     /// The callback said success.
-    Completed,
+    Completed = 3,
     /// For a person: the callback refused it, or it never came.
-    Todo,
+    Todo = 4,
     /// Every attempt failed, or the call was refused.
-    Closed,
+    Closed = 5,
 }
 
 impl State {
@@ -60,20 +63,24 @@ impl State {
 
 /// Why an action was closed: only one closed by using up its attempts
 /// shows a later change of `attempts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum Closed {
     /// Its attempts were used up.
-    AttemptsUsed,
+    AttemptsUsed = 0,
     /// `attempts` was lowered to what it had made already.
-    AttemptsLowered,
+    AttemptsLowered = 1,
     /// A 4xx other than 408 and 429.
-    Refused,
+    Refused = 2,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum TodoReason {
-    UpdatedByIntegration,
-    Timeout,
+    UpdatedByIntegration = 0,
+    Timeout = 1,
 }
 
 /// A callback as it came, to tell a repeat from a different one.

@@ -17,6 +17,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
+use serde_repr::{Deserialize_repr, Serialize_repr};
 use std::sync::Arc;
 
 pub use self::routes::routes;
@@ -70,17 +71,21 @@ pub struct Interface {
     pub last_execution: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum Kind {
-    Scheduled,
-    Daily,
+    Scheduled = 0,
+    Daily = 1,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum Status {
-    Running,
-    Ok,
-    Ko,
+    Running = 0,
+    Ok = 1,
+    Ko = 2,
 }
 
 impl Status {
@@ -123,11 +128,13 @@ impl Execution {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum Level {
-    Info,
-    Warn,
-    Error,
+    Info = 0,
+    Warn = 1,
+    Error = 2,
 }
 
 impl Level {
@@ -147,18 +154,20 @@ impl Level {
 }
 
 /// What kind of fault an error line records, so the reader knows whom to call.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum Category {
     /// The counterpart failed or could not be reached.
-    External,
+    External = 0,
     /// Something is set up wrong (credentials, URLs, unknown resources).
-    Configuration,
+    Configuration = 1,
     /// The data did not fit (bad fields, rejected payloads).
-    Mapping,
+    Mapping = 2,
     /// herald's own fault.
-    Technical,
+    Technical = 3,
     /// A consequence of an earlier failure.
-    Cascade,
+    Cascade = 4,
 }
 
 impl Category {

@@ -23,6 +23,7 @@ use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
+use serde_repr::{Deserialize_repr, Serialize_repr};
 
 pub use self::failed_calls::FailedCalls;
 pub use self::routes::routes;
@@ -80,11 +81,13 @@ impl JobKind for SendMail {
 
 // ---- the records ----------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum State {
-    Queued,
-    Sent,
-    Failed,
+    Queued = 0,
+    Sent = 1,
+    Failed = 2,
 }
 
 impl State {
@@ -103,12 +106,54 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     /// Failed calls to herald's API made with this account's credentials.
     ApiFailures { account: String },
     /// Notices from herald itself (a webhook deactivated, an action closed, ...).
     System,
+}
+
+/// The stored tags of [`Kind`]: never change or reuse one.
+const KIND_API_FAILURES: u32 = 0;
+const KIND_SYSTEM: u32 = 1;
+
+// Stored as its tag (a postcard varint) and the variant's fields, by hand
+// so that the tag is written here and not taken from the variant's place.
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Kind::ApiFailures { account } => {
+                s.serialize_newtype_variant("Kind", KIND_API_FAILURES, "ApiFailures", account)
+            }
+            Kind::System => s.serialize_unit_variant("Kind", KIND_SYSTEM, "System"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        use serde::de::{Error, VariantAccess};
+
+        struct Tagged;
+        impl<'de> serde::de::Visitor<'de> for Tagged {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mail kind")
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Kind, A::Error> {
+                let (tag, variant) = data.variant::<u32>()?;
+                match tag {
+                    KIND_API_FAILURES => Ok(Kind::ApiFailures {
+                        account: variant.newtype_variant()?,
+                    }),
+                    KIND_SYSTEM => variant.unit_variant().map(|()| Kind::System),
+                    other => Err(A::Error::custom(format!("unknown mail kind {other}"))),
+                }
+            }
+        }
+        d.deserialize_enum("Kind", &["ApiFailures", "System"], Tagged)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

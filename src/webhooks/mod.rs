@@ -27,6 +27,7 @@ use crate::jobs::Runner;
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
+use serde_repr::{Deserialize_repr, Serialize_repr};
 use sha2::{Digest, Sha256};
 
 pub use self::routes::routes;
@@ -63,10 +64,12 @@ pub const DEACTIVATED_EVENT: &str = "herald.webhook.deactivated";
 pub const MAX_URL: usize = 2048;
 pub const MAX_APP: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Stored as its tag (below 128): never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub enum State {
-    Active,
-    Disabled,
+    Active = 0,
+    Disabled = 1,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
