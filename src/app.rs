@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use crate::auth::{Account, Auth};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::client::HttpClient;
+use crate::outbound::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::store::Store;
 

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::feature::Features;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::{auth, http, jobs, net};
+use crate::{auth, http, jobs, net, outbound};
 
 /// How long requests still running when the server stops may take.
 const SERVER_GRACE: Duration = Duration::from_secs(2);
@@ -70,7 +70,7 @@ pub async fn run(
     let drain = config.server.drain_timeout;
     let settings_at_start = config.server.clone();
     let per_target = config.webhooks.max_per_host;
-    let http = http::client::HttpClient::new(config.webhooks.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let http = outbound::client::HttpClient::new(config.webhooks.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let base = Base {
         store: store.clone(),
         clock: clock.clone(),

@@ -53,6 +53,7 @@
 pub mod actions;
 pub mod app;
 pub mod auth;
+pub mod category;
 pub mod clock;
 pub mod config;
 pub mod console;
@@ -69,6 +70,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod notifications;
+pub mod outbound;
 pub mod ops;
 pub mod publish;
 pub mod redact;

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use super::Action;
 use super::rules::Called;
 use crate::executions::Category;
-use crate::webhooks::rules::judge;
+use crate::outbound::judge;
 
 /// Where the external system answers: `server.public_url` + the callback path.
 pub fn callback_url(public_url: &str, id: &str) -> String {

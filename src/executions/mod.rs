@@ -21,6 +21,7 @@ use serde_repr::{Deserialize_repr, Serialize_repr};
 use std::sync::Arc;
 
 pub use self::routes::routes;
+pub use crate::category::Category;
 use crate::app::App;
 use crate::clock;
 use crate::feature::Feature;
@@ -153,46 +154,6 @@ impl Level {
     }
 }
 
-/// What kind of fault an error line records, so the reader knows whom to call.
-/// Stored as its tag (below 128): never change or reuse one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize_repr, Deserialize_repr)]
-#[repr(u8)]
-pub enum Category {
-    /// The counterpart failed or could not be reached.
-    External = 0,
-    /// Something is set up wrong (credentials, URLs, unknown resources).
-    Configuration = 1,
-    /// The data did not fit (bad fields, rejected payloads).
-    Mapping = 2,
-    /// herald's own fault.
-    Technical = 3,
-    /// A consequence of an earlier failure.
-    Cascade = 4,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::External => "external",
-            Category::Configuration => "configuration",
-            Category::Mapping => "mapping",
-            Category::Technical => "technical",
-            Category::Cascade => "cascade",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Category> {
-        [
-            Category::External,
-            Category::Configuration,
-            Category::Mapping,
-            Category::Technical,
-            Category::Cascade,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {

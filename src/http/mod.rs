@@ -1,12 +1,11 @@
 //! HTTP, and only HTTP: the server (here: hyper 1.x over HTTP/1.1 with
 //! keep-alive, optional TLS, the connections `net::Gate` admits, a graceful
 //! drain), the router (authentication and role checks), the JSON error
-//! shape, the request with its query and limits, the answers' shapes, and
-//! the outbound client. Nothing here knows a feature: each owns its
-//! handlers (`routes.rs`) and hands over [`Route`]s.
+//! shape, the request with its query and limits, and the answers' shapes.
+//! Nothing here knows a feature: each owns its handlers (`routes.rs`) and
+//! hands over [`Route`]s. Calls herald makes are in `outbound`.
 
 mod call;
-pub mod client;
 mod error;
 mod router;
 

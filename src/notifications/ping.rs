@@ -12,7 +12,7 @@ use super::{apply, job_name, load, records};
 use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
-use crate::http::client::Outcome;
+use crate::outbound::client::Outcome;
 use crate::jobs::{self, JobKey, Ran};
 use crate::redact;
 use crate::store::{Grows, StoreError};

@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::BufferEnd;
-use super::rules::{Failure, Next, Signer, after_failure, judge};
+use super::rules::{Next, after_failure};
+use crate::outbound::{Failure, Signer, judge};
 use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
 use super::{WH_ATTEMPTS, WH_QUEUE};
 use crate::app::App;
@@ -19,7 +20,7 @@ use crate::clock;
 use crate::config::Webhooks as Settings;
 use crate::events::{self, NewEvent, Publisher, StoredEvent};
 use crate::executions::{self, Category, Level};
-use crate::http::client::Outcome;
+use crate::outbound::client::Outcome;
 use crate::jobs;
 use crate::mail;
 use crate::redact;

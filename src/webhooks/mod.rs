@@ -21,7 +21,7 @@
 
 mod deliver;
 mod routes;
-pub(crate) mod rules;
+mod rules;
 
 use crate::jobs::Runner;
 use jiff::Timestamp;
@@ -31,7 +31,8 @@ use serde_repr::{Deserialize_repr, Serialize_repr};
 use sha2::{Digest, Sha256};
 
 pub use self::routes::routes;
-use self::rules::{matches, new_secret};
+use self::rules::matches;
+use crate::outbound::new_secret;
 use crate::app::App;
 use crate::clock;
 use crate::config::Config;
