@@ -123,3 +123,10 @@ pub async fn run(
 pub(crate) fn tables() -> store::Tables {
     Features::new(FEATURES).unwrap().tables().unwrap()
 }
+
+/// A store in `dir` with small limits and every table of herald, for the
+/// unit tests of every module.
+#[cfg(test)]
+pub(crate) fn test_store(dir: &std::path::Path) -> Result<(store::Store, store::WriterGuard), store::OpenError> {
+    store::open_with_tables(dir, tables())
+}

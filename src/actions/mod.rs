@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn a_repeated_key_gives_the_first_action_and_lists_filter_by_state_and_interface() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, guard) = store::open_for_test(dir.path()).unwrap();
+        let (store, guard) = crate::test_store(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
         let create_at =

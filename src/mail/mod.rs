@@ -401,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn notices_gather_per_recipient_like_error_mails() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = store::open_for_test(dir.path()).unwrap();
+        let (store, _guard) = crate::test_store(dir.path()).unwrap();
         let mut alerts = alerts();
         alerts.system_recipients = vec!["noc@example.com".into(), "ops@example.com".into()];
         let now = t("2026-11-22T10:00:00Z");

@@ -693,13 +693,7 @@ pub(crate) fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// A store in `dir` with small limits and every table of herald, for the
-/// unit tests of every module.
-#[cfg(test)]
-pub(crate) fn open_for_test(dir: &Path) -> Result<(Store, WriterGuard), OpenError> {
-    open_with_tables(dir, crate::tables())
-}
-
+/// A store in `dir` with small limits and `tables`, for unit tests.
 #[cfg(test)]
 pub(crate) fn open_with_tables(dir: &Path, tables: Tables) -> Result<(Store, WriterGuard), OpenError> {
     Store::open(

@@ -497,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn the_attempt_log_keeps_the_newest_entries_of_each_webhook() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _guard) = store::open_for_test(dir.path()).unwrap();
+        let (store, _guard) = crate::test_store(dir.path()).unwrap();
         let attempt = |i: u64| Attempt {
             event_id: format!("evt_{i}"),
             attempt: 1,
