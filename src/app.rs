@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 use crate::auth::{Account, Auth};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbound::client::HttpClient;
 use crate::metrics::Metrics;
+use crate::outbound::client::HttpClient;
 use crate::store::Store;
 
 /// A feature's state, as its descriptor makes it.

@@ -21,12 +21,12 @@ use crate::app::App;
 use crate::clock;
 use crate::config::{Alerts, Config, Interface, InterfaceKind};
 use crate::executions::{self, Category, Level, LogLine};
-use crate::outbound::client::Outcome;
 use crate::jobs::{self, JobKey, Ran};
 use crate::mail::{self, Recipient};
+use crate::outbound::Signer;
+use crate::outbound::client::Outcome;
 use crate::redact;
 use crate::store::{Grows, StoreError, Txn};
-use crate::outbound::Signer;
 
 /// The kind of the interfaces whose daily executions hold the actions' lines.
 pub const INTERFACE_KIND: &str = "action";

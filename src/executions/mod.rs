@@ -21,8 +21,8 @@ use serde_repr::{Deserialize_repr, Serialize_repr};
 use std::sync::Arc;
 
 pub use self::routes::routes;
-pub use crate::category::Category;
 use crate::app::App;
+pub use crate::category::Category;
 use crate::clock;
 use crate::feature::Feature;
 use crate::jobs::{self, JobKey, JobKind};
@@ -153,7 +153,6 @@ impl Level {
             .find(|v| v.as_str() == s)
     }
 }
-
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {

@@ -12,8 +12,8 @@ use super::{apply, job_name, load, records};
 use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
-use crate::outbound::client::Outcome;
 use crate::jobs::{self, JobKey, Ran};
+use crate::outbound::client::Outcome;
 use crate::redact;
 use crate::store::{Grows, StoreError};
 

@@ -55,7 +55,6 @@ fn parse_retry_after(v: &str, now: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(now)).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

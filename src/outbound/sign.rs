@@ -37,7 +37,6 @@ pub fn new_secret() -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,12 +20,12 @@ use crate::clock;
 use crate::config::{Config, Interface, InterfaceKind};
 use crate::events::{self, NewEvent, Publisher};
 use crate::executions::{self, ANOMALY_AFTER_MS, Category, Execution, Level, LogLine};
-use crate::outbound::client::Outcome;
 use crate::jobs::{self, JobKey, Ran};
 use crate::mail::{self, Recipient};
+use crate::outbound::client::Outcome;
+use crate::outbound::{Signer, judge};
 use crate::redact;
 use crate::store::{Grows, StoreError, Txn};
-use crate::outbound::{Signer, judge};
 
 /// Items published per commit.
 const PUBLISH_CHUNK: usize = 1000;

@@ -16,7 +16,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::StoreError;
+use super::error::StoreError;
 
 const INSERT: u8 = 1;
 const REMOVE: u8 = 2;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
-use super::StoreError;
+use super::error::StoreError;
 use super::redo::{self, Change};
 
 /// One table as the store knows it: its id in the journal, its name in
@@ -73,6 +73,15 @@ macro_rules! tables {
 }
 pub(crate) use tables;
 
+// The store's own tables.
+
+tables! {
+    /// Counters and settings: `schema_version`, `events.next_seq`, `jobs.next_id`, ...
+    META: TableDefinition<&str, u64> = ("meta", 0);
+    /// Secrets and small blobs kept by the daemon itself (`bootstrap.admin_sha256`).
+    META_BLOBS: TableDefinition<&str, &[u8]> = ("meta_blobs", 1);
+}
+
 /// Every table of a herald, checked: ids and names are unique.
 pub struct Tables {
     by_name: HashMap<&'static str, &'static TableSpec>,
@@ -87,7 +96,7 @@ impl Tables {
             by_name: HashMap::new(),
             by_id: HashMap::new(),
         };
-        for spec in super::TABLES.iter().chain(more) {
+        for spec in TABLES.iter().chain(more) {
             if let Some(other) = tables.by_id.insert(spec.id, spec) {
                 return Err(format!(
                     "tables {:?} and {:?} both have the id {}: give the newer one a new id, never reuse one",

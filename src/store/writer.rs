@@ -26,11 +26,14 @@ use std::time::{Duration, Instant};
 use redb::Database;
 use tokio::sync::{Notify, mpsc};
 
+use super::crash;
+use super::error::{Limit, StoreError};
+use super::health::Health;
+use super::health::Slot;
 use super::journal::Journal;
-use super::{
-    Grows, Health, JOURNAL_GENERATION, Limit, META, Media, Options, Slot, StoreError, Txn, crash, file_len,
-    new_generation, open_and_replay,
-};
+use super::open::{JOURNAL_GENERATION, Media, Options, file_len, free_space, new_generation, open_and_replay};
+use super::tables::META;
+use super::txn::{Grows, Txn};
 use crate::metrics::Metrics;
 
 pub(super) type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -569,14 +572,6 @@ fn used_bytes(db: &Database) -> Result<u64, StoreError> {
 }
 
 /// Free bytes on the disk that holds `dir` (for an unprivileged process).
-pub(super) fn free_space(dir: &std::path::Path) -> u64 {
-    match rustix::fs::statvfs(dir) {
-        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
-        // Unknown: do not refuse work on a guess.
-        Err(_) => u64::MAX,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use super::BufferEnd;
 use super::rules::{Next, after_failure};
-use crate::outbound::{Failure, Signer, judge};
 use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
 use super::{WH_ATTEMPTS, WH_QUEUE};
 use crate::app::App;
@@ -20,9 +19,10 @@ use crate::clock;
 use crate::config::Webhooks as Settings;
 use crate::events::{self, NewEvent, Publisher, StoredEvent};
 use crate::executions::{self, Category, Level};
-use crate::outbound::client::Outcome;
 use crate::jobs;
 use crate::mail;
+use crate::outbound::client::Outcome;
+use crate::outbound::{Failure, Signer, judge};
 use crate::redact;
 use crate::store::{self, Grows, StoreError, Txn};
 

@@ -32,7 +32,6 @@ use sha2::{Digest, Sha256};
 
 pub use self::routes::routes;
 use self::rules::matches;
-use crate::outbound::new_secret;
 use crate::app::App;
 use crate::clock;
 use crate::config::Config;
@@ -40,6 +39,7 @@ use crate::events::{self, Published};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::feature::Feature;
 use crate::jobs::{self, JobKey, JobKind};
+use crate::outbound::new_secret;
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {

@@ -1,0 +1,80 @@
+//! What can go wrong in the store, as callers decide on it, and the
+//! encoding of stored values (postcard).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Full(Limit),
+    /// After an I/O error the database is reopened; until then writes (and,
+    /// while it reopens, reads) are refused. Nothing was written.
+    #[error("nothing was stored: the store is recovering from a storage error ({0}); retry in a few seconds")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Db(Arc<redb::Error>),
+    #[error("a stored {0} record cannot be read: {1}")]
+    Corrupt(&'static str, String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("another write in the same commit failed, so the commit was abandoned")]
+    Aborted,
+}
+
+/// What made the store refuse new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The database file would grow past `storage.max_size`.
+    MaxSize,
+    /// The disk that holds `storage.dir` is full.
+    Disk,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Said to the caller that was refused: what happened, what to do.
+        f.write_str(match self {
+            Limit::MaxSize => {
+                "the database reached storage.max_size and nothing was stored; \
+                 free space (retention does over time) or raise storage.max_size"
+            }
+            Limit::Disk => {
+                "the disk that holds storage.dir is full and nothing was stored; free space on it \
+                 (herald takes work again by itself within seconds)"
+            }
+        })
+    }
+}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(e: E) -> Self {
+        let e: redb::Error = e.into();
+        match &e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::Full(Limit::Disk),
+            redb::Error::PreviousIo => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Db(Arc::new(e)),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this says the store's state (full, recovering) rather than a
+    /// fault of its own: the writer logs such states once, callers need not.
+    pub fn is_state(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full(_) | StoreError::Unavailable(_) | StoreError::Closed
+        )
+    }
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("postcard encodes every herald record")
+}
+
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(what, e.to_string()))
+}

@@ -1,0 +1,253 @@
+//! Opening the store: the data dir, the database and the journal, the
+//! schema version, and the replay of the journal past the last checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableTable};
+
+use super::error::StoreError;
+use super::tables::{META, Tables};
+use super::{crash, journal, redo};
+
+/// Bumped when a table's layout changes; a database written by a newer
+/// herald is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+    #[error("{0} is in use by another herald process; stop it or give this one another storage.dir")]
+    InUse(PathBuf),
+    #[error(
+        "{path} was written by a newer herald (schema {found}, this one knows up to {SCHEMA_VERSION}); \
+         run the newer herald or restore a backup"
+    )]
+    Newer { path: PathBuf, found: u64 },
+    #[error("cannot open {0}: {1}")]
+    Db(PathBuf, String),
+}
+
+fn init_schema(db: &Database, path: &Path, tables: &Tables) -> Result<(), OpenError> {
+    let fail = |e: StoreError| OpenError::Db(path.to_path_buf(), e.to_string());
+    let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+        let found = meta
+            .get("schema_version")
+            .map_err(|e| fail(e.into()))?
+            .map(|v| v.value());
+        match found {
+            Some(v) if v > u64::from(SCHEMA_VERSION) => {
+                return Err(OpenError::Newer {
+                    path: path.to_path_buf(),
+                    found: v,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema_version", u64::from(SCHEMA_VERSION))
+                    .map_err(|e| fail(e.into()))?;
+            }
+        }
+    }
+    tables.create_all(&txn).map_err(|e| fail(e.into()))?;
+    txn.commit().map_err(|e| fail(e.into()))?;
+    Ok(())
+}
+
+/// Checks that the data directory exists or can be made, and takes files:
+/// at start, so that a wrong `storage.dir` is a configuration error.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(".herald-write-check");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A full disk is not a fault of the configuration: the store copes.
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Ok(()),
+        Err(e) => Err(format!("cannot write in {}: {e}", dir.display())),
+    }
+}
+
+/// The journal's size: at one sync per event about a thousand events
+/// between checkpoints, and a bounded replay at start.
+pub(super) const JOURNAL_BYTES: u64 = 8 << 20;
+/// Longest time between checkpoints while writes come. A checkpoint writes
+/// every database page changed since the last one, so at a slow pace a long
+/// interval saves most; at a fast one the full journal comes first. Neither
+/// memory (redb's write buffer is bounded by `storage.cache_size`) nor the
+/// replay at start (bounded by the journal's size) grows with it.
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+
+/// The store's settings.
+#[derive(Clone)]
+pub(super) struct Options {
+    pub(super) cache_size: u64,
+    pub(super) max_size: u64,
+    pub(super) journal_bytes: u64,
+    pub(super) checkpoint_every: Duration,
+    /// Every table, by name (to journal a change) and by id (to replay it).
+    pub(super) tables: Arc<Tables>,
+}
+
+/// What the database and the journal are written to: files in
+/// `storage.dir`, or for the power-cut test, layers that keep only what was
+/// synced.
+#[derive(Clone)]
+pub(super) enum Media {
+    Files {
+        db: PathBuf,
+        journal: PathBuf,
+    },
+    /// Makes the (database, journal) backends, at each open.
+    #[cfg(test)]
+    Given(Arc<MakeBackends>),
+}
+
+#[cfg(test)]
+pub(super) type MakeBackends = dyn Fn() -> (Box<dyn redb::StorageBackend>, Box<dyn redb::StorageBackend>) + Send + Sync;
+
+impl Media {
+    pub(super) fn db_path(&self) -> PathBuf {
+        match self {
+            Media::Files { db, .. } => db.clone(),
+            #[cfg(test)]
+            Media::Given(_) => PathBuf::from("/nonexistent/herald.redb"),
+        }
+    }
+
+    fn open(&self, cache_size: u64) -> Result<(Database, Box<dyn redb::StorageBackend>), OpenError> {
+        let mut builder = Database::builder();
+        builder
+            .set_cache_size(cache_size as usize)
+            .set_repair_callback(|session| {
+                tracing::warn!(
+                    progress = session.progress(),
+                    "repairing the database (after an unclean stop or a storage error)"
+                );
+            });
+        let path = self.db_path();
+        let fail = |e: redb::DatabaseError| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
+            other => OpenError::Db(path.clone(), other.to_string()),
+        };
+        match self {
+            Media::Files { db, journal } => {
+                let db = builder.create(db).map_err(fail)?;
+                let journal =
+                    journal::JournalFile::open(journal).map_err(|e| OpenError::Db(journal.clone(), e.to_string()))?;
+                Ok((db, Box::new(journal)))
+            }
+            #[cfg(test)]
+            Media::Given(make) => {
+                let (db, journal) = make();
+                Ok((builder.create_with_backend(Boxed(db)).map_err(fail)?, journal))
+            }
+        }
+    }
+}
+
+/// A boxed backend, as redb takes one by value.
+#[cfg(test)]
+#[derive(Debug)]
+pub(super) struct Boxed(Box<dyn redb::StorageBackend>);
+
+#[cfg(test)]
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
+/// Opens the database and the journal, applies what the journal holds past
+/// the last checkpoint, and makes that durable under a new generation:
+/// after a crash or a power cut, the store starts from exactly the last
+/// commit the journal kept.
+pub(super) fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::Journal), OpenError> {
+    let path = media.db_path();
+    let fail = |e: StoreError| OpenError::Db(path.clone(), e.to_string());
+    let (db, medium) = media.open(opts.cache_size)?;
+    init_schema(&db, &path, &opts.tables)?;
+    let free = match media {
+        Media::Files { db, .. } => db.parent().map_or(u64::MAX, free_space),
+        #[cfg(test)]
+        Media::Given(_) => u64::MAX,
+    };
+    let mut journal =
+        journal::Journal::open(medium, opts.journal_bytes, free).map_err(|e| fail(StoreError::from(e)))?;
+    let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    let generation = txn
+        .open_table(META)
+        .and_then(|t| Ok(t.get(JOURNAL_GENERATION)?.map(|v| v.value())))
+        .map_err(|e| fail(e.into()))?;
+    let records = match generation {
+        Some(g) => journal.records(g).map_err(|e| fail(StoreError::from(e)))?,
+        None => Vec::new(),
+    };
+    for record in &records {
+        for change in redo::changes(record) {
+            opts.tables.replay(&txn, &change.map_err(fail)?).map_err(fail)?;
+        }
+    }
+    if !records.is_empty() {
+        tracing::info!(
+            commits = records.len(),
+            "applied the journal's commits made after the last checkpoint"
+        );
+    }
+    crash::point("replay", || {});
+    let next = new_generation();
+    let stored: Result<(), redb::Error> = (|| {
+        txn.open_table(META)?.insert(JOURNAL_GENERATION, next)?;
+        Ok(())
+    })();
+    stored.map_err(|e| fail(e.into()))?;
+    txn.commit().map_err(|e| fail(e.into()))?;
+    journal.restart(next);
+    Ok((db, journal))
+}
+
+/// The `META` key of the journal generation the last checkpoint started.
+pub(super) const JOURNAL_GENERATION: &str = "journal.generation";
+
+/// A generation nobody can predict, so that no stored bytes (an event's
+/// data among them) can pass for a record of the current one.
+pub(super) fn new_generation() -> u64 {
+    let mut b = [0u8; 8];
+    rand::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+pub(crate) fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The space free for herald on the disk that holds `dir`.
+pub(super) fn free_space(dir: &Path) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        // Unknown: do not refuse work on a guess.
+        Err(_) => u64::MAX,
+    }
+}
