@@ -3,22 +3,14 @@
 //! or two instead of a durable redb commit, which rewrites every B-tree page
 //! on the paths it touched (tens of KiB on flash for one small event).
 //!
-//! How it stays correct:
-//! - redb commits without an fsync; every few seconds, or when the journal
-//!   is full, one commit is made durable: the checkpoint. It stores a new
-//!   random *generation* in the database, and the journal starts again at
-//!   its beginning under that generation.
-//! - A record is `len u32 | crc32 u32 | payload`; the checksum covers the
-//!   generation too. At open, the records of the stored generation are read
-//!   from the start until the first one that does not check: what an older
-//!   generation left behind, a record torn by a power cut, or the zeros of
-//!   preallocation. Records are only ever added at the end, so what is read
-//!   is always a prefix of the commits made, never one with a hole.
-//! - After a sync, the next record starts on a fresh page: a synced page is
-//!   never written again in its generation, so a write torn by a power cut
-//!   cannot damage a record that was acknowledged.
-//! - The file is written in place and never grows, so `fdatasync` has no
-//!   metadata to write (a growing file costs the file system's journal too).
+//! What is written when, what is synced before an answer and what replay
+//! assumes are the store's invariants, stated once in `store/mod.rs`. This
+//! file keeps its part of them: records of the stored generation are read
+//! from the start until the first that does not check (an older
+//! generation's, one torn by a power cut, or preallocated zeros), so what
+//! is read is always a prefix of the commits made; after a sync the next
+//! record starts on a fresh page; and the file is written in place and
+//! never grows, so `fdatasync` has no metadata to write.
 
 use std::fs::File;
 use std::io;

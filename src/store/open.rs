@@ -1,5 +1,6 @@
 //! Opening the store: the data dir, the database and the journal, the
-//! schema version, and the replay of the journal past the last checkpoint.
+//! schema version, and the replay of the journal past the last checkpoint
+//! (invariant 5 of `store/mod.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! Features write through [`Table`], which records each change before it
 //! makes it; reads pass straight to redb. The log is physical (table, key,
 //! value), so replaying it needs no feature code and gives exactly the state
-//! the batch committed, whatever the closures computed.
+//! the batch committed, whatever the closures computed. Invariants 1, 5 and
+//! 6 of the store (`store/mod.rs`) are this file's.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;

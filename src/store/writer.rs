@@ -1,6 +1,7 @@
 //! The writer thread: the one place that opens write transactions. It
 //! batches concurrent writes into one commit (group commit), journals it
-//! before redb commits it without an fsync, checkpoints, keeps the file
+//! before redb commits it without an fsync, checkpoints (invariants 2 to 4
+//! and 7 of `store/mod.rs`), keeps the file
 //! within `storage.max_size` and the disk's free space, and recovers by
 //! itself from I/O errors (reopening the database and replaying the journal).
 //!
