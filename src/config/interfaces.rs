@@ -8,9 +8,9 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::lines::line_of_nth;
-use super::raw::{Dur, Size};
+use super::values::{Dur, Size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,21 +7,22 @@
 //! Every error names the line and the dotted key, because the person reading it
 //! is on a console at a customer site with the file open in an editor.
 
+mod error;
 mod interfaces;
 mod lines;
 mod raw;
+mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use self::error::ConfigError;
 pub use self::interfaces::{Interface, InterfaceKind, Schedule, valid_secret};
 use self::lines::{key_at, line_of, line_of_nth};
-pub use self::raw::parse_duration;
 use self::raw::{RawConfig, RawSmtp, default_mail_retention, default_retry_schedule};
+pub use self::values::{Role, Security, parse_duration};
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG). The unit file
 /// lists it in `RestartPreventExitStatus=` so systemd does not restart-loop.
@@ -29,26 +30,6 @@ pub const EX_CONFIG: i32 = 78;
 
 /// Where `herald serve` looks when neither `--config` nor `$HERALD_CONFIG` is given.
 pub const SYSTEM_PATH: &str = "/etc/herald/herald.toml";
-
-/// What an account may do (API.md's roles). Declared here because the
-/// config file assigns it; `auth` enforces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Integration,
-    Technician,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Integration => "integration",
-            Role::Technician => "technician",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,14 +94,6 @@ pub struct AccountConfig {
     pub role: Role,
     /// Lower-case hex of SHA-256 of the token; the token itself is never stored.
     pub token_sha256: [u8; 32],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    None,
-    Starttls,
-    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -192,29 +165,6 @@ impl fmt::Debug for Secret {
         f.write_str("Secret(***)")
     }
 }
-
-/// A configuration error: the line (when known), the dotted key and what to do.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "config line {line}: ")?,
-            None => write!(f, "config: ")?,
-        }
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// The built-in defaults, as `herald serve` uses them without a file.

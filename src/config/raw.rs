@@ -2,15 +2,14 @@
 //! a typo never passes silently, and value types that check their own
 //! syntax where they are read, so the error points at the value.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Role, Security};
+use super::interfaces::{RawInterface, RawSchedule};
+use super::values::{Dur, Role, Security, Size};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -23,8 +22,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     pub(super) webhooks: RawWebhooks,
     pub(super) notifications: RawNotifications,
-    pub(super) interfaces: Vec<super::interfaces::RawInterface>,
-    pub(super) schedules: Vec<super::interfaces::RawSchedule>,
+    pub(super) interfaces: Vec<RawInterface>,
+    pub(super) schedules: Vec<RawSchedule>,
 }
 
 #[derive(Deserialize)]
@@ -215,61 +214,6 @@ impl<'de> Deserialize<'de> for Listen {
         s.parse()
             .map(Listen)
             .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8470")))
-    }
-}
-
-/// A size such as `"1MiB"` or `"512KiB"` (a bare integer counts bytes).
-#[derive(Clone, Copy)]
-pub(super) struct Size(pub(super) u64);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", bytesize::ByteSize(self.0).display().iec_short())
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Int(u64),
-            Text(String),
-        }
-        match Either::deserialize(d)? {
-            Either::Int(n) => Ok(Size(n)),
-            Either::Text(s) => bytesize::ByteSize::from_str(&s)
-                .map(|b| Size(b.0))
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a size like \"16MiB\" or \"512KiB\""))),
-        }
-    }
-}
-
-/// A duration such as `"60s"`, `"5m"`, `"2h"`, `"5d"`; zero is refused.
-#[derive(Clone, Copy)]
-pub(super) struct Dur(pub(super) Duration);
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses a duration as config and requests write them (`"60s"`, `"5d"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("{s:?} is zero; give a positive duration like \"60s\"")),
-        Err(_) => Err(format!(
-            "{s:?} is not a duration like \"60s\", \"5m\", \"2h\" or \"5d\""
-        )),
     }
 }
 
