@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderName};
 use hyper::http::request::Parts;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::auth::Account;
 
 pub struct Call {

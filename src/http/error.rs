@@ -7,7 +7,7 @@ use hyper::header::{self, HeaderValue};
 use serde::Serialize;
 use serde_json::json;
 
-use super::Resp;
+use super::resp::{Resp, json};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +117,7 @@ impl ApiError {
     /// The answer: the status and the JSON body; a 401 also carries the
     /// Basic challenge, so a browser asks for the account and token.
     pub fn response(&self) -> Resp {
-        let mut r = super::json(self.status, &json!({ "error": self }));
+        let mut r = json(self.status, &json!({ "error": self }));
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = HeaderValue::from_static("Basic realm=\"herald\", charset=\"UTF-8\"");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);

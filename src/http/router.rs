@@ -16,7 +16,9 @@ use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, header};
 
-use super::{ApiError, Call, Query, Resp};
+use super::call::{Call, Query};
+use super::error::ApiError;
+use super::resp::Resp;
 use crate::app::App;
 use crate::auth::{ALL, Access, AuthError};
 
