@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 
-use super::{human, local};
+use super::parts::{human, local};
 use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogFilter, Status};

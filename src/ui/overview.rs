@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use jiff::Timestamp;
 
-use super::{button, human, local, short};
+use super::parts::{button, human, local, short};
 use crate::actions::rules::{State as ActionState, TodoReason};
 use crate::actions::{self, Action};
 use crate::app::App;
