@@ -18,7 +18,6 @@ mod parts;
 
 use std::sync::Arc;
 
-use hmac::KeyInit;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use subtle::ConstantTimeEq;
