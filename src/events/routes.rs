@@ -6,7 +6,8 @@ use hyper::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Filter, MAX_DEPTH, Publisher, depth, parse, valid_name};
+use super::parse::{MAX_DEPTH, depth, parse, valid_name};
+use super::stored::{self, Filter, Publisher, StoredEvent};
 use crate::app::App;
 use crate::auth::Role;
 use crate::auth::{ALL, Access, PUBLISHERS};
@@ -99,7 +100,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         names: None,
         account,
     };
-    let (rows, next) = app.store.read(|r| super::list(r, &filter))?;
+    let (rows, next) = app.store.read(|r| stored::list(r, &filter))?;
     Ok(http::with_type(
         StatusCode::OK,
         page_json(&rows, next).into(),
@@ -108,14 +109,14 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 }
 
 /// `{"events": [...], "next"}`, each event's `data` exactly as accepted.
-pub fn page_json(rows: &[(u64, super::StoredEvent)], next: Option<u64>) -> Vec<u8> {
+pub fn page_json(rows: &[(u64, StoredEvent)], next: Option<u64>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + rows.iter().map(|(_, e)| e.data.len() + 128).sum::<usize>());
     out.extend_from_slice(b"{\"events\":[");
     for (i, (seq, e)) in rows.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        super::write_json(&mut out, *seq, e);
+        stored::write_json(&mut out, *seq, e);
     }
     out.extend_from_slice(b"],\"next\":");
     serde_json::to_writer(&mut out, &next).expect("a number serializes");

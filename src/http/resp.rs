@@ -27,4 +27,3 @@ pub fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) ->
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
-

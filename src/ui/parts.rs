@@ -90,4 +90,3 @@ pub(super) fn button(who: &Account, action: &str, label: &str, back: &str, extra
         escape(label)
     )
 }
-
