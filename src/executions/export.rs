@@ -11,9 +11,9 @@
 use jiff::tz::TimeZone;
 use redb::ReadTransaction;
 
-use super::LOGS;
+use super::log::LOGS;
+use super::log::{Execution, Level, LogLine};
 use super::xlsx::{Cell, Sheet, Style};
-use super::{Execution, Level, LogLine};
 use crate::clock;
 use crate::store::{self, StoreError};
 

@@ -8,7 +8,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Category, Level, LogLine, Status, export};
+use super::export;
+use super::log::{Category, Level, LogLine, Status};
 use crate::app::App;
 use crate::auth::{Access, READERS};
 use crate::clock;
@@ -40,11 +41,11 @@ async fn get(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     Ok(http::json(StatusCode::OK, &execution_json(&exe, app.clock.now())))
 }
 
-fn execution_json(e: &super::Execution, now: jiff::Timestamp) -> Value {
+fn execution_json(e: &super::log::Execution, now: jiff::Timestamp) -> Value {
     let mut v = json!({
         "id": e.id,
         "interface": e.interface,
-        "kind": match e.kind { super::Kind::Daily => "daily", super::Kind::Scheduled => "scheduled" },
+        "kind": match e.kind { super::log::Kind::Daily => "daily", super::log::Kind::Scheduled => "scheduled" },
         "status": e.status.as_str(),
         "started_at": clock::rfc3339(e.started_at),
         "errors": e.errors,
@@ -64,11 +65,11 @@ fn execution_json(e: &super::Execution, now: jiff::Timestamp) -> Value {
 }
 
 async fn interfaces(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
-    let mut rows = app.store.read(super::interfaces)?;
+    let mut rows = app.store.read(super::log::interfaces)?;
     // Configured interfaces that have not run yet are listed too.
     for i in &app.settings().interfaces {
         if !rows.iter().any(|(r, _)| r.name == i.name) {
-            let iface = super::Interface {
+            let iface = super::log::Interface {
                 name: i.name.clone(),
                 kind: i.kind.as_str().to_string(),
                 last_execution: None,
@@ -98,21 +99,21 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         ),
         None => None,
     };
-    let filter = super::Filter {
+    let filter = super::log::Filter {
         interface: q.get("interface"),
         status,
         after: q.get("after"),
         limit: q.limit()?,
     };
-    let (rows, next) = app.store.read(|r| super::list(r, &filter))?;
+    let (rows, next) = app.store.read(|r| super::log::list(r, &filter))?;
     let now = app.clock.now();
     let out: Vec<Value> = rows.iter().map(|e| execution_json(e, now)).collect();
     Ok(http::json(StatusCode::OK, &json!({ "executions": out, "next": next })))
 }
 
-fn find(app: &Arc<App>, id: &str) -> Result<super::Execution, ApiError> {
+fn find(app: &Arc<App>, id: &str) -> Result<super::log::Execution, ApiError> {
     app.store
-        .read(|r| super::get(r, id))?
+        .read(|r| super::log::get(r, id))?
         .ok_or_else(|| ApiError::not_found(format!("no execution {id:?}; list them with GET /v1/executions")))
 }
 
@@ -136,13 +137,13 @@ async fn logs(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         None => None,
     };
     let after = q.u64("after")?.map(|a| a.min(u64::from(u32::MAX)) as u32);
-    let filter = super::LogFilter {
+    let filter = super::log::LogFilter {
         level,
         category,
         after,
         limit: q.limit()?,
     };
-    let (lines, next) = app.store.read(|r| super::logs(r, &exe, &filter))?;
+    let (lines, next) = app.store.read(|r| super::log::logs(r, &exe, &filter))?;
     let out: Vec<Value> = lines.iter().map(log_json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "logs": out, "next": next })))
 }
