@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode, header};
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use super::{Entry, Kind, gather};
+use super::outbox::{Entry, Kind, gather};
 use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};

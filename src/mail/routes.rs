@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Filter, State};
+use super::outbox::{Filter, State};
 use crate::app::App;
 use crate::auth::{ADMIN, Access};
 use crate::clock;
@@ -34,7 +34,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         after: q.get("after"),
         limit: q.limit()?,
     };
-    let (rows, next) = app.store.read(|r| super::list(r, &filter))?;
+    let (rows, next) = app.store.read(|r| super::outbox::list(r, &filter))?;
     let gateway = app.settings().general.name.clone();
     let out: Vec<Value> = rows
         .iter()

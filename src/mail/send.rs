@@ -6,16 +6,31 @@ use lettre::AsyncTransport;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use redb::ReadableTable;
 
-use super::SendMail;
+use super::outbox::SendMail;
+use super::outbox::{INTERFACE, Mail, State, job_name, open_key};
+use super::outbox::{MAIL_OPEN, MAILS};
 use super::rules::{AfterFailure, after_failure};
-use super::{INTERFACE, Mail, State, job_name, open_key};
-use super::{MAIL_OPEN, MAILS};
 use crate::app::App;
 use crate::clock;
 use crate::config::{MailPolicy, Security, Smtp};
 use crate::executions::{self, Category, Level, LogLine};
 use crate::jobs;
+use crate::jobs::{JobKey, JobKind};
 use crate::store::{self, StoreError, Txn};
+
+// The id and name are stored and pinned (src/golden.rs): never change them.
+impl JobKind for SendMail {
+    const ID: u32 = 2;
+    const NAME: &'static str = "send_mail";
+
+    fn target(&self) -> String {
+        "smtp".to_string()
+    }
+
+    async fn run(self, app: &App, _key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run(app, self.id).await
+    }
+}
 
 /// Why an attempt failed, and the log category that tells whom to call.
 #[derive(Debug)]
