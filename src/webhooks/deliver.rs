@@ -10,21 +10,36 @@ use http_body_util::Full;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::BufferEnd;
+use super::record::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
+use super::record::{BufferEnd, Deliver};
+use super::record::{WH_ATTEMPTS, WH_QUEUE};
 use super::rules::{Next, after_failure};
-use super::{Attempt, DEACTIVATED_EVENT, State, Webhook, buffer_job_name, get, job_name, load, log, save};
-use super::{WH_ATTEMPTS, WH_QUEUE};
 use crate::app::App;
 use crate::clock;
 use crate::config::Webhooks as Settings;
 use crate::events::{self, NewEvent, Publisher, StoredEvent};
 use crate::executions::{self, Category, Level};
 use crate::jobs;
+use crate::jobs::{JobKey, JobKind};
 use crate::mail;
 use crate::outbound::client::Outcome;
 use crate::outbound::{Failure, Signer, judge};
 use crate::redact;
 use crate::store::{self, Grows, StoreError, Txn};
+
+// The id and name are stored and pinned (src/golden.rs): never change them.
+impl JobKind for Deliver {
+    const ID: u32 = 3;
+    const NAME: &'static str = "deliver";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, _key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run(app, self.webhook).await
+    }
+}
 
 /// Attempts kept per webhook for `GET /v1/webhooks/{id}/attempts`.
 const ATTEMPTS_KEPT: u64 = 1000;

@@ -7,7 +7,7 @@ use hyper::header;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
+use super::record::{ActivateError, Attempt, MAX_APP, MAX_URL, NewWebhook, State, Webhook, token_valid};
 use crate::app::App;
 use crate::auth::{ADMIN, ALL, Access, AuthError, READERS};
 use crate::auth::{Account, Role};
@@ -67,7 +67,7 @@ async fn delete(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let id = find(app, call.param(), call.account.as_ref())?.id;
     let (now, tz) = (app.clock.now(), app.settings().general.timezone.clone());
     app.store
-        .write(Grows::No, move |txn| super::delete(txn, &id, now, &tz))
+        .write(Grows::No, move |txn| super::record::delete(txn, &id, now, &tz))
         .await?;
     Ok(http::no_content())
 }
@@ -76,7 +76,7 @@ async fn attempts(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let id = find(app, call.param(), call.account.as_ref())?.id;
     let after = call.query.u64("after")?;
     let limit = call.query.limit()?;
-    let (rows, next) = app.store.read(|r| super::attempts(r, &id, after, limit))?;
+    let (rows, next) = app.store.read(|r| super::record::attempts(r, &id, after, limit))?;
     let out: Vec<Value> = rows.iter().map(attempt_json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "attempts": out, "next": next })))
 }
@@ -155,7 +155,7 @@ fn visible(wh: &Webhook, who: &Account) -> bool {
 /// The webhook, if it exists and `who` may see it (integrations: their own).
 fn find(app: &Arc<App>, id: &str, who: Option<&Account>) -> Result<Webhook, ApiError> {
     let not_found = || ApiError::not_found(format!("no webhook {id:?}; list them with GET /v1/webhooks"));
-    let wh = app.store.read(|r| super::get(r, id))?.ok_or_else(not_found)?;
+    let wh = app.store.read(|r| super::record::get(r, id))?.ok_or_else(not_found)?;
     match who {
         Some(a) if !visible(&wh, a) => Err(not_found()),
         _ => Ok(wh),
@@ -225,7 +225,7 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let now = app.clock.now();
     let wh = app
         .store
-        .write(Grows::Yes, move |txn| super::create(txn, now, new))
+        .write(Grows::Yes, move |txn| super::record::create(txn, now, new))
         .await?;
     let mut v = webhook_json(&wh);
     v["secret"] = json!(wh.secret);
@@ -245,7 +245,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             ));
         }
     };
-    let all = app.store.read(super::list)?;
+    let all = app.store.read(super::record::list)?;
     let out: Vec<Value> = all
         .iter()
         .filter(|w| visible(w, who))
@@ -288,7 +288,7 @@ async fn activate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let result = app
         .store
         .write(Grows::No, move |txn| {
-            super::activate(txn, &id2, replay, t2.as_deref(), now, &tz)
+            super::record::activate(txn, &id2, replay, t2.as_deref(), now, &tz)
         })
         .await?;
     match (result, token.is_some()) {
@@ -336,7 +336,7 @@ const BAD_LINK: &str =
 /// open links); its buttons POST the choice with the token.
 async fn activate_page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (id, token) = (call.param(), call.query.get("token").unwrap_or(""));
-    let wh = app.store.read(|r| super::get(r, id))?;
+    let wh = app.store.read(|r| super::record::get(r, id))?;
     let Some(wh) = wh.filter(|w| token_valid(w, token, app.clock.now())) else {
         let e = bad_link(app, call);
         return Ok(page(
