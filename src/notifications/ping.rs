@@ -7,22 +7,35 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, USER_AGENT};
 
+use super::plans::{INTERFACE_KIND, Ping, apply, job_name, load};
+use super::records;
 use super::rules::Input;
-use super::{apply, job_name, load, records};
 use crate::app::App;
 use crate::clock;
 use crate::executions::{self, Category, Level, LogLine};
+use crate::jobs::JobKind;
 use crate::jobs::{self, JobKey, Ran};
 use crate::outbound::client::Outcome;
 use crate::redact;
 use crate::store::{Grows, StoreError};
 
-/// The kind of the interface each system's pings are logged under.
-pub const INTERFACE_KIND: &str = "notification";
+// The id and name are stored and pinned (src/golden.rs): never change them.
+impl JobKind for Ping {
+    const ID: u32 = 5;
+    const NAME: &'static str = "notification_ping";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run(app, key, self.system, self.event).await
+    }
+}
 
 pub async fn run(app: &App, _key: JobKey, system: String, event: String) -> Result<Ran, StoreError> {
     let name = job_name(&system, &event);
-    let n = app.store.read(|r| super::get(r, &system, &event))?;
+    let n = app.store.read(|r| super::plans::get(r, &system, &event))?;
     let Some(n) = n.filter(|n| n.ping.next_send_at.is_some() && !n.ping.inactive) else {
         app.store
             .write(Grows::No, move |txn| jobs::cancel_named(txn, &name))

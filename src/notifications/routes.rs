@@ -7,8 +7,8 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::plans::{Notification, Put};
 use super::records::{self, Record};
-use super::{Notification, Put};
 use crate::app::App;
 use crate::auth::{ADMIN, ALL, Access, Account, READERS, Role};
 use crate::clock;
@@ -129,7 +129,7 @@ async fn put(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let done = app
         .store
         .write(Grows::Yes, move |txn| {
-            super::put(txn, now, &settings, &system, &event, &url, inactive)
+            super::plans::put(txn, now, &settings, &system, &event, &url, inactive)
         })
         .await?;
     Ok(match done {
@@ -159,7 +159,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         e.message = "the CSV export holds the URLs unmasked and is for admins; use the JSON list".into();
         return Err(e);
     }
-    let all = app.store.read(|r| super::list(r, system))?;
+    let all = app.store.read(|r| super::plans::list(r, system))?;
     let mine: Vec<&Notification> = all.iter().filter(|n| may_see(who, &n.system)).collect();
     if csv {
         let rows: Vec<Record> = mine
@@ -184,7 +184,9 @@ async fn reactivate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (s, e) = (system.clone(), event.clone());
     let n = app
         .store
-        .write(Grows::No, move |txn| super::reactivate(txn, now, &settings, &s, &e))
+        .write(Grows::No, move |txn| {
+            super::plans::reactivate(txn, now, &settings, &s, &e)
+        })
         .await?;
     match n {
         Some(n) => Ok(http::json(StatusCode::OK, &notification_json(&n))),
@@ -229,11 +231,11 @@ async fn import(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         .write(Grows::By(body.len() as u64), move |txn| {
             let (mut imported, mut deleted) = (0u64, 0u64);
             for (_, r) in records {
-                let before = super::load(txn, &r.system, &r.event)?;
+                let before = super::plans::load(txn, &r.system, &r.event)?;
                 let changed = before
                     .as_ref()
                     .is_none_or(|b| b.url != r.url || b.ping.inactive != (r.inactive == 1));
-                match super::put(txn, now, &settings, &r.system, &r.event, &r.url, r.inactive)? {
+                match super::plans::put(txn, now, &settings, &r.system, &r.event, &r.url, r.inactive)? {
                     Put::Deleted => deleted += 1,
                     Put::Absent => {}
                     Put::Created(_) | Put::Updated(_) if changed => imported += 1,
@@ -262,7 +264,7 @@ async fn changes(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         return Err(e);
     }
     let (after, limit) = (q.u64("after")?, q.limit()?);
-    let found = app.store.read(|r| super::changes(r, &system, after, limit))?;
+    let found = app.store.read(|r| super::plans::changes(r, &system, after, limit))?;
     let Some((rows, next)) = found else {
         return Err(ApiError::not_found(format!(
             "no notification for system {system:?}; create one with PUT /v1/notifications/{system}/EVENT"
@@ -272,9 +274,9 @@ async fn changes(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let (now, settings) = (app.clock.now(), app.settings());
     app.store
         .write(Grows::No, move |txn| {
-            super::queried(txn, now, &settings, &system, last)?;
+            super::plans::queried(txn, now, &settings, &system, last)?;
             let tz = &settings.general.timezone;
-            executions::count_success(txn, now, tz, &system, super::ping::INTERFACE_KIND, 1)
+            executions::count_success(txn, now, tz, &system, super::plans::INTERFACE_KIND, 1)
         })
         .await?;
     Ok(http::with_type(
