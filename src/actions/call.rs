@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-use super::Action;
+use super::record::Action;
 use super::rules::Called;
 use crate::executions::Category;
 use crate::outbound::judge;

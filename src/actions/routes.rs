@@ -9,10 +9,11 @@ use hyper::{Method, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::CallJob;
+use super::record::Action;
 use super::rules::{Callback, Effect, Input, State, may_retry};
 use super::run::{self, Calls, Ctx};
-use super::{Action, Created, NewAction};
+use super::stored::CallJob;
+use super::stored::{Created, NewAction};
 use crate::app::App;
 use crate::auth::{ALL, Access, AuthError, PUBLISHERS, READERS, Role};
 use crate::events;
@@ -86,7 +87,10 @@ fn not_found(id: &str) -> ApiError {
 /// actions it created).
 fn find(app: &App, call: &Call) -> Result<Action, ApiError> {
     let id = call.param();
-    let action = app.store.read(|r| super::get(r, id))?.ok_or_else(|| not_found(id))?;
+    let action = app
+        .store
+        .read(|r| super::stored::get(r, id))?
+        .ok_or_else(|| not_found(id))?;
     match &call.account {
         Some(who) if who.role == Role::Integration && who.name != action.created_by => Err(not_found(id)),
         _ => Ok(action),
@@ -113,7 +117,7 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let own = (who.role == Role::Integration).then_some(who.name.as_str());
     let (actions, next) = app
         .store
-        .read(|r| super::list(r, state, q.get("interface"), own, q.get("after"), limit))?;
+        .read(|r| super::stored::list(r, state, q.get("interface"), own, q.get("after"), limit))?;
     let out: Vec<Value> = actions.iter().map(Action::json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "actions": out, "next": next })))
 }
@@ -197,7 +201,7 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let now = app.clock.now();
     let created = app
         .store
-        .write(Grows::Yes, move |txn| super::create(txn, new, now))
+        .write(Grows::Yes, move |txn| super::stored::create(txn, new, now))
         .await?;
     Ok(match created {
         Created::New(a, _) => http::json(StatusCode::CREATED, &a.json()),
@@ -227,9 +231,12 @@ pub async fn retry_now(app: &App, id: &str) -> Result<Action, ApiError> {
         )));
     };
     // Read again under the slot: the retry job may have just called.
-    let (action, job) = app
-        .store
-        .read(|r| Ok((super::get(r, id)?, jobs::get_named::<CallJob>(r, &run::call_job(id))?)))?;
+    let (action, job) = app.store.read(|r| {
+        Ok((
+            super::stored::get(r, id)?,
+            jobs::get_named::<CallJob>(r, &super::stored::call_job(id))?,
+        ))
+    })?;
     let action = action.ok_or_else(|| not_found(id))?;
     if !may_retry(&action.progress) {
         return Err(not_retrying(&action));
@@ -246,7 +253,10 @@ pub async fn retry_now(app: &App, id: &str) -> Result<Action, ApiError> {
 async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let id = call.param().to_string();
     let token = call.header(TOKEN_HEADER).map(str::to_string);
-    let action = app.store.read(|r| super::get(r, &id))?.ok_or_else(|| not_found(&id))?;
+    let action = app
+        .store
+        .read(|r| super::stored::get(r, &id))?
+        .ok_or_else(|| not_found(&id))?;
     let wrong_token = || ApiError {
         message: format!("missing or wrong callback token; send the one herald gave in the call, in {TOKEN_HEADER}"),
         ..ApiError::unauthorized()

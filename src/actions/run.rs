@@ -14,19 +14,45 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use super::call;
+use super::record::Action;
 use super::rules::{self, Called, Closed, Effect, Input, Settings};
-use super::{Action, call, get, load, save};
-use super::{CallJob, TimeoutJob};
+use super::stored::{ACTIONS, get, load, save};
+use super::stored::{CallJob, TimeoutJob, call_job, timeout_job};
 use crate::app::App;
 use crate::clock;
 use crate::config::{Alerts, Config, Interface, InterfaceKind};
 use crate::executions::{self, Category, Level, LogLine};
-use crate::jobs::{self, JobKey, Ran};
+use crate::jobs::{self, JobKey, JobKind, Ran};
 use crate::mail::{self, Recipient};
 use crate::outbound::Signer;
 use crate::outbound::client::Outcome;
 use crate::redact;
+use crate::store;
 use crate::store::{Grows, StoreError, Txn};
+use redb::ReadableTable;
+
+// The ids and names are stored and pinned (src/golden.rs): never change them.
+impl JobKind for CallJob {
+    const ID: u32 = 6;
+    const NAME: &'static str = "action_call";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run_call(app, key, self.id, self.token).await
+    }
+}
+impl JobKind for TimeoutJob {
+    const ID: u32 = 7;
+    const NAME: &'static str = "action_timeout";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        run_timeout(app, key, self.id).await
+    }
+}
 
 /// The kind of the interfaces whose daily executions hold the actions' lines.
 pub const INTERFACE_KIND: &str = "action";
@@ -35,14 +61,6 @@ const RESPONSE_KEPT: usize = 512;
 /// A due call job waits this long when a manual retry of its action is
 /// being made at that moment (that retry plans the next call anyway).
 const BUSY_WAIT: Duration = Duration::from_secs(1);
-
-pub fn call_job(id: &str) -> String {
-    format!("action:{id}")
-}
-
-pub fn timeout_job(id: &str) -> String {
-    format!("action-timeout:{id}")
-}
 
 /// The actions whose call is being made right now in this process, so that
 /// a manual retry and the retry job never call at the same time.
@@ -462,4 +480,47 @@ fn log(
         detail: detail.filter(|d| !d.is_empty()),
     };
     executions::log_daily(txn, now, &ctx.tz, name, INTERFACE_KIND, line).map(|_| ())
+}
+
+/// Applies a reloaded `attempts` to the actions of each interface named:
+/// open ones go on to the new maximum or close at once, those closed by
+/// their attempts show it. Runs in chunks, so the writer is never held long.
+pub async fn attempts_changed(app: &App, changes: Vec<(String, u32)>) -> Result<(), StoreError> {
+    const CHUNK: usize = 256;
+    let ids: Vec<(String, u32)> = app.store.read(|r| {
+        let mut ids = Vec::new();
+        for row in r.open_table(ACTIONS)?.iter()? {
+            let (k, v) = row?;
+            let a: Action = store::decode("action", v.value())?;
+            let Some((_, max)) = changes.iter().find(|(name, _)| *name == a.interface) else {
+                continue;
+            };
+            let p = &a.progress;
+            let concerned = p.state.open() || p.closed == Some(rules::Closed::AttemptsUsed);
+            if concerned && p.attempts_max != *max {
+                ids.push((k.value().to_string(), *max));
+            }
+        }
+        Ok(ids)
+    })?;
+    let settings = app.settings();
+    for chunk in ids.chunks(CHUNK) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (id, max) in chunk {
+            let Some(a) = app.store.read(|r| get(r, id))? else {
+                continue;
+            };
+            batch.push((id.clone(), *max, Ctx::new(app, &settings, &a)));
+        }
+        let now = app.clock.now();
+        app.store
+            .write(Grows::No, move |txn| {
+                for (id, max, ctx) in &batch {
+                    commit(txn, id, Input::AttemptsChanged(*max), now, ctx, None, None)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(())
 }
