@@ -31,7 +31,7 @@ async fn list(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     let stored = app.store.read(|r| {
         let mut out = Vec::new();
         for s in &settings.schedules {
-            let p = super::get(r, &s.name)?;
+            let p = super::plan::get(r, &s.name)?;
             let last = match p
                 .as_ref()
                 .and_then(|p| p.running.as_ref().map(|(e, _)| e).or(p.last_execution.as_ref()))

@@ -12,29 +12,47 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use jiff::Timestamp;
 
-use super::AnomalyJob;
+use super::plan::{AnomalyJob, RunJob, anomaly_job};
+use super::plan::{Planned, configured, job, job_name, load, save};
 use super::rules::{self, Pulled};
-use super::{Planned, configured, job, job_name, load, save};
 use crate::app::App;
 use crate::clock;
 use crate::config::{Config, Interface, InterfaceKind};
 use crate::events::{self, NewEvent, Publisher};
 use crate::executions::{self, ANOMALY_AFTER_MS, Category, Execution, Level, LogLine};
-use crate::jobs::{self, JobKey, Ran};
+use crate::jobs::{self, JobKey, JobKind, Ran};
 use crate::mail::{self, Recipient};
 use crate::outbound::client::Outcome;
 use crate::outbound::{Signer, judge};
 use crate::redact;
 use crate::store::{Grows, StoreError, Txn};
 
+// The ids and names are stored and pinned (src/golden.rs): never change them.
+impl JobKind for RunJob {
+    const ID: u32 = 8;
+    const NAME: &'static str = "schedule_run";
+
+    fn target(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        planned(app, key, self.schedule).await
+    }
+}
+impl JobKind for AnomalyJob {
+    const ID: u32 = 9;
+    const NAME: &'static str = "run_anomaly";
+
+    async fn run(self, app: &App, key: JobKey) -> Result<jobs::Ran, StoreError> {
+        anomaly(app, key, self.execution).await
+    }
+}
+
 /// Items published per commit.
 const PUBLISH_CHUNK: usize = 1000;
 /// The part of a failed answer shown in its log line.
 const ANSWER_SHOWN: usize = 300;
-
-pub fn anomaly_job(execution: &str) -> String {
-    format!("anomaly:{execution}")
-}
 
 /// The schedules with a run going in this process.
 #[derive(Default)]
