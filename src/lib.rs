@@ -13,19 +13,25 @@
 //! - [`publish`]: the publishing seam between events and its subscribers.
 //! - [`config`]: the TOML file, its defaults and validation.
 //! - [`clock`]: business time, real or driven by tests.
-//! - [`store`]: the redb database, every table, and the group-commit writer.
+//! - [`store`]: the redb database, the journal (its invariants are stated
+//!   at the top of the module), tables with stable ids, the group-commit
+//!   writer.
 //! - [`jobs`]: the durable timer queue and its dispatcher ("everything is a
 //!   durable timer").
 //! - [`auth`]: accounts, tokens, roles and the failed-login limiter.
 //! - [`http`]: the server, the router with authentication and role checks,
-//!   the JSON errors, and the outbound client.
+//!   the JSON errors, the request and the answers' shapes.
+//! - [`outbound`]: calls herald makes: the pooled client, what an answer
+//!   means (with `Retry-After`), signing per Standard Webhooks.
+//! - [`category`]: the categories of error lines.
 //! - [`net`]: the transport under HTTP: TLS set-up and handshakes,
 //!   connecting to an origin, deadlines on slow peers.
 //! - [`html`], [`metrics`], [`redact`]: the page layout, the Prometheus
 //!   registry, and hiding secrets in what people see.
 //!
 //! The features, each a folder that owns its tables, its pure rules
-//! (`rules.rs`), its jobs and its routes (`routes.rs`):
+//! (`rules.rs`), its kinds of job and its routes (`routes.rs`), and exports
+//! one descriptor (`FEATURE`) that says all the daemon needs of it:
 //! - [`events`]: validation, durable publishing to its subscribers, paging.
 //! - [`executions`]: interfaces, executions and their log lines; the
 //!   midnight roll of daily executions.
@@ -45,7 +51,9 @@
 //! buttons), [`console`] (the same on the command line, a client of the API).
 //!
 //! Dependencies point one way: features use the base, never the reverse,
-//! and a feature calls another's functions, never its tables. This root
+//! and a feature calls another's functions, never its tables; no file
+//! imports another that imports it back. Stored ids and bytes are pinned
+//! by the golden tests (`src/golden.rs`). This root
 //! only lists the features' descriptors ([`FEATURES`]). `main.rs` parses
 //! the command line, loads the config, sets up tracing and signals, binds
 //! the socket and calls [`run`].
