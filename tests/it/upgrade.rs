@@ -115,26 +115,19 @@ fn write_fixture() {
     };
     attempts(1);
     // An action accepted (it waits for its callback) and one failing (its retry pending).
-    sink.set(Answer::Status(202));
-    let accepted = d.post(
-        "/v1/actions",
-        Some(INTEGRATION),
-        &json!({"interface": "crm", "payload": {"key": "act-waits"}, "idempotency_key": "act-waits"}).to_string(),
-    );
-    let accepted = ok(accepted, 201)["id"].as_str().unwrap().to_string();
-    d.eventually(Duration::from_secs(10), "the accepted call", || {
-        (d.get(&format!("/v1/actions/{accepted}"), Some(ADMIN)).json()["state"] == "waiting").then_some(())
-    });
-    sink.set(Answer::Status(500));
-    let failing = d.post(
-        "/v1/actions",
-        Some(INTEGRATION),
-        &json!({"interface": "crm", "payload": {"key": "act-retries"}, "idempotency_key": "act-retries"}).to_string(),
-    );
-    let failing = ok(failing, 201)["id"].as_str().unwrap().to_string();
-    d.eventually(Duration::from_secs(10), "the failed call", || {
-        (d.get(&format!("/v1/actions/{failing}"), Some(ADMIN)).json()["state"] == "retrying").then_some(())
-    });
+    let action = |answer: Answer, key: &str, state: &str| {
+        sink.set(answer);
+        let body = json!({"interface": "crm", "payload": {"key": key}, "idempotency_key": key});
+        let id = ok(d.post("/v1/actions", Some(INTEGRATION), &body.to_string()), 201)["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        d.eventually(Duration::from_secs(10), &format!("{key} {state}"), || {
+            (d.get(&format!("/v1/actions/{id}"), Some(ADMIN)).json()["state"] == state).then_some(())
+        });
+    };
+    action(Answer::Status(202), "act-waits", "waiting");
+    action(Answer::Status(500), "act-retries", "retrying");
     d.advance("40s");
     attempts(2);
     d.advance("40s");
