@@ -423,6 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn a_journaled_batch_that_redb_does_not_take_is_applied_by_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let key = std::str::from_utf8(writer::tests::FAIL_MARK).unwrap();
+        let failed = rt.block_on(store.write(Grows::No, move |txn| {
+            txn.open(COUNTS)?.insert(key, 7)?;
+            Ok(())
+        }));
+        assert!(failed.is_err(), "the caller hears of the failed commit");
+        // The journal holds the batch, so the store reopens and replays it:
+        // what readers see now is what a restart would replay, and later
+        // batches are made on top of it, not under it.
+        let seen = |store: &Store| store.read(|r| Ok(r.open_table(COUNTS)?.get(key)?.map(|v| v.value())));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(seen(&store), Ok(Some(7))) {
+            assert!(Instant::now() < deadline, "never applied: {:?}", seen(&store));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let later = rt.block_on(store.write(Grows::No, move |txn| {
+            let mut t = txn.open(COUNTS)?;
+            let found = t.get(key)?.map(|v| v.value());
+            t.insert("later", found.unwrap_or(0) + 1)?;
+            Ok(())
+        }));
+        later.unwrap();
+        let later = store.read(|r| Ok(r.open_table(COUNTS)?.get("later")?.map(|v| v.value())));
+        assert_eq!(later.unwrap(), Some(8), "the later batch saw the journaled one");
+    }
+
+    #[test]
     fn a_failed_write_aborts_its_batch_and_nothing_is_half_written() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();

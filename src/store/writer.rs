@@ -358,10 +358,16 @@ impl Writer {
         } else {
             self.lazy_since.get_or_insert_with(Instant::now);
         }
-        // Were this to fail, the journaled batch is applied again when the
-        // database is reopened: its callers hear of an error for a write
-        // that is kept, which a retry with the same key makes right.
-        inner.commit()?;
+        // The batch is in the journal now: if redb does not take it, for
+        // whatever reason, the database must not go on without it, or a
+        // restart would replay it on top of later batches that never saw
+        // it. The store reopens, which replays it at once (invariant 5 of
+        // `store/mod.rs`); its callers hear of an error for a write that is
+        // kept, which a retry with the same key makes right.
+        if let Err(e) = commit_applied(inner, &log) {
+            self.must_reopen(&e);
+            return Err(e);
+        }
         crash::point("apply", || {});
         Ok(())
     }
@@ -436,6 +442,23 @@ impl Writer {
         } else {
             Health::Recovering
         });
+    }
+
+    /// Marks the database broken whatever the error: the journal holds a
+    /// batch that redb did not take, and only a reopen replays it.
+    fn must_reopen(&mut self, e: &StoreError) {
+        self.broke(e);
+        if self.broken.is_none() {
+            tracing::warn!(error = %e, "a journaled batch was not committed; reopening the database to apply it");
+            let now = Instant::now();
+            self.broken = Some(Broken {
+                disk_full: false,
+                since: now,
+                next_try: now,
+            });
+            self.measured = None;
+            self.set_health(Health::Recovering);
+        }
     }
 
     /// Reopens a broken database once the disk has room; whether it is open.
@@ -573,9 +596,22 @@ fn used_bytes(db: &Database) -> Result<u64, StoreError> {
 }
 
 /// Free bytes on the disk that holds `dir` (for an unprivileged process).
+/// Commits a journaled batch to redb (without an fsync).
+fn commit_applied(txn: redb::WriteTransaction, _log: &[u8]) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if _log.windows(tests::FAIL_MARK.len()).any(|w| w == tests::FAIL_MARK) {
+        let _ = txn.abort();
+        return Err(StoreError::Corrupt("commit", "a failure made by a test".into()));
+    }
+    txn.commit().map_err(StoreError::from)
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A batch that writes this key fails to commit after it was journaled.
+    pub(crate) const FAIL_MARK: &[u8] = b"fail-this-commit";
 
     fn room(len: u64, max_size: u64, disk_free: u64, inside: u64) -> Room {
         Room {
