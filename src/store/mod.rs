@@ -339,6 +339,9 @@ pub(crate) fn open_with_tables(dir: &Path, tables: Tables) -> Result<(Store, Wri
 pub(crate) mod test_tables {
     use redb::TableDefinition;
 
+    /// The id of [`COUNTS`], for tests that write redo logs by hand.
+    pub const COUNTS_ID: u8 = 200;
+
     super::tables! {
         /// name -> a counter.
         COUNTS: TableDefinition<&str, u64> = ("test_counts", 200);
@@ -451,6 +454,49 @@ mod tests {
         later.unwrap();
         let later = store.read(|r| Ok(r.open_table(COUNTS)?.get("later")?.map(|v| v.value())));
         assert_eq!(later.unwrap(), Some(8), "the later batch saw the journaled one");
+    }
+
+    #[test]
+    fn a_record_that_checks_but_does_not_parse_ends_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (store, guard) = open_with_tables(dir.path(), test_tables::all()).unwrap();
+        rt.block_on(store.write(Grows::No, |txn| {
+            txn.open(COUNTS)?.insert("k", 1)?;
+            Ok(())
+        }))
+        .unwrap();
+        drop(store);
+        guard.close(Duration::from_secs(5));
+        // The generation the clean close started, as the database keeps it.
+        let generation = {
+            let db = redb::Database::open(dir.path().join("herald.redb")).unwrap();
+            let r = db.begin_read().unwrap();
+            let meta = r.open_table(META).unwrap();
+            meta.get(open::JOURNAL_GENERATION).unwrap().unwrap().value()
+        };
+        // Under it: one commit, then bytes that pass the checksum but are
+        // no redo log (as stale data of a reused file might), then another.
+        let medium = journal::JournalFile::open(&dir.path().join("herald.journal")).unwrap();
+        let mut j = journal::Journal::open(Box::new(medium), JOURNAL_BYTES, u64::MAX).unwrap();
+        j.restart(generation);
+        let commit = |value: u64| {
+            let mut log = Vec::new();
+            redo::record(&mut log, test_tables::COUNTS_ID, b"k", Some(&value.to_le_bytes()));
+            log
+        };
+        j.append(&commit(2)).unwrap();
+        j.append(b"\x07 not a redo log").unwrap();
+        j.append(&commit(3)).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let (store, _guard) = open_with_tables(dir.path(), test_tables::all()).expect("the store opens");
+        let k = store.read(|r| Ok(r.open_table(COUNTS)?.get("k")?.map(|v| v.value())));
+        assert_eq!(
+            k.unwrap(),
+            Some(2),
+            "the commit before the bad record, and nothing after it"
+        );
     }
 
     #[test]

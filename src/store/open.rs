@@ -201,14 +201,31 @@ pub(super) fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database
         Some(g) => journal.records(g).map_err(|e| fail(StoreError::from(e)))?,
         None => Vec::new(),
     };
+    let mut applied = 0;
     for record in &records {
-        for change in redo::changes(record) {
-            opts.tables.replay(&txn, &change.map_err(fail)?).map_err(fail)?;
+        // A record is applied whole or not at all. One that passed its
+        // checksum but does not parse, or names a table nobody declares,
+        // is not a commit of this database (stale bytes that happened to
+        // check): the commits end before it, as at any record that does
+        // not check.
+        let changes = match redo::changes(record).collect::<Result<Vec<_>, _>>() {
+            Ok(all) if all.iter().all(|c| opts.tables.knows(c.table)) => all,
+            _ => {
+                tracing::warn!(
+                    record = applied + 1,
+                    "a journal record checks but is not a commit of this database; the replay ends before it"
+                );
+                break;
+            }
+        };
+        for change in &changes {
+            opts.tables.replay(&txn, change).map_err(fail)?;
         }
+        applied += 1;
     }
-    if !records.is_empty() {
+    if applied > 0 {
         tracing::info!(
-            commits = records.len(),
+            commits = applied,
             "applied the journal's commits made after the last checkpoint"
         );
     }

@@ -116,7 +116,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
 }
 
 /// One change: kind, table, key length and key, then value length and value.
-fn record(log: &mut Vec<u8>, table: u8, key: &[u8], value: Option<&[u8]>) {
+pub(super) fn record(log: &mut Vec<u8>, table: u8, key: &[u8], value: Option<&[u8]>) {
     log.push(if value.is_some() { INSERT } else { REMOVE });
     log.push(table);
     log.extend_from_slice(&(key.len() as u32).to_le_bytes());

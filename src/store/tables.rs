@@ -115,6 +115,11 @@ impl Tables {
         self.by_name.get(name).map(|s| s.id)
     }
 
+    /// Whether a table has the id `id`.
+    pub(super) fn knows(&self, id: u8) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     /// Makes one change of a replayed redo log in its table.
     pub(super) fn replay(&self, txn: &WriteTransaction, change: &Change<'_>) -> Result<(), StoreError> {
         let spec = self
