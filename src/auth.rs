@@ -242,7 +242,7 @@ pub async fn bootstrap_admin(store: &Store, dir: &Path) -> Result<Account, Store
         }
         None => {
             let token = new_token();
-            write_private(&path, &format!("{token}\n")).map_err(|e| {
+            crate::store::write_durably(&path, format!("{token}\n").as_bytes()).map_err(|e| {
                 StoreError::Corrupt("admin token file", format!("cannot write {}: {e}", path.display()))
             })?;
             let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -262,19 +262,6 @@ pub async fn bootstrap_admin(store: &Store, dir: &Path) -> Result<Account, Store
         role: Role::Admin,
         token_sha256: hash,
     })
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
 }
 
 #[cfg(test)]

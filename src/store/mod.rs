@@ -84,7 +84,7 @@ pub use self::error::{Limit, StoreError, decode, encode};
 pub use self::health::Health;
 use self::health::Slot;
 use self::open::{CHECKPOINT_EVERY, JOURNAL_BYTES, Media, Options, create_private_dir, file_len, open_and_replay};
-pub use self::open::{OpenError, SCHEMA_VERSION, check_dir};
+pub use self::open::{OpenError, SCHEMA_VERSION, check_dir, sync_dir, write_durably};
 pub use self::redo::Table;
 pub(crate) use self::tables::tables;
 pub use self::tables::{META, META_BLOBS, TableSpec, Tables};
@@ -151,7 +151,11 @@ impl Store {
             checkpoint_every: crash::checkpoint_every(CHECKPOINT_EVERY),
             tables: Arc::new(tables),
         };
-        Store::open_on(dir, media, opts, metrics, jobs_changed)
+        let opened = Store::open_on(dir, media, opts, metrics, jobs_changed)?;
+        // The database and the journal may have just been created: their
+        // names must be durable before any write is acknowledged.
+        sync_dir(dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        Ok(opened)
     }
 
     fn open_on(

@@ -252,9 +252,56 @@ pub(super) fn new_generation() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Creates `dir` (and what is missing above it) readable by herald only;
+/// each new directory's name is made durable in its parent, so that a power
+/// cut cannot take the data dir away with the files herald wrote into it.
 pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for d in missing.iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the names in `dir` durable: what was created, renamed or removed
+/// in it survives a power cut (a file's own `fsync` does not cover its name).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `text` to `path` readable by herald only, durably and whole: a
+/// power cut leaves the old file or the new one, never a part or no name.
+pub fn write_durably(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
 }
 
 pub(crate) fn file_len(path: &Path) -> u64 {
@@ -267,5 +314,40 @@ pub(super) fn free_space(dir: &Path) -> u64 {
         Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
         // Unknown: do not refuse work on a guess.
         Err(_) => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_durable_write_replaces_the_file_whole_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        write_durably(&path, b"first\n").unwrap();
+        write_durably(&path, b"second\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "readable by herald only");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["admin.token"], "no temporary file is left");
+    }
+
+    #[test]
+    fn a_new_data_dir_is_made_with_its_parents_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("var/lib/herald");
+        create_private_dir(&data).unwrap();
+        create_private_dir(&data).unwrap();
+        for d in [dir.path().join("var"), dir.path().join("var/lib"), data] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
     }
 }
