@@ -121,7 +121,7 @@ impl Media {
         }
     }
 
-    fn open(&self, cache_size: u64) -> Result<(Database, Box<dyn redb::StorageBackend>), OpenError> {
+    fn open(&self, cache_size: u64, tables: &Tables) -> Result<(Database, Box<dyn redb::StorageBackend>), OpenError> {
         let mut builder = Database::builder();
         builder
             .set_cache_size(cache_size as usize)
@@ -138,6 +138,9 @@ impl Media {
         };
         match self {
             Media::Files { db, journal } => {
+                if !db.exists() {
+                    create_first(db, tables)?;
+                }
                 let db = builder.create(db).map_err(fail)?;
                 let journal =
                     journal::JournalFile::open(journal).map_err(|e| OpenError::Db(journal.clone(), e.to_string()))?;
@@ -183,7 +186,7 @@ impl redb::StorageBackend for Boxed {
 pub(super) fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database, journal::Journal), OpenError> {
     let path = media.db_path();
     let fail = |e: StoreError| OpenError::Db(path.clone(), e.to_string());
-    let (db, medium) = media.open(opts.cache_size)?;
+    let (db, medium) = media.open(opts.cache_size, &opts.tables)?;
     init_schema(&db, &path, &opts.tables)?;
     let free = match media {
         Media::Files { db, .. } => db.parent().map_or(u64::MAX, free_space),
@@ -272,6 +275,40 @@ pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates the database of a first start beside its place, complete with
+/// its schema, and only then moves it there: a first start cut short at any
+/// instant (redb writes its header before its magic number) leaves no
+/// database that is not one, and the next start begins again.
+fn create_first(path: &Path, tables: &Tables) -> Result<(), OpenError> {
+    let fail = |e: String| OpenError::Db(path.to_path_buf(), e);
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = PathBuf::from(fresh);
+    match std::fs::remove_file(&fresh) {
+        Ok(()) => tracing::warn!("the first start was cut short before; starting it again"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(format!("cannot remove {}: {e}", fresh.display()))),
+    }
+    {
+        let db = Database::create(&fresh).map_err(|e| fail(e.to_string()))?;
+        crash::point("first-start", || {
+            // As a kill in the middle of redb's own start would leave it.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fresh)
+                .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &[0; 512], 0));
+        });
+        // Its commit is durable: the file is whole before it gets its name.
+        init_schema(&db, &fresh, tables)?;
+    }
+    std::fs::rename(&fresh, path).map_err(|e| fail(format!("cannot rename {}: {e}", fresh.display())))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| fail(e.to_string()))
 }
 
 /// Makes the names in `dir` durable: what was created, renamed or removed

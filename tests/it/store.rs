@@ -199,3 +199,23 @@ fn a_crash_during_a_checkpoint_loses_nothing() {
     crash_at("checkpoint", some(6), false);
     crash_at("checkpoint-done", some(6), true);
 }
+
+/// A first start killed while redb writes its new file (its header before
+/// its magic number) must not leave a file that no later start can open.
+#[test]
+fn a_first_start_cut_short_can_be_started_again() {
+    let mut d = Daemon::prepare_with_clock(&accounts(), None);
+    d.set_env("HERALD_TEST_CRASH_AT", Some("first-start:1"));
+    assert!(!d.try_spawn(), "the test hook kills the first start");
+    let data = d.data_dir();
+    assert!(
+        !data.join("herald.redb").exists(),
+        "no database was left under its name"
+    );
+    d.set_env("HERALD_TEST_CRASH_AT", None);
+    d.spawn();
+    let r = d.post("/v1/events", Some(INTEGRATION), r#"{"event":"first","data":1}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(!data.join("herald.redb.new").exists(), "the half-made file is gone");
+    assert!(d.log_text().contains("the first start was cut short before"));
+}
