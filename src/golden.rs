@@ -23,6 +23,13 @@ fn hex<T: Serialize>(v: &T) -> String {
 }
 
 #[test]
+fn the_schema_is_the_one_the_fixtures_expect() {
+    // Raising it: say what changed in `store::SCHEMA_VERSION`'s list, and
+    // keep a fixture of the release that wrote the old one (tests/it/upgrade.rs).
+    assert_eq!(crate::store::SCHEMA_VERSION, 2, "{WHAT_TO_DO}");
+}
+
+#[test]
 fn every_table_keeps_its_id() {
     let tables = Features::new(FEATURES).unwrap().tables().unwrap();
     let expected = [

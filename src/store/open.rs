@@ -12,9 +12,14 @@ use super::error::StoreError;
 use super::tables::{META, Tables};
 use super::{crash, journal, redo};
 
-/// Bumped when a table's layout changes; a database written by a newer
-/// herald is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+/// What the files of a data dir mean, written in it at every open: a
+/// release refuses a data dir of a newer schema rather than misread it.
+/// Raised whenever the meaning of the stored files changes:
+/// 1. the database: tables and postcard values;
+/// 2. the journal: `herald.journal` holds acknowledged commits past the last
+///    checkpoint, so a release that does not replay it must not open the dir.
+pub const SCHEMA_VERSION: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the data directory {0}: {1}")]
@@ -46,10 +51,17 @@ fn init_schema(db: &Database, path: &Path, tables: &Tables) -> Result<(), OpenEr
                     found: v,
                 });
             }
-            Some(_) => {}
-            None => {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            found => {
                 meta.insert("schema_version", u64::from(SCHEMA_VERSION))
                     .map_err(|e| fail(e.into()))?;
+                if let Some(v) = found {
+                    tracing::info!(
+                        from = v,
+                        to = SCHEMA_VERSION,
+                        "the data dir is upgraded; releases before this one refuse to open it"
+                    );
+                }
             }
         }
     }

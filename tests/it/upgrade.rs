@@ -310,4 +310,18 @@ fn the_first_release_data_dir_opens_and_goes_on_working() {
             .json();
         (ok_run && w["state"] == "todo").then_some(())
     });
+
+    // The data dir now says what it holds: the release before this one,
+    // which knows schema 1, refuses it with its own message.
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
+    let db = redb::Database::open(d.data_dir().join("herald.redb")).unwrap();
+    let r = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = r.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+    let schema = redb::ReadableTable::get(&meta, "schema_version")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(schema, 2);
 }
