@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 targets=("${@:-aarch64 armv7}")
 read -r -a targets <<< "${targets[*]}"
-# The goal for aarch64 is under 5 MiB; armv7 has no stated goal, so a looser
+# The budget for aarch64 is under 6 MiB (the project's stated budget; it was
+# held under 5 MiB until issue 20); armv7 has no stated budget, so the same
 # guard there only catches bloat.
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -75,7 +76,7 @@ for t in "${targets[@]}"; do
   case $t in
     aarch64)
       install_packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static python3
-      check aarch64-unknown-linux-musl qemu-aarch64-static aarch64-linux-gnu-readelf 5 ;;
+      check aarch64-unknown-linux-musl qemu-aarch64-static aarch64-linux-gnu-readelf 6 ;;
     armv7)
       install_packages gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf qemu-user-static python3
       check armv7-unknown-linux-gnueabihf qemu-arm-static arm-linux-gnueabihf-readelf 6 ;;

@@ -4,8 +4,7 @@
 //! being made, the runs going, the publisher) is made by its descriptor and
 //! found here by its type ([`App::state`]).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
@@ -34,8 +33,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// The generated admin, when no accounts are configured.
     bootstrap: Option<Account>,
-    /// Each feature's state, by its type; made once at start.
-    states: HashMap<TypeId, State>,
+    /// Each feature's state, found by its type; made once at start.
+    states: Vec<State>,
 }
 
 /// The base services an [`App`] is made of.
@@ -50,7 +49,7 @@ pub struct Base {
 
 impl App {
     pub fn new(base: Base, states: impl IntoIterator<Item = State>) -> App {
-        let states = states.into_iter().map(|s| ((*s).type_id(), s)).collect();
+        let states = states.into_iter().collect();
         App {
             auth: Auth::new(accounts_of(&base.config, base.bootstrap.as_ref())),
             store: base.store,
@@ -72,8 +71,8 @@ impl App {
     /// The state of type `T` that a feature's descriptor made.
     pub fn state<T: Any + Send + Sync>(&self) -> &T {
         self.states
-            .get(&TypeId::of::<T>())
-            .and_then(|s| s.downcast_ref())
+            .iter()
+            .find_map(|s| s.downcast_ref())
             .unwrap_or_else(|| panic!("no feature made a {}", std::any::type_name::<T>()))
     }
 

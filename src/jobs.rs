@@ -111,32 +111,30 @@ fn run_of<'a, J: JobKind>(app: &'a App, key: JobKey, payload: &'a [u8]) -> Runni
 
 /// Every kind of job of a herald, by id; two kinds with one id or one name
 /// are refused.
-pub struct Runners(HashMap<u32, &'static Runner>);
+pub struct Runners(Vec<&'static Runner>);
 
 impl Runners {
     pub fn new(all: impl IntoIterator<Item = &'static Runner>) -> Result<Runners, String> {
-        let mut by_id: HashMap<u32, &'static Runner> = HashMap::new();
+        let mut kinds: Vec<&'static Runner> = Vec::new();
         for runner in all {
-            if let Some(other) = by_id.insert(runner.id, runner) {
+            if let Some(other) = kinds.iter().find(|r| r.id == runner.id) {
                 return Err(format!(
                     "the job kinds {} and {} both have the id {}: give the newer one a new id, never reuse one",
                     other.name, runner.name, runner.id
                 ));
             }
+            if kinds.iter().any(|r| r.name == runner.name) {
+                return Err(format!("the job kind {} is declared twice", runner.name));
+            }
+            kinds.push(runner);
         }
-        let mut names: Vec<_> = by_id.values().map(|r| r.name).collect();
-        names.sort();
-        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("the job kind {} is declared twice", twice[0]));
-        }
-        Ok(Runners(by_id))
+        kinds.sort_by_key(|r| r.id);
+        Ok(Runners(kinds))
     }
 
     /// (id, name) of every kind, by id: what the golden test pins.
     pub fn ids(&self) -> Vec<(u32, &'static str)> {
-        let mut all: Vec<_> = self.0.values().map(|r| (r.id, r.name)).collect();
-        all.sort();
-        all
+        self.0.iter().map(|r| (r.id, r.name)).collect()
     }
 }
 
@@ -164,7 +162,8 @@ impl Engine {
     fn runner(&self, job: &Job) -> Result<&'static Runner, StoreError> {
         self.runners
             .0
-            .get(&job.kind)
+            .iter()
+            .find(|r| r.id == job.kind)
             .copied()
             .ok_or_else(|| StoreError::Corrupt("job", format!("no kind of job has the id {}", job.kind)))
     }

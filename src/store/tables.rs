@@ -14,8 +14,6 @@
 //! ```
 //! declares `pub const EVENTS` and adds it to the module's `pub const TABLES`.
 
-use std::collections::HashMap;
-
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
 use super::error::StoreError;
@@ -82,56 +80,54 @@ tables! {
     META_BLOBS: TableDefinition<&str, &[u8]> = ("meta_blobs", 1);
 }
 
-/// Every table of a herald, checked: ids and names are unique.
-pub struct Tables {
-    by_name: HashMap<&'static str, &'static TableSpec>,
-    by_id: HashMap<u8, &'static TableSpec>,
-}
+/// Every table of a herald, checked: ids and names are unique. A short
+/// list, looked up by a scan (what a map would cost in code is more than
+/// it would save in time).
+pub struct Tables(Vec<&'static TableSpec>);
 
 impl Tables {
     /// The tables of the store itself and of `more`; an error names a
     /// duplicate id or name.
     pub fn new(more: impl IntoIterator<Item = &'static TableSpec>) -> Result<Tables, String> {
-        let mut tables = Tables {
-            by_name: HashMap::new(),
-            by_id: HashMap::new(),
-        };
+        let mut all: Vec<&'static TableSpec> = Vec::new();
         for spec in TABLES.iter().chain(more) {
-            if let Some(other) = tables.by_id.insert(spec.id, spec) {
+            if let Some(other) = all.iter().find(|t| t.id == spec.id) {
                 return Err(format!(
                     "tables {:?} and {:?} both have the id {}: give the newer one a new id, never reuse one",
                     other.name, spec.name, spec.id
                 ));
             }
-            if tables.by_name.insert(spec.name, spec).is_some() {
+            if all.iter().any(|t| t.name == spec.name) {
                 return Err(format!("the table {:?} is declared twice", spec.name));
             }
+            all.push(spec);
         }
-        Ok(tables)
+        all.sort_by_key(|t| t.id);
+        Ok(Tables(all))
     }
 
     /// The id of the table called `name`.
     pub(super) fn id(&self, name: &str) -> Option<u8> {
-        self.by_name.get(name).map(|s| s.id)
+        self.0.iter().find(|s| s.name == name).map(|s| s.id)
     }
 
     /// Whether a table has the id `id`.
     pub(super) fn knows(&self, id: u8) -> bool {
-        self.by_id.contains_key(&id)
+        self.0.iter().any(|s| s.id == id)
     }
 
     /// Makes one change of a replayed redo log in its table.
     pub(super) fn replay(&self, txn: &WriteTransaction, change: &Change<'_>) -> Result<(), StoreError> {
-        let spec = self
-            .by_id
-            .get(&change.table)
-            .ok_or_else(|| StoreError::Corrupt("journal record", format!("unknown table number {}", change.table)))?;
+        let spec =
+            self.0.iter().find(|s| s.id == change.table).ok_or_else(|| {
+                StoreError::Corrupt("journal record", format!("unknown table number {}", change.table))
+            })?;
         (spec.replay)(txn, spec.name, change)
     }
 
     /// Creates every table, so readers never meet a missing one.
     pub(super) fn create_all(&self, txn: &WriteTransaction) -> Result<(), redb::TableError> {
-        for spec in self.by_id.values() {
+        for spec in &self.0 {
             (spec.create)(txn, spec.name)?;
         }
         Ok(())
@@ -139,8 +135,6 @@ impl Tables {
 
     /// (id, name) of every table, by id: what the golden test pins.
     pub fn ids(&self) -> Vec<(u8, &'static str)> {
-        let mut all: Vec<_> = self.by_id.values().map(|s| (s.id, s.name)).collect();
-        all.sort();
-        all
+        self.0.iter().map(|s| (s.id, s.name)).collect()
     }
 }
