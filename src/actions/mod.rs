@@ -8,7 +8,7 @@
 //! - `run`: the call and timeout jobs, and the commit that applies an input
 //!   with its jobs, mail and log line.
 //! - `routes`: create, list, get, retry, and the callback.
-//! - this module: creating, finding and listing actions, the attempts that
+//! - `stored`: creating, finding and listing actions, the attempts that
 //!   SIGHUP changes, and the retention sweep.
 //!
 //! The callback token must go out again with every retry, yet the action

@@ -1,4 +1,4 @@
-//! Events: what local programs hand to herald. This module owns the
+//! Events: what local programs hand to herald. `stored` owns the
 //! `EVENTS` and `IDEMPOTENCY` tables: durable publishing with idempotency
 //! keys, paging by sequence number, and deleting what retention lets go.
 //!

@@ -2,7 +2,7 @@
 //! event plans an HTTP GET ping to the URL a system registered for that
 //! event, and the system then fetches what changed with a change query.
 //!
-//! This module owns the tables (`NOTIFICATIONS`, the index by event name
+//! `plans` owns the tables (`NOTIFICATIONS`, the index by event name
 //! `NOTIF_BY_EVENT`, the count of idle ones per name `NOTIF_IDLE`, the
 //! feeds' `CHANGE_CURSORS`) and applies `rules` to them; `ping` runs the
 //! ping job, `routes` the API, `records` reads and writes Collmex's files.

@@ -5,7 +5,7 @@
 //! - `rules`: planning (fixed rate, no catch-up), pull answers, keys.
 //! - `run`: a run (planned or "run now"), pull and push, the anomaly job.
 //! - `routes`: `GET /v1/schedules`, `POST /v1/schedules/{name}/run`.
-//! - this module: what is stored per schedule, and keeping it in step with
+//! - `plan`: what is stored per schedule, and keeping it in step with
 //!   the config at start and on SIGHUP.
 //!
 //! The next planned run is stored (with its job), so a restart neither

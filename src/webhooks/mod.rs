@@ -12,10 +12,9 @@
 //! Gone`), the webhook is deactivated: its creator is notified with a
 //! single-purpose reactivation link, an internal event is published, and
 //! its events stay queued (the buffer) for `webhooks.buffer_for`.
-
 //!
 //! `rules` holds the pure delivery rules, `deliver` the delivery job,
-//! `routes` the API; this module owns the tables (`WEBHOOKS`, `WH_QUEUE`,
+//! `routes` the API; `record` owns the tables (`WEBHOOKS`, `WH_QUEUE`,
 //! `WH_ATTEMPTS`) and the resource's life: create, fan-out, activation,
 //! the buffer's end, delete.
 
