@@ -108,10 +108,17 @@ pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
     let mut items = Vec::new();
     let status = d.get("/v1/status").await?;
     if status["storage_full"] == true {
+        let line = if status["storage"] == "disk_full" {
+            "STORE     the disk of storage.dir is full: new events are refused (507); free space on it \
+             (herald takes work again within seconds)"
+        } else {
+            "STORE     full at storage.max_size: new events are refused (507); retention frees room over \
+             time, or raise storage.max_size and restart"
+        };
         items.push(Item {
-            line: "STORE     full: new events are refused (507); free space or raise storage.max_size".into(),
+            line: line.into(),
             fix: None,
-            json: json!({"kind": "storage", "full": true}),
+            json: json!({"kind": "storage", "full": true, "limit": status["storage"]}),
         });
     }
     for e in d.get("/v1/executions?status=ko&limit=20").await?["executions"]

@@ -151,7 +151,7 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
             "jobs_scheduled": jobs::count_all(&app.store)?,
             "executions_ko": ko,
             "executions_running_with_errors": running_with_errors,
-            "store_bytes": app.store.file_bytes(),
+            "store_bytes": app.store.on_disk(),
             "storage_full": app.store.is_full(),
             "storage": app.store.health().as_str(),
             "actions_attention": acts_total,

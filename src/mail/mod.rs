@@ -11,14 +11,16 @@
 //!
 //! `outbox` owns the records (`MAILS`, `MAIL_OPEN`) and gathering;
 //! `rules` says when a mail goes out and what follows a failure, `send`
-//! talks SMTP, and `failed_calls` turns a failed API call into an entry of
-//! its account's error mail.
+//! talks SMTP, `failed_calls` turns a failed API call into an entry of
+//! its account's error mail, and `storage_alert` tells the system
+//! recipients when the store is full.
 
 mod failed_calls;
 mod outbox;
 mod routes;
 mod rules;
 mod send;
+mod storage_alert;
 
 pub use self::failed_calls::FailedCalls;
 pub use self::outbox::*;
@@ -33,6 +35,10 @@ pub const FEATURE: Feature = Feature {
     tables: TABLES,
     jobs: &[Runner::of::<SendMail>()],
     routes,
+    start: Some(|app| {
+        storage_alert::watch(app);
+        Box::pin(async { Ok(()) })
+    }),
     failed_calls: Some(|app| {
         let failed = FailedCalls::start(app);
         Box::new(move |app, call, e| failed.record(app, call, e))

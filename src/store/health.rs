@@ -4,9 +4,14 @@
 use std::sync::{Arc, RwLock};
 
 use redb::Database;
+use tokio::sync::watch;
 
 /// The database handle the readers and the writer share.
 pub(super) type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
+/// The store's health: set by the writer, read by `/readyz` and the
+/// status, watched by whoever tells people about it.
+pub(super) type HealthCell = Arc<watch::Sender<Health>>;
 
 /// What the store can do right now, as `/v1/status` and `/readyz` tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +26,34 @@ pub enum Health {
 }
 
 impl Health {
-    pub(super) fn from_u8(v: u8) -> Health {
-        [Health::Ok, Health::MaxSize, Health::DiskFull, Health::Recovering]
-            .get(usize::from(v))
-            .copied()
-            .unwrap_or(Health::Ok)
+    /// Whether new work is refused for lack of space.
+    pub fn is_full(self) -> bool {
+        matches!(self, Health::MaxSize | Health::DiskFull)
+    }
+
+    /// What a person is told of a full or nearly full store, and what to
+    /// do: the status page and the system notification say the same.
+    pub fn advice(self, on_disk: u64, max_size: u64) -> String {
+        let (size, max) = (
+            bytesize::ByteSize(on_disk).display().iec_short(),
+            bytesize::ByteSize(max_size).display().iec_short(),
+        );
+        match self {
+            Health::DiskFull => format!(
+                "The disk that holds storage.dir is full: new events are refused (507), since less than a few \
+                 hundred KiB are free on it (herald's files take {size}). Free space on that disk; herald takes \
+                 work again by itself within seconds. Reads and deliveries go on."
+            ),
+            Health::MaxSize => format!(
+                "The store is full: its files take {size} of storage.max_size {max}, and new events are refused \
+                 (507). Retention frees room over time; or raise storage.max_size and restart herald. Reads and \
+                 deliveries go on."
+            ),
+            _ => format!(
+                "The store is nearly full: its files take {size} of storage.max_size {max}. New events will be \
+                 refused (507) when it is full; retention frees room over time, or raise storage.max_size."
+            ),
+        }
     }
 
     pub fn as_str(self) -> &'static str {

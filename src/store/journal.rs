@@ -69,6 +69,23 @@ impl Journal {
         })
     }
 
+    /// Gives back what lies past `capacity`: only right after a restart,
+    /// when no record of the current generation is written yet.
+    pub(super) fn shrink_to(&mut self, capacity: u64) -> io::Result<()> {
+        debug_assert_eq!(self.end, 0, "shrunk with records of this generation");
+        let capacity = capacity - capacity % PAGE;
+        if self.capacity > capacity {
+            self.medium.set_len(capacity)?;
+            self.capacity = capacity;
+        }
+        Ok(())
+    }
+
+    /// The bytes the journal takes (written in full: no holes).
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// The payloads of the records of `generation`, in the order written.
     pub(super) fn records(&self, generation: u64) -> io::Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();

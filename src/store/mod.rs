@@ -72,7 +72,7 @@ mod txn;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use self::error::{Limit, StoreError, decode, encode};
 pub use self::health::Health;
-use self::health::Slot;
-use self::open::{CHECKPOINT_EVERY, JOURNAL_BYTES, Media, Options, create_private_dir, file_len, open_and_replay};
+use self::health::{HealthCell, Slot};
+use self::open::{CHECKPOINT_EVERY, Media, Options, create_private_dir, journal_bytes, open_and_replay};
 pub use self::open::{OpenError, SCHEMA_VERSION, check_dir, sync_dir, write_durably};
 pub use self::redo::Table;
 pub(crate) use self::tables::tables;
@@ -105,8 +105,9 @@ struct Shared {
     path: PathBuf,
     ops: mpsc::Sender<Op>,
     /// Set by the writer thread, read by `/readyz` and the status summary.
-    health: Arc<AtomicU8>,
-    file_bytes: Arc<AtomicU64>,
+    health: HealthCell,
+    /// The bytes the store's files take on the disk (see `writer.rs`).
+    on_disk: Arc<AtomicU64>,
 }
 
 /// Owns the writer thread; `close` waits until it has committed what it holds.
@@ -147,7 +148,7 @@ impl Store {
         let opts = Options {
             cache_size,
             max_size,
-            journal_bytes: JOURNAL_BYTES,
+            journal_bytes: journal_bytes(max_size),
             checkpoint_every: crash::checkpoint_every(CHECKPOINT_EVERY),
             tables: Arc::new(tables),
         };
@@ -169,8 +170,8 @@ impl Store {
         let path = media.db_path();
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (tx, rx) = mpsc::channel(4096);
-        let health = Arc::new(AtomicU8::new(Health::Ok as u8));
-        let file_bytes = Arc::new(AtomicU64::new(file_len(&path)));
+        let health = Arc::new(tokio::sync::watch::Sender::new(Health::Ok));
+        let on_disk = Arc::new(AtomicU64::new(open::file_size(&path).1 + journal.capacity()));
         let writer = writer::Writer::new(writer::Setup {
             db: db.clone(),
             dir: dir.to_path_buf(),
@@ -181,7 +182,7 @@ impl Store {
             metrics,
             jobs_changed,
             health: health.clone(),
-            file_bytes: file_bytes.clone(),
+            on_disk: on_disk.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -193,7 +194,7 @@ impl Store {
                 path,
                 ops: tx,
                 health,
-                file_bytes,
+                on_disk,
             }),
         };
         Ok((store, WriterGuard { thread: Some(thread) }))
@@ -251,16 +252,23 @@ impl Store {
     }
 
     pub fn health(&self) -> Health {
-        Health::from_u8(self.shared.health.load(Ordering::Relaxed))
+        *self.shared.health.borrow()
+    }
+
+    /// Each change of the health, from the current one on.
+    pub fn health_changes(&self) -> tokio::sync::watch::Receiver<Health> {
+        self.shared.health.subscribe()
     }
 
     /// Whether new work is refused for lack of space.
     pub fn is_full(&self) -> bool {
-        matches!(self.health(), Health::MaxSize | Health::DiskFull)
+        self.health().is_full()
     }
 
-    pub fn file_bytes(&self) -> u64 {
-        self.shared.file_bytes.load(Ordering::Relaxed)
+    /// The bytes the store's files take on the disk (the database and the
+    /// journal, as `du` counts them): what `storage.max_size` bounds.
+    pub fn on_disk(&self) -> u64 {
+        self.shared.on_disk.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -482,7 +490,7 @@ mod tests {
         // Under it: one commit, then bytes that pass the checksum but are
         // no redo log (as stale data of a reused file might), then another.
         let medium = journal::JournalFile::open(&dir.path().join("herald.journal")).unwrap();
-        let mut j = journal::Journal::open(Box::new(medium), JOURNAL_BYTES, u64::MAX).unwrap();
+        let mut j = journal::Journal::open(Box::new(medium), open::JOURNAL_BYTES, u64::MAX).unwrap();
         j.restart(generation);
         let commit = |value: u64| {
             let mut log = Vec::new();

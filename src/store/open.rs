@@ -86,9 +86,16 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The journal's size: at one sync per event about a thousand events
-/// between checkpoints, and a bounded replay at start.
+/// The journal's largest size: at one sync per event about a thousand
+/// events between checkpoints, and a bounded replay at start.
 pub(super) const JOURNAL_BYTES: u64 = 8 << 20;
+
+/// The journal's size for a store of at most `max_size`: an eighth of it,
+/// from 32 KiB to [`JOURNAL_BYTES`] (1 MiB for 8 MiB, 8 MiB from 64 MiB on).
+/// It counts in `max_size`; a smaller journal only checkpoints more often.
+pub(super) fn journal_bytes(max_size: u64) -> u64 {
+    (max_size / 8).clamp(32 << 10, JOURNAL_BYTES) & !4095
+}
 /// Longest time between checkpoints while writes come. A checkpoint writes
 /// every database page changed since the last one, so at a slow pace a long
 /// interval saves most; at a fast one the full journal comes first. Neither
@@ -253,6 +260,11 @@ pub(super) fn open_and_replay(media: &Media, opts: &Options) -> Result<(Database
     stored.map_err(|e| fail(e.into()))?;
     txn.commit().map_err(|e| fail(e.into()))?;
     journal.restart(next);
+    // Its records are all in the database now: a journal larger than this
+    // store's (an older release's, or a lowered max_size) gives back the rest.
+    journal
+        .shrink_to(opts.journal_bytes)
+        .map_err(|e| fail(StoreError::from(e)))?;
     Ok((db, journal))
 }
 
@@ -353,8 +365,12 @@ pub fn write_durably(path: &Path, text: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-pub(crate) fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+/// A file's length and the bytes it takes on the disk (its allocated
+/// blocks: less than its length where it has holes, as redb's file has
+/// past the pages it wrote); zeros when it does not exist.
+pub(super) fn file_size(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
 }
 
 /// The space free for herald on the disk that holds `dir`.

@@ -1,17 +1,29 @@
 //! The writer thread: the one place that opens write transactions. It
 //! batches concurrent writes into one commit (group commit), journals it
 //! before redb commits it without an fsync, checkpoints (invariants 2 to 4
-//! and 7 of `store/mod.rs`), keeps the file
-//! within `storage.max_size` and the disk's free space, and recovers by
-//! itself from I/O errors (reopening the database and replaying the journal).
+//! and 7 of `store/mod.rs`), keeps the store within `storage.max_size` and
+//! the disk's free space, and recovers by itself from I/O errors (reopening
+//! the database and replaying the journal).
 //!
-//! Room: redb grows its file by doubling it (below 4 GiB), so a write that
-//! makes it grow when it is past half of `max_size` would overshoot by up
-//! to the whole file. The writer predicts the growth a batch may cause and
-//! refuses the writes that add data (`Grows::Yes`, `Grows::By`) when it
-//! would pass the limit and they do not fit in the file's free pages;
-//! updates and removals (`Grows::No`) always run, so deliveries and the
-//! retention sweep go on and make room.
+//! Room is judged by what the disk really holds. redb grows its file by
+//! doubling its length, but the new half is a hole that takes no disk space
+//! until pages are written into it: the length says nothing of the room
+//! used, and a judge by length refuses work with half the disk free. What
+//! counts is the file's allocated blocks, plus what the pages in use (some
+//! only in redb's write buffer yet) will take once written. `max_size`
+//! bounds the blocks of the database and of the (preallocated) journal
+//! together, and the disk must keep [`DISK_ROOM`] free. A write that adds
+//! data (`Grows::Yes`, `Grows::By`) is refused with `Full` when it would
+//! pass either; updates and removals (`Grows::No`) always run, so
+//! deliveries and the retention sweep go on and make room.
+//!
+//! The pages in use are bounded cheaply (by the file's length, and by its
+//! blocks plus the write buffer); only when that bound is near a limit are
+//! they counted (a walk of the trees, as rarely as the walk's own cost
+//! allows). A refusal starts a *full episode*: new work is refused until
+//! there is comfortable room again (checked every second, so freeing space
+//! brings herald back within seconds without a restart), so the store does
+//! not flap between full and not, and people are told once per episode.
 //!
 //! Recovery: after an I/O error (a full disk, a flash fault) redb refuses
 //! every further write until the database is reopened. The writer keeps the
@@ -21,7 +33,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::Database;
@@ -29,10 +41,9 @@ use tokio::sync::{Notify, mpsc};
 
 use super::crash;
 use super::error::{Limit, StoreError};
-use super::health::Health;
-use super::health::Slot;
+use super::health::{Health, HealthCell, Slot};
 use super::journal::Journal;
-use super::open::{JOURNAL_GENERATION, Media, Options, file_len, free_space, new_generation, open_and_replay};
+use super::open::{JOURNAL_GENERATION, Media, Options, file_size, free_space, new_generation, open_and_replay};
 use super::tables::META;
 use super::txn::{Grows, Txn};
 use crate::metrics::Metrics;
@@ -54,16 +65,26 @@ pub(super) struct Op {
 const MAX_BATCH: usize = 512;
 /// How long the writer waits for more writes when the last commit was shared.
 const LINGER: Duration = Duration::from_micros(250);
-/// Free space the disk must keep before new work is taken, and have again
-/// before a database broken by a full disk is reopened.
+/// Free space the disk must keep: new work that would leave less is
+/// refused, so that updates, deliveries and checkpoints always find room;
+/// a database broken by a full disk is reopened once this much is free.
 const DISK_ROOM: u64 = 256 << 10;
+/// Room a full store must have again, on the disk and under `max_size`,
+/// before it takes new work: it then takes more than one write.
+const DISK_AGAIN: u64 = 1 << 20;
+const MAX_SIZE_AGAIN: u64 = 64 << 10;
+/// How often a full store looks whether it has room again.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// What herald's other files in `storage.dir` (the admin token) may take.
+const OTHER_FILES: u64 = 16 << 10;
 /// How often a broken database is tried again.
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
 /// Longest time progress written without a sync waits for one: what a
 /// power cut can make herald redo (redeliver) is bounded by it.
 const LAZY_FOR: Duration = Duration::from_secs(1);
-/// How stale the measure of the pages in use may be once growth is barred.
-const MEASURE_EVERY: Duration = Duration::from_millis(250);
+/// How long a count of the pages in use may take, as a share of the time
+/// since the last one: the walk holds up every write while it runs.
+const MEASURE_SHARE: u32 = 20;
 
 pub(super) struct Setup {
     pub db: Slot,
@@ -75,23 +96,28 @@ pub(super) struct Setup {
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
     pub jobs_changed: Arc<Notify>,
-    pub health: Arc<AtomicU8>,
-    pub file_bytes: Arc<AtomicU64>,
+    pub health: HealthCell,
+    pub on_disk: Arc<AtomicU64>,
 }
 
 pub(super) struct Writer {
     s: Setup,
     /// Set while the database refuses writes after an I/O error.
     broken: Option<Broken>,
-    /// Bytes in use in the file when last measured, when, and the
-    /// estimates of what was added since.
-    measured: Option<(Instant, u64, u64)>,
+    /// Set while new work is refused for lack of room.
+    full: Option<Full>,
+    /// The last count of the pages in use.
+    measured: Option<Measure>,
     /// The last error logged, how often it came since, and when it was logged.
     repeats: Option<(String, u64, Instant)>,
     /// Since when the journal holds records that are not synced, if any.
     lazy_since: Option<Instant>,
     /// Set for the last commit: it is a checkpoint.
     closing: bool,
+    /// Set when the pages redb holds in its write buffer would take much of
+    /// the disk's free space once written: the next commit is a checkpoint,
+    /// which writes them, so that the disk shows what the store takes.
+    flush_due: bool,
 }
 
 struct Broken {
@@ -100,15 +126,36 @@ struct Broken {
     next_try: Instant,
 }
 
+/// A full episode: from a refusal until there is comfortable room again.
+struct Full {
+    limit: Limit,
+    since: Instant,
+    next_check: Instant,
+    /// The largest write refused: there must be room for it again.
+    biggest: u64,
+}
+
+/// The bytes of the database's pages in use, as last counted.
+struct Measure {
+    at: Instant,
+    used: u64,
+    /// What the writes taken since are estimated to add.
+    since: u64,
+    /// How long the count took.
+    took: Duration,
+}
+
 impl Writer {
     pub(super) fn new(s: Setup) -> Writer {
         Writer {
             s,
             broken: None,
+            full: None,
             measured: None,
             repeats: None,
             lazy_since: None,
             closing: false,
+            flush_due: false,
         }
     }
 
@@ -117,9 +164,10 @@ impl Writer {
         if let Some(b) = &self.broken {
             return Some(b.next_try);
         }
+        let recheck = self.full.as_ref().map(|f| f.next_check);
         let sync = self.lazy_since.map(|t| t + LAZY_FOR);
         let checkpoint = self.s.journal.since().map(|t| t + self.s.opts.checkpoint_every);
-        sync.into_iter().chain(checkpoint).min()
+        sync.into_iter().chain(checkpoint).chain(recheck).min()
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
@@ -173,18 +221,15 @@ impl Writer {
     }
 
     fn set_health(&self, health: Health) {
-        let old = self.s.health.swap(health as u8, Ordering::Relaxed);
-        self.s
-            .metrics
-            .storage_full
-            .set(i64::from(matches!(health, Health::MaxSize | Health::DiskFull)));
-        if old == health as u8 {
+        self.s.metrics.storage_full.set(i64::from(health.is_full()));
+        if !self.s.health.send_if_modified(|h| std::mem::replace(h, health) != health) {
             return;
         }
         match health {
             Health::Ok => tracing::info!("storage has room again; new work is taken"),
             Health::MaxSize => tracing::error!(
                 max = self.s.opts.max_size,
+                on_disk = self.s.on_disk.load(Ordering::Relaxed),
                 "storage.max_size reached: new work is refused (507) until retention frees space"
             ),
             Health::DiskFull => tracing::error!(
@@ -232,8 +277,9 @@ impl Writer {
         let Some(db) = self.s.db.read().unwrap().clone() else {
             return self.fail_batch(batch, StoreError::Unavailable("the database is being reopened".into()));
         };
-        // Before the batch's transaction: measuring takes one of its own.
-        let mut room = self.room(&db);
+        // Before the batch's transaction: counting the pages takes one of its own.
+        let need = batch.iter().map(|op| op.grows.estimate()).sum();
+        let mut room = self.room(&db, need);
         let mut txn = match db.begin_write() {
             Ok(t) => Txn::new(t, self.s.opts.tables.clone()),
             Err(e) => {
@@ -249,17 +295,17 @@ impl Writer {
         let mut done: Vec<Completion> = Vec::with_capacity(n);
         let mut refused: Vec<Completion> = Vec::new();
         let mut all_ok = true;
-        let (mut added, mut refused_any) = (0u64, None);
+        let mut refused_by: Option<(Limit, u64)> = None;
         for op in batch.drain(..) {
             let need = op.grows.estimate();
-            if need > 0 {
-                if let Err(limit) = room.take(need) {
-                    // Never run: nothing of it is written, the caller learns why.
-                    refused.push((op.apply)(Err(StoreError::Full(limit))).1);
-                    refused_any = Some(limit);
-                    continue;
-                }
-                added += need;
+            if need > 0
+                && let Err(limit) = room.take(need)
+            {
+                // Never run: nothing of it is written, the caller learns why.
+                refused.push((op.apply)(Err(StoreError::Full(limit))).1);
+                let biggest = refused_by.map_or(0, |(_, b)| b).max(need);
+                refused_by = Some((limit, biggest));
+                continue;
             }
             let (ok, completion) = (op.apply)(Ok(&mut txn));
             all_ok &= ok;
@@ -287,18 +333,11 @@ impl Writer {
                 if wake {
                     self.s.jobs_changed.notify_one();
                 }
-                if let Some((_, _, since)) = &mut self.measured {
-                    *since += added;
+                if let Some(m) = &mut self.measured {
+                    m.since += room.added;
                 }
-                if let Some(limit) = refused_any {
-                    self.set_health(match limit {
-                        Limit::MaxSize => Health::MaxSize,
-                        Limit::Disk => Health::DiskFull,
-                    });
-                } else if added > 0 && room.comfortable() {
-                    // Not at the first write that fits again: near the
-                    // limit a small write may fit while larger ones do not.
-                    self.set_health(Health::Ok);
+                if let Some((limit, biggest)) = refused_by {
+                    self.refused(limit, biggest);
                 }
             }
             Err(e) => {
@@ -312,9 +351,6 @@ impl Writer {
         for c in refused {
             c(Ok(()));
         }
-        let len = file_len(&self.s.path);
-        self.s.file_bytes.store(len, Ordering::Relaxed);
-        self.s.metrics.store_bytes.set(len as i64);
     }
 
     /// Makes a batch's changes last: journaled (and synced if a write of
@@ -324,7 +360,8 @@ impl Writer {
     fn finish(&mut self, txn: Txn, durable: bool) -> Result<(), StoreError> {
         let log = txn.log.take();
         let log = super::redo::compact(&log).unwrap_or(log);
-        let due = self.closing
+        let due = std::mem::take(&mut self.flush_due)
+            || self.closing
             || self
                 .s
                 .journal
@@ -515,79 +552,218 @@ impl Writer {
         }
     }
 
-    /// What this batch may add to the file.
-    fn room(&mut self, db: &Database) -> Room {
-        let len = self.s.file_bytes.load(Ordering::Relaxed).max(file_len(&self.s.path));
-        let inside = if 2 * len > self.s.opts.max_size {
-            // Doubling would pass the limit: what is left inside the file,
-            // less a reserve for the updates that always run.
-            let stale = self.measured.is_none_or(|(at, _, _)| at.elapsed() > MEASURE_EVERY);
-            if stale && let Ok(used) = used_bytes(db) {
-                self.measured = Some((Instant::now(), used, 0));
-            }
-            let (_, used, since) = self.measured.unwrap_or((Instant::now(), len, 0));
-            let reserve = (len / 16).max(16 << 10);
-            len.saturating_sub(used + since + reserve)
-        } else {
-            0
+    /// A refusal: starts a full episode, or makes the running one wait
+    /// for room for this write too.
+    fn refused(&mut self, limit: Limit, need: u64) {
+        let now = Instant::now();
+        let full = self.full.get_or_insert(Full {
+            limit,
+            since: now,
+            next_check: now + RECHECK_EVERY,
+            biggest: 0,
+        });
+        full.biggest = full.biggest.max(need);
+        full.limit = limit;
+        self.set_health(match limit {
+            Limit::MaxSize => Health::MaxSize,
+            Limit::Disk => Health::DiskFull,
+        });
+    }
+
+    /// What this batch, which may add `need` bytes, may add; ends a full
+    /// episode when there is comfortable room again.
+    fn room(&mut self, db: &Database, need: u64) -> Room {
+        let now = Instant::now();
+        if let Some(full) = &self.full
+            && now < full.next_check
+        {
+            return Room::none(full.limit);
+        }
+        let sizes = self.sizes();
+        // While full, what must fit is comfortable room, not only the batch.
+        let wanted = match &self.full {
+            Some(full) => Wanted {
+                disk: DISK_AGAIN.max(full.biggest),
+                max_size: MAX_SIZE_AGAIN.max(sizes.budget / 32).max(full.biggest),
+            },
+            None => Wanted {
+                disk: need,
+                max_size: need,
+            },
         };
-        Room {
+        // The pages in use: at most the file's length, and at most its
+        // blocks plus what redb's write buffer holds (up to its cache).
+        let bound = sizes.len.min(sizes.blocks + self.s.opts.cache_size);
+        let mut room = sizes.room(bound);
+        if !room.fits(wanted) && (need > 0 || self.full.is_some()) {
+            // Near a limit: the pages in use, as counted, plus the estimates
+            // of what was added since. Counted again before a refusal (the
+            // estimates err high), unless the last count is too recent for
+            // its cost.
+            let estimate = self.measured.as_ref().map(|m| {
+                let recent = m.since == 0 || m.at.elapsed() < m.took * MEASURE_SHARE;
+                (m.used + m.since, recent)
+            });
+            room = match estimate {
+                Some((used, recent)) if recent || sizes.room(used).fits(wanted) => sizes.room(used),
+                _ => match self.measure(db) {
+                    Some(used) => sizes.room(used),
+                    None => room,
+                },
+            };
+        }
+        self.flush_due = room.new_blocks > sizes.disk_free.saturating_sub(DISK_ROOM) / 2;
+        let on_disk = sizes.on_disk(self.measured.as_ref());
+        self.s.on_disk.store(on_disk, Ordering::Relaxed);
+        self.s.metrics.store_bytes.set(on_disk as i64);
+        if let Some(full) = &mut self.full {
+            if let Some(limit) = room.short_of(wanted) {
+                full.limit = limit;
+                full.next_check = now + RECHECK_EVERY;
+                return Room::none(limit);
+            }
+            let after = full.since.elapsed();
+            self.full = None;
+            tracing::debug!(after = ?after, "room again after the full episode");
+            if self.broken.is_none() {
+                self.set_health(Health::Ok);
+            }
+        }
+        room
+    }
+
+    /// Counts the database's pages in use; `None` if it cannot.
+    fn measure(&mut self, db: &Database) -> Option<u64> {
+        let started = Instant::now();
+        let used = used_bytes(db).ok()?;
+        self.measured = Some(Measure {
+            at: Instant::now(),
+            used,
+            since: 0,
+            took: started.elapsed(),
+        });
+        Some(used)
+    }
+
+    fn sizes(&self) -> Sizes {
+        let (len, blocks) = file_size(&self.s.path);
+        let journal = self.s.journal.capacity();
+        Sizes {
             len,
-            max_size: self.s.opts.max_size,
+            blocks,
+            journal,
+            budget: self.s.opts.max_size.saturating_sub(journal + OTHER_FILES),
             disk_free: free_space(&self.s.dir),
-            inside,
-            added: 0,
         }
     }
+}
+
+/// What the store's files take, and what is left for the database.
+struct Sizes {
+    /// The database file's length and allocated bytes.
+    len: u64,
+    blocks: u64,
+    /// The journal's bytes (preallocated: length and blocks agree).
+    journal: u64,
+    /// What the database may take on the disk: `max_size` less the rest.
+    budget: u64,
+    disk_free: u64,
+}
+
+impl Sizes {
+    /// The room left when `used` bytes of pages are in use. Pages free
+    /// below the blocks written are used again before new ones, so the
+    /// database takes new blocks only past them. Under `max_size` a reserve
+    /// is kept for the updates that always run (and copy-on-write pages);
+    /// on the disk, [`DISK_ROOM`] is that reserve.
+    fn room(&self, used: u64) -> Room {
+        let reserve = (self.budget / 64).max(64 << 10);
+        let new_blocks = used.saturating_sub(self.blocks);
+        Room {
+            max_size: self.blocks.max(self.budget).saturating_sub(used + reserve),
+            disk: self.disk_free.saturating_sub(DISK_ROOM + new_blocks),
+            new_blocks,
+            added: 0,
+            refuse: None,
+        }
+    }
+
+    /// What the store takes on the disk: the database (with what its pages
+    /// in use will take once written, when they were counted) and the journal.
+    fn on_disk(&self, measured: Option<&Measure>) -> u64 {
+        let db = measured.map_or(self.blocks, |m| self.blocks.max(m.used + m.since));
+        db + self.journal
+    }
+}
+
+/// What must fit: a batch, or while full, comfortable room.
+#[derive(Clone, Copy)]
+struct Wanted {
+    disk: u64,
+    max_size: u64,
 }
 
 /// What a batch may still add, and why not more.
 struct Room {
-    len: u64,
+    /// Bytes that may still be added within `storage.max_size`,
     max_size: u64,
-    disk_free: u64,
-    /// Free bytes inside the file (0 when not measured).
-    inside: u64,
+    /// and leaving the disk [`DISK_ROOM`].
+    disk: u64,
+    /// What the pages in use not yet written will take on the disk.
+    new_blocks: u64,
     /// What the batch's accepted writes add.
     added: u64,
+    /// Set while full: every write that adds is refused for this.
+    refuse: Option<Limit>,
 }
 
 impl Room {
-    /// Whether there is room enough to say "not full": the file may double,
-    /// or a tenth of the limit is free inside it, and the disk has room.
-    fn comfortable(&self) -> bool {
-        let may_double = 2 * self.len <= self.max_size && self.len + DISK_ROOM <= self.disk_free;
-        self.disk_free >= 2 * DISK_ROOM && (may_double || self.inside >= self.max_size / 10)
+    fn none(limit: Limit) -> Room {
+        Room {
+            max_size: 0,
+            disk: 0,
+            new_blocks: 0,
+            added: 0,
+            refuse: Some(limit),
+        }
+    }
+
+    fn fits(&self, w: Wanted) -> bool {
+        self.short_of(w).is_none()
+    }
+
+    /// The limit that `w` would pass, if any (the disk first: it is the
+    /// harder one).
+    fn short_of(&self, w: Wanted) -> Option<Limit> {
+        if self.disk < w.disk {
+            Some(Limit::Disk)
+        } else if self.max_size < w.max_size {
+            Some(Limit::MaxSize)
+        } else {
+            None
+        }
     }
 
     /// Takes `need` bytes for one more write, or says which limit it would pass.
     fn take(&mut self, need: u64) -> Result<(), Limit> {
-        if self.disk_free < DISK_ROOM {
-            return Err(Limit::Disk);
+        if let Some(limit) = self.refuse {
+            return Err(limit);
         }
         let total = self.added + need;
-        // What redb does when the file is full: below 4 GiB it doubles it,
-        // or makes room for twice the allocation; above, it adds 4 GiB.
-        let grown = if self.len < (4 << 30) {
-            (2 * self.len).max(self.len + 2 * total.next_power_of_two())
-        } else {
-            self.len + (4 << 30)
-        };
-        let may_grow = grown <= self.max_size && grown - self.len + DISK_ROOM <= self.disk_free;
-        if !may_grow && total > self.inside {
-            return Err(if grown > self.max_size {
-                Limit::MaxSize
-            } else {
-                Limit::Disk
-            });
+        if let Some(limit) = self.short_of(Wanted {
+            disk: total,
+            max_size: total,
+        }) {
+            return Err(limit);
         }
         self.added = total;
         Ok(())
     }
 }
 
-/// The bytes of the file's pages in use (a walk of the trees: measured at
-/// most every [`MEASURE_EVERY`], and only once growth is barred).
+/// The bytes of the database's pages in use (allocated by redb, whether
+/// written to the file yet or still in its write buffer). A walk of the
+/// trees: done only near a limit, and as rarely as [`MEASURE_SHARE`] says.
 fn used_bytes(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_write()?;
     let stats = txn.stats()?;
@@ -595,7 +771,6 @@ fn used_bytes(db: &Database) -> Result<u64, StoreError> {
     Ok(stats.allocated_pages() * stats.page_size() as u64)
 }
 
-/// Free bytes on the disk that holds `dir` (for an unprivileged process).
 /// Commits a journaled batch to redb (without an fsync).
 fn commit_applied(txn: redb::WriteTransaction, _log: &[u8]) -> Result<(), StoreError> {
     #[cfg(test)]
@@ -613,32 +788,71 @@ pub(super) mod tests {
     /// A batch that writes this key fails to commit after it was journaled.
     pub(crate) const FAIL_MARK: &[u8] = b"fail-this-commit";
 
-    fn room(len: u64, max_size: u64, disk_free: u64, inside: u64) -> Room {
-        Room {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+
+    fn sizes(len: u64, blocks: u64, budget: u64, disk_free: u64) -> Sizes {
+        Sizes {
             len,
-            max_size,
+            blocks,
+            journal: 0,
+            budget,
             disk_free,
-            inside,
-            added: 0,
         }
     }
 
     #[test]
-    fn growth_is_allowed_only_when_the_doubled_file_stays_within_the_limit() {
-        let mib = 1 << 20;
-        // 300 KiB doubles to 600 KiB: within 1 MiB.
-        assert_eq!(room(300 << 10, mib, u64::MAX, 0).take(4096), Ok(()));
-        // 600 KiB would double past 1 MiB: only what fits inside is taken.
-        let mut r = room(600 << 10, mib, u64::MAX, 10_000);
-        assert_eq!(r.take(6_000), Ok(()));
-        assert_eq!(r.take(6_000), Err(Limit::MaxSize));
-        // One write larger than half the file grows it by twice its size.
-        assert_eq!(room(100 << 10, mib, u64::MAX, 0).take(400 << 10), Err(Limit::MaxSize));
-        // The disk: growth needs room on it too, and nothing is taken without some.
-        assert_eq!(room(300 << 10, 1 << 30, 200 << 10, 0).take(4096), Err(Limit::Disk));
-        assert_eq!(
-            room(300 << 10, 1 << 30, 100 << 10, 1 << 20).take(4096),
-            Err(Limit::Disk)
-        );
+    fn a_sparse_file_is_judged_by_its_blocks_not_its_length() {
+        // redb doubled a 8.5 MiB file to 17 MiB; 6.3 MiB are written and
+        // 6 MiB in use; 10 MiB are free on the disk. Judged by length
+        // (a doubling to 34 MiB) nothing would fit.
+        let s = sizes(17 * MIB, 6300 * KIB, 1 << 30, 10 * MIB);
+        let mut room = s.room(6 * MIB);
+        assert_eq!(room.take(4 * MIB), Ok(()));
+        assert_eq!(room.take(5 * MIB), Ok(()));
+        // The disk keeps DISK_ROOM: 9.75 MiB may be added, no more.
+        assert_eq!(room.take(MIB), Err(Limit::Disk));
+        // Pages in use not yet written (in redb's write buffer) take blocks too.
+        let mut room = s.room(6300 * KIB + 4 * MIB);
+        assert_eq!(room.take(5 * MIB + 512 * KIB), Ok(()));
+        assert_eq!(room.take(512 * KIB), Err(Limit::Disk));
+    }
+
+    #[test]
+    fn max_size_bounds_the_blocks_and_free_pages_below_them_are_used_again() {
+        // 8 MiB less the journal: the database may take it nearly all.
+        let budget = 7 * MIB;
+        let mut room = sizes(4 * MIB, 4 * MIB, budget, u64::MAX).room(4 * MIB);
+        assert_eq!(room.take(2 * MIB + 512 * KIB), Ok(()), "far past half of max_size");
+        assert_eq!(room.take(512 * KIB), Err(Limit::MaxSize));
+        // Written up to the budget, but retention freed 3 MiB of pages:
+        // they are used again without new blocks.
+        let mut room = sizes(8 * MIB, budget, budget, u64::MAX).room(4 * MIB);
+        assert_eq!(room.take(2 * MIB), Ok(()));
+        // A lowered max_size: the file keeps its blocks, and the pages
+        // free in them still take work, but it grows no further.
+        let mut room = sizes(16 * MIB, 12 * MIB, budget, u64::MAX).room(6 * MIB);
+        assert_eq!(room.take(5 * MIB), Ok(()));
+        assert_eq!(room.take(MIB), Err(Limit::MaxSize));
+    }
+
+    #[test]
+    fn a_full_store_refuses_every_write_that_adds_until_it_is_looked_at_again() {
+        let mut room = Room::none(Limit::MaxSize);
+        assert_eq!(room.take(1), Err(Limit::MaxSize));
+        // What must fit to end the episode: comfortable room, not one write.
+        let room = sizes(MIB, 800 * KIB, 880 * KIB, u64::MAX).room(760 * KIB);
+        let comfortable = Wanted {
+            disk: DISK_AGAIN,
+            max_size: MAX_SIZE_AGAIN,
+        };
+        let one = Wanted {
+            disk: 50 * KIB,
+            max_size: 50 * KIB,
+        };
+        assert!(room.fits(one));
+        assert!(!room.fits(comfortable), "120 KiB left less the 64 KiB reserve");
+        let room = sizes(MIB, MIB, 880 * KIB, 900 * KIB).room(600 * KIB);
+        assert_eq!(room.short_of(comfortable), Some(Limit::Disk));
     }
 }

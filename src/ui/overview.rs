@@ -214,7 +214,7 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
         let _ = write!(b, "<p class=\"done\">Done: {}</p>", escape(done));
     }
     let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
-    let size = app.store.file_bytes();
+    let size = app.store.on_disk();
     let max = settings.storage.max_size;
     let _ = write!(
         b,
@@ -260,14 +260,7 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
         );
     }
     if nearly_full {
-        let _ = write!(
-            b,
-            "<p class=\"ko\">The store is {}: {} of storage.max_size {}. New events are refused (507) when it \
-             is full; retention frees room over time, or raise storage.max_size.</p>",
-            if app.store.is_full() { "full" } else { "nearly full" },
-            bytesize::ByteSize(size).display().iec_short(),
-            bytesize::ByteSize(max).display().iec_short(),
-        );
+        b.push_str(&format!("<p class=\"ko\">{}</p>", escape(&app.store.health().advice(size, max))));
     }
     if !troubled.is_empty() {
         b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th></tr>");
@@ -448,3 +441,4 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
     b.push_str(", <a href=\"/metrics\">metrics</a>.</p>");
     Ok(layout(&format!("herald on {}", settings.general.name), &b))
 }
+
