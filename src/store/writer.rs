@@ -222,7 +222,11 @@ impl Writer {
 
     fn set_health(&self, health: Health) {
         self.s.metrics.storage_full.set(i64::from(health.is_full()));
-        if !self.s.health.send_if_modified(|h| std::mem::replace(h, health) != health) {
+        if !self
+            .s
+            .health
+            .send_if_modified(|h| std::mem::replace(h, health) != health)
+        {
             return;
         }
         match health {

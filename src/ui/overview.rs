@@ -260,7 +260,10 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
         );
     }
     if nearly_full {
-        b.push_str(&format!("<p class=\"ko\">{}</p>", escape(&app.store.health().advice(size, max))));
+        b.push_str(&format!(
+            "<p class=\"ko\">{}</p>",
+            escape(&app.store.health().advice(size, max))
+        ));
     }
     if !troubled.is_empty() {
         b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th></tr>");
@@ -441,4 +444,3 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
     b.push_str(", <a href=\"/metrics\">metrics</a>.</p>");
     Ok(layout(&format!("herald on {}", settings.general.name), &b))
 }
-

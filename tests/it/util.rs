@@ -459,3 +459,21 @@ pub fn read_all(r: impl std::io::Read) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// What the files under `dir` take on the disk, as `du` counts it (their
+/// allocated blocks: a file with holes takes less than its length).
+pub fn du(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => du(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
