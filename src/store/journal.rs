@@ -220,7 +220,7 @@ impl JournalFile {
             .open(path)?;
         if !existed && let Some(dir) = path.parent() {
             // The new name must survive a power cut as well as the file.
-            File::open(dir)?.sync_all()?;
+            super::open::sync_dir(dir)?;
         }
         Ok(JournalFile(file))
     }

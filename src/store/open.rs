@@ -338,6 +338,8 @@ fn create_first(path: &Path, tables: &Tables) -> Result<(), OpenError> {
 /// Makes the names in `dir` durable: what was created, renamed or removed
 /// in it survives a power cut (a file's own `fsync` does not cover its name).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -384,9 +386,46 @@ pub(super) fn free_space(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    thread_local! {
+        /// The directories this thread synced, in order.
+        pub(in crate::store) static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The directories `f` synced.
+    fn synced_by(f: impl FnOnce()) -> Vec<PathBuf> {
+        SYNCED.with(|s| s.borrow_mut().clear());
+        f();
+        SYNCED.with(|s| s.take())
+    }
+
+    #[test]
+    fn every_name_herald_creates_is_made_durable_in_its_directory() {
+        // Finding 4: a file's fsync does not keep its name; a power cut
+        // after it could leave the admin token's hash stored and the file gone.
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin.token");
+        assert_eq!(synced_by(|| write_durably(&token, b"t\n").unwrap()), [dir.path()]);
+        // A new data dir: each directory made is made durable in its parent.
+        let data = dir.path().join("var/lib/herald");
+        assert_eq!(
+            synced_by(|| create_private_dir(&data).unwrap()),
+            [
+                dir.path().to_path_buf(),
+                dir.path().join("var"),
+                dir.path().join("var/lib")
+            ]
+        );
+        // The store's files, once created, before any write is acknowledged.
+        let synced = synced_by(|| drop(crate::test_store(&data)));
+        assert!(synced.iter().filter(|d| **d == data).count() >= 2, "{synced:?}");
+        // Nothing new, nothing synced for it.
+        assert_eq!(synced_by(|| create_private_dir(&data).unwrap()), Vec::<PathBuf>::new());
+    }
 
     #[test]
     fn a_durable_write_replaces_the_file_whole_and_leaves_nothing_beside_it() {
