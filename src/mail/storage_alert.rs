@@ -40,7 +40,8 @@ pub(super) fn watch(app: &Arc<App>) {
 /// Stores the notification; whether it is stored.
 async fn tell(app: &App, health: Health) -> bool {
     let settings = app.settings();
-    let detail = health.advice(app.store.on_disk(), settings.storage.max_size);
+    let store = &app.store;
+    let detail = health.advice(store.on_disk(), store.room_left(), settings.storage.max_size);
     let title = match health {
         Health::DiskFull => "Storage full: the disk is full, new events are refused",
         _ => "Storage full: storage.max_size reached, new events are refused",

@@ -33,10 +33,11 @@ impl Health {
 
     /// What a person is told of a full or nearly full store, and what to
     /// do: the status page and the system notification say the same.
-    pub fn advice(self, on_disk: u64, max_size: u64) -> String {
-        let (size, max) = (
+    pub fn advice(self, on_disk: u64, room_left: u64, max_size: u64) -> String {
+        let (size, max, left) = (
             bytesize::ByteSize(on_disk).display().iec_short(),
             bytesize::ByteSize(max_size).display().iec_short(),
+            bytesize::ByteSize(room_left).display().iec_short(),
         );
         match self {
             Health::DiskFull => format!(
@@ -50,8 +51,9 @@ impl Health {
                  deliveries go on."
             ),
             _ => format!(
-                "The store is nearly full: its files take {size} of storage.max_size {max}. New events will be \
-                 refused (507) when it is full; retention frees room over time, or raise storage.max_size."
+                "The store is nearly full: {left} are left for new work (its files take {size} of \
+                 storage.max_size {max}; herald keeps 256 KiB of the disk free). New events will be refused \
+                 (507) when it is full; retention frees room over time, or raise storage.max_size or free disk space."
             ),
         }
     }

@@ -108,6 +108,8 @@ struct Shared {
     health: HealthCell,
     /// The bytes the store's files take on the disk (see `writer.rs`).
     on_disk: Arc<AtomicU64>,
+    /// What new work may still add, as last judged (see `writer.rs`).
+    room_left: Arc<AtomicU64>,
 }
 
 /// Owns the writer thread; `close` waits until it has committed what it holds.
@@ -172,6 +174,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(4096);
         let health = Arc::new(tokio::sync::watch::Sender::new(Health::Ok));
         let on_disk = Arc::new(AtomicU64::new(open::file_size(&path).1 + journal.capacity()));
+        let room_left = Arc::new(AtomicU64::new(u64::MAX));
         let writer = writer::Writer::new(writer::Setup {
             db: db.clone(),
             dir: dir.to_path_buf(),
@@ -183,6 +186,7 @@ impl Store {
             jobs_changed,
             health: health.clone(),
             on_disk: on_disk.clone(),
+            room_left: room_left.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -195,6 +199,7 @@ impl Store {
                 ops: tx,
                 health,
                 on_disk,
+                room_left,
             }),
         };
         Ok((store, WriterGuard { thread: Some(thread) }))
@@ -269,6 +274,12 @@ impl Store {
     /// journal, as `du` counts them): what `storage.max_size` bounds.
     pub fn on_disk(&self) -> u64 {
         self.shared.on_disk.load(Ordering::Relaxed)
+    }
+
+    /// What new work may still add before it is refused, under
+    /// `storage.max_size` and on the disk, as the last write judged it.
+    pub fn room_left(&self) -> u64 {
+        self.shared.room_left.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {

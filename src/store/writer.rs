@@ -98,6 +98,7 @@ pub(super) struct Setup {
     pub jobs_changed: Arc<Notify>,
     pub health: HealthCell,
     pub on_disk: Arc<AtomicU64>,
+    pub room_left: Arc<AtomicU64>,
 }
 
 pub(super) struct Writer {
@@ -478,11 +479,13 @@ impl Writer {
             next_try: now,
         });
         self.measured = None;
-        self.set_health(if disk_full {
-            Health::DiskFull
+        if disk_full {
+            // Also a full episode: once reopened, the store takes work
+            // when there is comfortable room, not at the first free page.
+            self.refused(Limit::Disk, 0);
         } else {
-            Health::Recovering
-        });
+            self.set_health(Health::Recovering);
+        }
     }
 
     /// Marks the database broken whatever the error: the journal holds a
@@ -545,7 +548,12 @@ impl Writer {
                 let down = self.broken.take().map(|b| b.since.elapsed()).unwrap_or_default();
                 tracing::info!(after = ?down, "the database is open again after the storage error");
                 self.repeats = None;
-                self.set_health(Health::Ok);
+                // A full episode goes on until there is room again.
+                self.set_health(match self.full.as_ref().map(|f| f.limit) {
+                    None => Health::Ok,
+                    Some(Limit::MaxSize) => Health::MaxSize,
+                    Some(Limit::Disk) => Health::DiskFull,
+                });
                 true
             }
             Err(e) => {
@@ -619,6 +627,7 @@ impl Writer {
         self.flush_due = room.new_blocks > sizes.disk_free.saturating_sub(DISK_ROOM) / 2;
         let on_disk = sizes.on_disk(self.measured.as_ref());
         self.s.on_disk.store(on_disk, Ordering::Relaxed);
+        self.s.room_left.store(room.max_size.min(room.disk), Ordering::Relaxed);
         self.s.metrics.store_bytes.set(on_disk as i64);
         if let Some(full) = &mut self.full {
             if let Some(limit) = room.short_of(wanted) {

@@ -245,7 +245,7 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
         .iter()
         .filter(|n| n.ping.suspended || (n.last_error.is_some() && n.ping.retry))
         .collect();
-    let nearly_full = app.store.is_full() || size >= max / 10 * 9;
+    let nearly_full = app.store.is_full() || app.store.room_left() < max / 10;
     b.push_str("<h2>Needs attention</h2>");
     if troubled.is_empty()
         && failing.is_empty()
@@ -262,7 +262,7 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
     if nearly_full {
         b.push_str(&format!(
             "<p class=\"ko\">{}</p>",
-            escape(&app.store.health().advice(size, max))
+            escape(&app.store.health().advice(size, app.store.room_left(), max))
         ));
     }
     if !troubled.is_empty() {

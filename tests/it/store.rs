@@ -219,3 +219,48 @@ fn a_first_start_cut_short_can_be_started_again() {
     assert!(!data.join("herald.redb.new").exists(), "the half-made file is gone");
     assert!(d.log_text().contains("the first start was cut short before"));
 }
+
+/// The journal is sized from `storage.max_size` and counts in it: a data
+/// dir whose journal is larger (an older release's 8 MiB, or a lowered
+/// max_size) is replayed first, then the journal gives back the rest.
+#[test]
+fn a_lowered_max_size_shrinks_the_journal_after_its_replay() {
+    let mut d = Daemon::start(&accounts());
+    let journal = d.data_dir().join("herald.journal");
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 8 << 20);
+    let ids: Vec<String> = (0..50)
+        .map(|i| {
+            let r = d.post(
+                "/v1/events",
+                Some(INTEGRATION),
+                &format!(r#"{{"event":"tick","data":{i}}}"#),
+            );
+            assert_eq!(r.status, 202, "{}", r.body);
+            r.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Acknowledged, in the journal only: no checkpoint has run.
+    d.kill9();
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    let config = config.replace("[storage]", "[storage]\nmax_size = \"2MiB\"");
+    std::fs::write(d.config_path(), config).unwrap();
+    d.spawn();
+    assert!(
+        d.log_text().contains("applied the journal's commits"),
+        "{}",
+        d.log_text()
+    );
+    let listed: HashSet<String> = d.get("/v1/events?limit=1000", Some(ADMIN)).json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ids.into_iter().collect(), "every acknowledged event is there");
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        256 << 10,
+        "an eighth of 2 MiB"
+    );
+    assert!(du(&d.data_dir()) <= 2 << 20);
+}
