@@ -86,7 +86,11 @@ impl Metrics {
             jobs_run.clone(),
         );
         let store_bytes = Gauge::default();
-        registry.register("store_size_bytes", "Size of the database file", store_bytes.clone());
+        registry.register(
+            "store_size_bytes",
+            "Bytes the store's files (database and journal) take on the disk",
+            store_bytes.clone(),
+        );
         let storage_full = Gauge::default();
         registry.register(
             "storage_full",

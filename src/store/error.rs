@@ -27,7 +27,7 @@ pub enum StoreError {
 /// What made the store refuse new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// The database file would grow past `storage.max_size`.
+    /// The store's files would take more than `storage.max_size`.
     MaxSize,
     /// The disk that holds `storage.dir` is full.
     Disk,
@@ -38,12 +38,12 @@ impl std::fmt::Display for Limit {
         // Said to the caller that was refused: what happened, what to do.
         f.write_str(match self {
             Limit::MaxSize => {
-                "the database reached storage.max_size and nothing was stored; \
-                 free space (retention does over time) or raise storage.max_size"
+                "the store reached storage.max_size and nothing was stored; retention frees room \
+                 over time (herald takes work again by itself once it has), or raise storage.max_size"
             }
             Limit::Disk => {
-                "the disk that holds storage.dir is full and nothing was stored; free space on it \
-                 (herald takes work again by itself within seconds)"
+                "the disk that holds storage.dir is full (herald keeps 256 KiB of it free) and nothing \
+                 was stored; free space on it (herald takes work again by itself within seconds)"
             }
         })
     }

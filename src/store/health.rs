@@ -17,7 +17,7 @@ pub(super) type HealthCell = Arc<watch::Sender<Health>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Ok,
-    /// New work is refused: the file reached `storage.max_size`.
+    /// New work is refused: the store's files reached `storage.max_size`.
     MaxSize,
     /// New work is refused: the disk is full.
     DiskFull,

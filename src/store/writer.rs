@@ -119,6 +119,10 @@ pub(super) struct Writer {
     /// the disk's free space once written: the next commit is a checkpoint,
     /// which writes them, so that the disk shows what the store takes.
     flush_due: bool,
+    /// Set when a commit removed data during a full episode: redb uses
+    /// the pages it freed (and counts them free) only after a durable
+    /// commit, so the next recheck that finds no room checkpoints first.
+    freed: bool,
 }
 
 struct Broken {
@@ -157,6 +161,7 @@ impl Writer {
             lazy_since: None,
             closing: false,
             flush_due: false,
+            freed: false,
         }
     }
 
@@ -365,6 +370,9 @@ impl Writer {
     fn finish(&mut self, txn: Txn, durable: bool) -> Result<(), StoreError> {
         let log = txn.log.take();
         let log = super::redo::compact(&log).unwrap_or(log);
+        if self.full.is_some() && super::redo::changes(&log).any(|c| c.is_ok_and(|c| c.value.is_none())) {
+            self.freed = true;
+        }
         let due = std::mem::take(&mut self.flush_due)
             || self.closing
             || self
@@ -450,6 +458,7 @@ impl Writer {
         crash::point("checkpoint-done", || {});
         self.s.journal.restart(next);
         self.lazy_since = None;
+        self.freed = false;
         self.s.metrics.checkpoints.inc();
         Ok(())
     }
@@ -609,22 +618,25 @@ impl Writer {
         let mut room = sizes.room(bound);
         if !room.fits(wanted) && (need > 0 || self.full.is_some()) {
             // Near a limit: the pages in use, as counted, plus the estimates
-            // of what was added since. Counted again before a refusal (the
-            // estimates err high), unless the last count is too recent for
-            // its cost.
+            // of what was added since (they err high, and removals are not
+            // in them): counted again unless the last count is too recent
+            // for its cost.
             let estimate = self.measured.as_ref().map(|m| {
-                let recent = m.since == 0 || m.at.elapsed() < m.took * MEASURE_SHARE;
+                let recent = m.at.elapsed() < m.took * MEASURE_SHARE;
                 (m.used + m.since, recent)
             });
-            room = match estimate {
-                Some((used, recent)) if recent || sizes.room(used).fits(wanted) => sizes.room(used),
-                _ => match self.measure(db) {
-                    Some(used) => sizes.room(used),
-                    None => room,
-                },
+            let used = match estimate {
+                Some((used, recent)) if recent || sizes.room(used).fits(wanted) => Some(used),
+                _ => self.measure(db),
             };
+            if let Some(used) = used {
+                room = sizes.room(used);
+                // Pages in redb's write buffer that will take much of what
+                // is free: a checkpoint writes them, so that the disk shows
+                // what the store takes before anyone fills it.
+                self.flush_due = room.new_blocks > sizes.disk_free.saturating_sub(DISK_ROOM) / 2;
+            }
         }
-        self.flush_due = room.new_blocks > sizes.disk_free.saturating_sub(DISK_ROOM) / 2;
         let on_disk = sizes.on_disk(self.measured.as_ref());
         self.s.on_disk.store(on_disk, Ordering::Relaxed);
         self.s.room_left.store(room.max_size.min(room.disk), Ordering::Relaxed);
@@ -633,6 +645,9 @@ impl Writer {
             if let Some(limit) = room.short_of(wanted) {
                 full.limit = limit;
                 full.next_check = now + RECHECK_EVERY;
+                // What was removed is counted free after a checkpoint: this
+                // commit is one, and the next recheck sees the room.
+                self.flush_due |= self.freed;
                 return Room::none(limit);
             }
             let after = full.since.elapsed();

@@ -257,6 +257,43 @@ fn storage_full_refuses_new_events_and_keeps_old_ones() {
     assert!(taken <= 1280 << 10, "the data dir takes {taken} bytes");
 }
 
+/// A full store takes work again by itself once retention frees room
+/// (the pages freed inside the file are counted again, though the file
+/// keeps its blocks), and the page then says nothing more of it.
+#[test]
+fn a_full_store_takes_work_again_once_retention_frees_room() {
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[storage]\nmax_size = \"1MiB\"\nmax_event_size = \"64KiB\"\nretention = \"1h\"\n{}",
+            accounts()
+        ),
+        Some("2026-03-02T10:00:00Z"),
+    );
+    let blob = "x".repeat(60 * 1024);
+    let (accepted, _) = fill(&d, &blob);
+    assert!(d.get("/", Some(ADMIN)).body.contains("The store is full"));
+    d.advance("2h");
+    d.eventually(Duration::from_secs(15), "a publish once retention freed room", || {
+        let r = d.post(
+            "/v1/events",
+            Some(ADMIN),
+            &format!(r#"{{"event":"big","data":{{"i":-1,"b":"{blob}"}}}}"#),
+        );
+        (r.status == 202).then_some(())
+    });
+    assert!(d.log_text().contains("storage has room again"), "{}", d.log_text());
+    let listed = d.get("/v1/events?limit=1000", Some(ADMIN)).json();
+    assert_eq!(
+        listed["events"].as_array().unwrap().len(),
+        1,
+        "{} swept",
+        accepted.len()
+    );
+    assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], false);
+    let page = d.get("/", Some(ADMIN)).body;
+    assert!(!page.contains("The store is"), "{page}");
+}
+
 /// `storage.max_size` of 8 MiB: work is taken until the data dir takes
 /// nearly all of it, not refused at half (redb doubles its file's length,
 /// but the new half is a hole until written): issue 21, findings 1 and 2.
