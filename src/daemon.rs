@@ -57,6 +57,8 @@ pub async fn run(
         .await??
     };
     tracing::info!(path = %store.path().display(), "store open");
+    // Before anything reads the clock: herald time goes on from the last run.
+    crate::timekeeping::restore(&store, &clock).context("reading the saved clock")?;
 
     let bootstrap = if config.accounts.is_empty() {
         Some(
@@ -135,6 +137,9 @@ pub async fn run(
     let server_done = tokio::time::timeout(SERVER_GRACE + Duration::from_millis(500), server).await;
     if engine_done.is_err() || server_done.is_err() {
         tracing::warn!("work still running after the drain timeout; it will run again after the restart");
+    }
+    if let Err(e) = crate::timekeeping::save(&store, &clock).await {
+        tracing::warn!(error = %e, "herald time was not saved at the stop");
     }
     drop(app);
     drop(store);

@@ -344,7 +344,16 @@ fn every_stored_record_keeps_its_bytes() {
         running: Some((s("exe_1"), true)),
         last_execution: Some(s("exe_0")),
     };
+    let clock = crate::clock::Saved {
+        last: 1_764_583_200_000,
+        ledger: vec![crate::clock::Offset {
+            from: 1_764_583_000_000,
+            offset: -86_400_000,
+            floor: 1_764_583_000_000,
+        }],
+    };
     let all = [
+        ("clock", hex(&clock), "80d4d695db6601809fbe95db66ffefb252809fbe95db66"),
         (
             "event",
             hex(&event),

@@ -12,7 +12,8 @@
 //! - [`daemon`]: start, reload and drain.
 //! - [`publish`]: the publishing seam between events and its subscribers.
 //! - [`config`]: the TOML file, its defaults and validation.
-//! - [`clock`]: business time, real or driven by tests.
+//! - [`clock`]: business time, real or driven by tests, through wall-clock
+//!   steps; [`timekeeping`] keeps it across restarts.
 //! - [`store`]: the redb database, the journal (its invariants are stated
 //!   at the top of the module), tables with stable ids, the group-commit
 //!   writer.
@@ -85,6 +86,7 @@ pub mod redact;
 pub mod retention;
 pub mod schedules;
 pub mod store;
+pub mod timekeeping;
 pub mod ui;
 pub mod webhooks;
 

@@ -469,11 +469,11 @@ fn serve(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
 /// gives its start.
 fn clock() -> anyhow::Result<Clock> {
     let Ok(start) = std::env::var("HERALD_TEST_CLOCK") else {
-        return Ok(Clock::System);
+        return Ok(Clock::system());
     };
     if !cfg!(feature = "test-hooks") {
         tracing::warn!("HERALD_TEST_CLOCK is ignored: this build keeps business time on the system clock");
-        return Ok(Clock::System);
+        return Ok(Clock::system());
     }
     let start = start
         .parse()

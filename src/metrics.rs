@@ -23,6 +23,7 @@ pub struct Metrics {
     pub events_ingested: Counter,
     pub commits: Counter,
     pub checkpoints: Counter,
+    pub clock_steps: Counter,
     pub journal_syncs: Counter,
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
@@ -64,6 +65,12 @@ impl Metrics {
             "store_checkpoints",
             "Durable database commits that start the journal again",
             checkpoints.clone(),
+        );
+        let clock_steps = Counter::default();
+        registry.register(
+            "clock_steps",
+            "Steps of the wall clock seen (by more than 2 s beyond real time, either way)",
+            clock_steps.clone(),
         );
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
@@ -123,6 +130,7 @@ impl Metrics {
             events_ingested,
             commits,
             checkpoints,
+            clock_steps,
             journal_syncs,
             commit_seconds,
             commit_batch,

@@ -162,20 +162,32 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
 
 /// Moves the manual clock (tests only: exists when `HERALD_TEST_CLOCK` is set).
 async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let v = call.json_object(&["advance", "to"]).await?;
+    let v = call.json_object(&["advance", "to", "step", "elapse"]).await?;
     if !app.clock.is_manual() {
         return Err(ApiError::not_found(
             "the clock is driven only when herald runs with HERALD_TEST_CLOCK",
         ));
     }
-    let by = match (
-        v.get("advance").and_then(Value::as_str),
-        v.get("to").and_then(Value::as_str),
-    ) {
-        (Some(d), _) => jiff::SignedDuration::try_from(
-            config::parse_duration(d).map_err(|m| ApiError::invalid_field("advance", m))?,
-        )
-        .map_err(|e| ApiError::invalid_field("advance", e.to_string()))?,
+    let signed = |field: &'static str| -> Result<Option<jiff::SignedDuration>, ApiError> {
+        let Some(text) = v.get(field).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let (minus, d) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let d = config::parse_duration(d).map_err(|m| ApiError::invalid_field(field, m))?;
+        let d = jiff::SignedDuration::try_from(d).map_err(|e| ApiError::invalid_field(field, e.to_string()))?;
+        Ok(Some(if minus { -d } else { d }))
+    };
+    let by = match (signed("advance")?, v.get("to").and_then(Value::as_str)) {
+        (Some(d), _) if d.is_negative() => {
+            return Err(ApiError::invalid_field(
+                "advance",
+                "time only passes forward; step the wall clock back with \"step\": \"-1h\"",
+            ));
+        }
+        (Some(d), _) => d,
         (None, Some(t)) => {
             let to: jiff::Timestamp = t
                 .parse()
@@ -186,13 +198,26 @@ async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             }
             by
         }
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                "advance",
-                "give \"advance\": \"60s\" or \"to\": RFC 3339",
-            ));
-        }
+        (None, None) => jiff::SignedDuration::ZERO,
     };
-    let now = app.clock.advance(by);
-    Ok(http::json(StatusCode::OK, &json!({ "now": clock::fmt(now) })))
+    // The wall clock alone (a step of the system clock), or the monotonic
+    // clock alone (real time passing while the wall clock stands still).
+    let step = signed("step")?.unwrap_or_default();
+    let elapse = match signed("elapse")? {
+        Some(d) if d.is_negative() => return Err(ApiError::invalid_field("elapse", "time only passes forward")),
+        Some(d) => std::time::Duration::try_from(d).unwrap_or_default(),
+        None => std::time::Duration::ZERO,
+    };
+    if by.is_zero() && step.is_zero() && elapse.is_zero() && !["advance", "to"].iter().any(|k| v.get(*k).is_some()) {
+        return Err(ApiError::invalid_field(
+            "advance",
+            "give \"advance\": \"60s\", \"to\": RFC 3339, \"step\": \"-1h\" (the wall clock alone) \
+             or \"elapse\": \"60s\" (the monotonic clock alone)",
+        ));
+    }
+    let now = app.clock.drive(by, step, elapse);
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({ "now": clock::fmt(now), "herald_time": now.to_string() }),
+    ))
 }

@@ -53,7 +53,7 @@ fn for_each_line(
 
 /// Local time, to the second, as a person reads it.
 fn local(ms: i64, tz: &TimeZone) -> String {
-    clock::from_ms(ms)
+    clock::from_ms(clock::shown(ms))
         .to_zoned(tz.clone())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()
@@ -103,7 +103,7 @@ pub fn csv(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<String
 
 /// Local time, for a time cell.
 fn civil(ms: i64, tz: &TimeZone) -> jiff::civil::DateTime {
-    clock::from_ms(ms).to_zoned(tz.clone()).datetime()
+    clock::from_ms(clock::shown(ms)).to_zoned(tz.clone()).datetime()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -132,16 +132,17 @@ pub struct LogLine {
     pub detail: Option<String>,
 }
 
-/// The local calendar day of `now`.
+/// The local calendar day of `now` (herald time), as the wall clock shows
+/// it: after a backward step, the day that is open goes on.
 pub fn local_day(now: Timestamp, tz: &TimeZone) -> Date {
-    now.to_zoned(tz.clone()).date()
+    clock::wall_of(now).to_zoned(tz.clone()).date()
 }
 
-/// The instant the local day after `day` begins (DST-safe).
+/// The herald time at which the local day after `day` begins (DST-safe).
 fn start_of_next_day(day: Date, tz: &TimeZone) -> Timestamp {
     let next = day.tomorrow().unwrap_or(day);
     next.to_zoned(tz.clone())
-        .map(|z| z.timestamp())
+        .map(|z| clock::due_for_wall(z.timestamp()))
         .unwrap_or(Timestamp::MAX)
 }
 

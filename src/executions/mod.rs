@@ -10,6 +10,7 @@
 pub mod export;
 mod log;
 mod routes;
+mod steps;
 pub mod xlsx;
 
 pub use self::log::*;
@@ -26,7 +27,10 @@ pub const FEATURE: Feature = Feature {
     tables: TABLES,
     jobs: &[Runner::of::<RollDaily>()],
     routes,
-    start: Some(|app| Box::pin(plan_roll(app))),
+    start: Some(|app| {
+        steps::watch(app);
+        Box::pin(plan_roll(app))
+    }),
     ..Feature::named("executions")
 };
 

@@ -13,7 +13,7 @@ use crate::html::escape;
 
 /// A time as the technician reads it: local (`general.timezone`), to the second.
 pub(super) fn local(ms: i64, tz: &jiff::tz::TimeZone) -> String {
-    clock::from_ms(ms)
+    clock::from_ms(clock::shown(ms))
         .to_zoned(tz.clone())
         .strftime("%Y-%m-%d %H:%M:%S %Z")
         .to_string()
