@@ -14,6 +14,7 @@ mod operations;
 mod schedules;
 mod smtp_sink;
 mod store;
+mod time;
 mod ui;
 mod upgrade;
 mod util;

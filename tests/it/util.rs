@@ -313,6 +313,15 @@ impl Daemon {
         }
     }
 
+    /// Steps the wall clock alone (`"+7d"`, `"-1h"`), as NTP or an operator
+    /// steps the system clock: no real time passes.
+    pub fn step(&self, by: &str) {
+        let r = self.post("/v1/test/clock", Some(ADMIN), &format!("{{\"step\": \"{by}\"}}"));
+        if r.status != 200 {
+            self.fail(&format!("stepping the clock: {} {}", r.status, r.body));
+        }
+    }
+
     /// The log lines of the newest execution of `interface`; `query` filters
     /// them (`"?category=cascade"`).
     pub fn newest_logs(&self, interface: &str, query: &str) -> serde_json::Value {

@@ -1,0 +1,165 @@
+//! Time through wall-clock steps (issue 22): the driven clock steps the
+//! wall clock alone, as NTP or an operator steps the system clock, and
+//! herald must count real time for every delay, deadline and age, show
+//! wall time, and say that the clock was stepped.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http_sink::{Answer, HttpSink};
+use crate::util::*;
+
+const START: &str = "2026-11-22T10:00:00Z";
+
+fn publish(d: &Daemon, name: &str) -> Value {
+    let r = d.post(
+        "/v1/events",
+        Some(ADMIN),
+        &json!({"event": name, "data": 1}).to_string(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r.json()
+}
+
+fn attempts(d: &Daemon, id: &str) -> Vec<Value> {
+    d.get(&format!("/v1/webhooks/{id}/attempts"), Some(ADMIN)).json()["attempts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A webhook to `sink` retried after 0 s and 5 min, deactivated after an
+/// hour without success; its first attempt has failed.
+fn failing_webhook(d: &Daemon, sink: &HttpSink) -> String {
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": sink.url("/")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    publish(d, "a");
+    sink.wait_for(1, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "the first attempt", || {
+        (attempts(d, &id).len() == 1).then_some(())
+    });
+    id
+}
+
+fn config() -> String {
+    format!(
+        "[webhooks]\nretry_schedule = [\"0s\", \"5m\"]\ndisable_after = \"1h\"\n{}",
+        accounts()
+    )
+}
+
+/// The clock's lines in herald's daily execution (none before it exists).
+fn step_lines(d: &Daemon) -> Vec<String> {
+    let list = d.get("/v1/executions?interface=herald", Some(ADMIN)).json();
+    let Some(id) = list["executions"][0]["id"].as_str() else {
+        return Vec::new();
+    };
+    d.get(&format!("/v1/executions/{id}/logs?level=warn"), Some(ADMIN))
+        .json()["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["category"] == "technical")
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Case 2: a step of a day forward fires no retry early and deactivates
+/// nothing; the step is a warn line, a log line and a count.
+#[test]
+fn a_day_forward_fires_no_retry_early_and_deactivates_nothing() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&config(), Some(START));
+    let id = failing_webhook(&d, &sink);
+    d.step("+1d");
+    d.eventually(Duration::from_secs(10), "the step noticed", || {
+        (!step_lines(&d).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.received().len(), 1, "no retry before its real time");
+    let w = d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json();
+    assert_eq!(w["state"], "active", "{w}");
+    let lines = step_lines(&d);
+    assert!(lines[0].contains("stepped forward by 1day"), "{lines:?}");
+    assert!(d.log_text().contains("the system clock was stepped forward"));
+    assert!(d.get("/metrics", None).body.contains("herald_clock_steps_total 1"));
+    // Real time passes: the retry comes when it is due, the webhook stays.
+    d.advance("6m");
+    sink.wait_for(2, Duration::from_secs(5));
+    // What is shown is wall time: the attempt is a day after the first.
+    let shown: jiff::Timestamp = d.eventually(Duration::from_secs(5), "attempt 2", || {
+        attempts(&d, &id)
+            .first()
+            .filter(|a| a["attempt"] == 2)
+            .map(|a| a["at"].as_str().unwrap().parse().unwrap())
+    });
+    let start: jiff::Timestamp = START.parse().unwrap();
+    let after = shown.duration_since(start).as_secs();
+    assert!((86_400 + 240..86_400 + 420).contains(&after), "{after}");
+    let w = d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json();
+    assert_eq!(w["state"], "active", "{w}");
+}
+
+/// Case 3: a step of a day back holds no timer back, opens no earlier
+/// day, and no later event sorts before an earlier one.
+#[test]
+fn a_day_back_holds_no_timer_back_and_opens_no_earlier_day() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&config(), Some(START));
+    let id = failing_webhook(&d, &sink);
+    let before = publish(&d, "before");
+    d.step("-1d");
+    d.advance("6m");
+    sink.wait_for(2, Duration::from_secs(5));
+    let after = publish(&d, "after");
+    assert!(
+        after["id"].as_str() > before["id"].as_str(),
+        "{after} sorts after {before}"
+    );
+    assert!(
+        after["created_at"].as_str() >= before["created_at"].as_str(),
+        "{after} is not before {before}"
+    );
+    // The day that is open goes on: no daily execution of yesterday.
+    let list = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
+    let days: Vec<&str> = list["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["day"].as_str())
+        .collect();
+    assert_eq!(days, ["2026-11-22"], "{list}");
+    assert!(step_lines(&d)[0].contains("stepped back by 1day"));
+    assert_eq!(attempts(&d, &id).len(), 2);
+}
+
+/// Case 5 (a driven form of it): ten minutes back, a timer a minute away
+/// fires after a minute of real time.
+#[test]
+fn ten_minutes_back_leaves_a_timer_on_time() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(
+        &format!("[webhooks]\nretry_schedule = [\"0s\", \"60s\"]\n{}", accounts()),
+        Some(START),
+    );
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": sink.url("/")}).to_string(),
+    );
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    publish(&d, "a");
+    sink.wait_for(1, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "the first attempt", || {
+        (attempts(&d, &id).len() == 1).then_some(())
+    });
+    d.step("-10m");
+    d.advance("75s");
+    sink.wait_for(2, Duration::from_secs(5));
+}
