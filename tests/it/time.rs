@@ -163,3 +163,85 @@ fn ten_minutes_back_leaves_a_timer_on_time() {
     d.advance("75s");
     sink.wait_for(2, Duration::from_secs(5));
 }
+
+/// Case 1: a webhook deactivated with events buffered, then the wall clock
+/// a week forward, and ten minutes of real time: no event is deleted by
+/// retention, the buffer and the reactivation link stay, a used
+/// idempotency key is still known, and the day's executions are there.
+#[test]
+fn a_week_forward_loses_no_event_buffer_link_or_key() {
+    let smtp = crate::smtp_sink::SmtpSink::start();
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[server]\npublic_url = \"https://gw.example.com:8470\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"herald@example.com\"\n\
+             [webhooks]\nretry_schedule = [\"0s\", \"30s\"]\ndisable_after = \"1m\"\nbuffer_for = \"1h\"\n{}",
+            smtp.port,
+            accounts()
+        ),
+        Some(START),
+    );
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": sink.url("/")}).to_string(),
+    );
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    publish(&d, "e1");
+    for n in 2..=3 {
+        sink.wait_for(n - 1, Duration::from_secs(5));
+        d.eventually(Duration::from_secs(5), "an attempt", || {
+            (attempts(&d, &id).len() == n - 1).then_some(())
+        });
+        d.advance("40s");
+    }
+    let webhook = || d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json();
+    d.eventually(Duration::from_secs(5), "deactivation", || {
+        Some(webhook()).filter(|w| w["state"] == "disabled")
+    });
+    let keyed = d.post(
+        "/v1/events",
+        Some(ADMIN),
+        r#"{"event":"e2","data":2,"idempotency_key":"k-1"}"#,
+    );
+    assert_eq!(keyed.status, 202, "{}", keyed.body);
+    for name in ["e3", "e4", "e5", "e6"] {
+        publish(&d, name);
+    }
+    d.advance("61s");
+    let mail = &smtp.wait_for(1, Duration::from_secs(5))[0];
+    let link = mail
+        .body
+        .split("https://gw.example.com:8470")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let buffered = webhook()["buffered"].clone();
+    assert_eq!(buffered, 6, "{}", webhook());
+
+    d.step("+7d");
+    d.advance("11m");
+    d.eventually(Duration::from_secs(10), "the step noticed", || {
+        (!step_lines(&d).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let names = d.event_names();
+    for name in ["e1", "e2", "e3", "e4", "e5", "e6"] {
+        assert!(names.iter().any(|n| n == name), "{name} was deleted: {names:?}");
+    }
+    assert_eq!(webhook()["buffered"], buffered, "{}", webhook());
+    assert_eq!(d.get(&link, None).status, 200, "the reactivation link still works");
+    let again = d.post(
+        "/v1/events",
+        Some(ADMIN),
+        r#"{"event":"e2","data":2,"idempotency_key":"k-1"}"#,
+    );
+    assert_eq!(
+        (again.status, again.json()["id"].clone()),
+        (200, keyed.json()["id"].clone())
+    );
+    let erp = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
+    assert!(!erp["executions"].as_array().unwrap().is_empty(), "{erp}");
+}
