@@ -116,6 +116,7 @@ pub async fn planned(app: &App, key: JobKey, name: String) -> Result<Ran, StoreE
     let settings = app.settings();
     let now = app.clock.now();
     let Some(slot) = app.state::<Runs>().claim(&name) else {
+        let skipped = name.clone();
         // A "run now" is going: this slot passes, so runs never overlap.
         app.store
             .write(Grows::No, move |txn| {
@@ -128,7 +129,11 @@ pub async fn planned(app: &App, key: JobKey, name: String) -> Result<Ran, StoreE
                     .map(|_| ())
             })
             .await?;
-        tracing::warn!("a planned run was skipped: a run started by hand was still going");
+        tracing::warn!(
+            schedule = %skipped,
+            "a planned run was skipped: the previous run of this schedule (planned or started by hand) \
+             was still going; runs never overlap"
+        );
         return Ok(Ran::Ok);
     };
     let config = settings.clone();

@@ -245,3 +245,37 @@ fn a_week_forward_loses_no_event_buffer_link_or_key() {
     let erp = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
     assert!(!erp["executions"].as_array().unwrap().is_empty(), "{erp}");
 }
+
+/// Case 4: the wall clock three hours forward during a run of 20 s: the
+/// run is no anomaly, and it took 20 s.
+#[test]
+fn three_hours_forward_during_a_run_is_no_anomaly() {
+    let sink = HttpSink::start(Answer::Hang);
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[general]\ntimezone = \"Europe/Zurich\"\n\
+             [[interfaces]]\nname = \"shop\"\nkind = \"pull\"\nurl = \"{}\"\ntimeout = \"2s\"\n\
+             [[schedules]]\nname = \"shop-sales\"\ninterface = \"shop\"\nevery = \"2h\"\n{}",
+            sink.url("/sales"),
+            accounts()
+        ),
+        Some(START),
+    );
+    let r = d.post("/v1/schedules/shop-sales/run", Some(TECHNICIAN), "");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["execution_id"].as_str().unwrap().to_string();
+    sink.wait_for(1, Duration::from_secs(10));
+    d.step("+3h");
+    d.advance("20s");
+    let e = d.eventually(Duration::from_secs(10), "the run to end", || {
+        let e = d.get(&format!("/v1/executions/{id}"), Some(ADMIN)).json();
+        (e["status"] != "running").then_some(e)
+    });
+    assert_eq!(e["anomaly"], false, "{e}");
+    let page = d.get(&format!("/ui/executions/{id}"), Some(ADMIN)).body;
+    assert!(page.contains("took 20 s"), "{page}");
+    let warnings = d
+        .get(&format!("/v1/executions/{id}/logs?level=warn"), Some(ADMIN))
+        .json();
+    assert!(!warnings.to_string().contains("anomaly"), "{warnings}");
+}
