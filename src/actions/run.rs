@@ -225,7 +225,7 @@ async fn make_call(app: &App, action: &Action, token: &str, i: &Interface, publi
             ),
         ];
         if let Some(secret) = &i.secret {
-            let ts = now.as_second();
+            let ts = clock::wall_of(now).as_second();
             let signature = Signer::new(secret).sign(&action.id, ts, &body);
             let value = |v: String| HeaderValue::try_from(v).map_err(|e| format!("cannot build the request: {e}"));
             headers.push((HeaderName::from_static("webhook-id"), value(action.id.clone())?));

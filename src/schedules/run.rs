@@ -457,7 +457,7 @@ async fn push(app: &App, p: &Planned, i: &Interface, exe: &str) -> Result<(), St
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             h.insert(HeaderName::from_static("idempotency-key"), value(key.clone())?);
             if let Some(signer) = &signer {
-                let ts = now.as_second();
+                let ts = clock::wall_of(now).as_second();
                 h.insert(HeaderName::from_static("webhook-id"), value(key.clone())?);
                 h.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(ts));
                 h.insert(

@@ -172,7 +172,7 @@ impl<'a> Poster<'a> {
     async fn post(&self, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
         use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
         let now = self.app.clock.now();
-        let timestamp = now.as_second();
+        let timestamp = clock::wall_of(now).as_second();
         let mut attempt = Attempt {
             event_id: event.id.clone(),
             attempt: if first_in_run { self.wh.head_attempts + 1 } else { 1 },

@@ -91,7 +91,15 @@ fn a_day_forward_fires_no_retry_early_and_deactivates_nothing() {
     assert!(d.get("/metrics", None).body.contains("herald_clock_steps_total 1"));
     // Real time passes: the retry comes when it is due, the webhook stays.
     d.advance("6m");
-    sink.wait_for(2, Duration::from_secs(5));
+    let got = sink.wait_for(2, Duration::from_secs(5));
+    // The signature's timestamp is wall time: receivers compare it with theirs.
+    let signed: i64 = got[1].headers["webhook-timestamp"].parse().unwrap();
+    let start: jiff::Timestamp = START.parse().unwrap();
+    let skew = signed - start.as_second() - 86_400;
+    assert!(
+        (240..=420).contains(&skew),
+        "webhook-timestamp {signed}: {skew} s after START + 1 day"
+    );
     // What is shown is wall time: the attempt is a day after the first.
     let shown: jiff::Timestamp = d.eventually(Duration::from_secs(5), "attempt 2", || {
         attempts(&d, &id)
@@ -99,7 +107,6 @@ fn a_day_forward_fires_no_retry_early_and_deactivates_nothing() {
             .filter(|a| a["attempt"] == 2)
             .map(|a| a["at"].as_str().unwrap().parse().unwrap())
     });
-    let start: jiff::Timestamp = START.parse().unwrap();
     let after = shown.duration_since(start).as_secs();
     assert!((86_400 + 240..86_400 + 420).contains(&after), "{after}");
     let w = d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json();
