@@ -13,6 +13,8 @@ const KEY: &str = "clock";
 /// How often herald time is saved while nothing else saves it: after a
 /// crash, a restart on a wall clock set back resumes from at most this long ago.
 pub const SAVE_EVERY: Duration = Duration::from_secs(600);
+/// A downtime longer than this is said in the log at start.
+const LONG_DOWNTIME_MS: i64 = 86_400_000;
 
 /// Takes up what the last run saved, and makes the clock the one that shows
 /// stored instants.
@@ -23,6 +25,17 @@ pub fn restore(store: &Store, clock: &Clock) -> Result<(), StoreError> {
     })?;
     if let Some(saved) = saved {
         clock.restore(&saved);
+        // The downtime is what the wall clock says: a long one makes what
+        // fell due meanwhile (retries, buffers, retention) run at once.
+        let down = crate::clock::to_ms(clock.now()) - saved.last;
+        if down > LONG_DOWNTIME_MS {
+            tracing::warn!(
+                down = %humantime::format_duration(Duration::from_secs((down / 1000) as u64)),
+                last = %crate::clock::rfc3339(saved.last),
+                "herald was stopped this long by the wall clock; what fell due meanwhile runs now \
+                 (if the clock was wrong before or is wrong now, that is what moved)"
+            );
+        }
     }
     clock.install();
     Ok(())

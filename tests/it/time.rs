@@ -286,3 +286,27 @@ fn three_hours_forward_during_a_run_is_no_anomaly() {
         .json();
     assert!(!warnings.to_string().contains("anomaly"), "{warnings}");
 }
+
+/// Across a restart the downtime is what the wall clock says, never
+/// negative: a restart on a clock set back a day holds no timer back.
+#[test]
+fn a_restart_on_a_clock_set_back_holds_no_timer_back() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let mut d = Daemon::start_with_clock(&config(), Some(START));
+    let id = failing_webhook(&d, &sink);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+    d.set_clock("2026-11-21T10:00:00Z");
+    d.spawn();
+    d.advance("6m");
+    sink.wait_for(2, Duration::from_secs(5));
+    d.eventually(Duration::from_secs(5), "attempt 2", || {
+        (attempts(&d, &id).len() == 2).then_some(())
+    });
+    d.eventually(Duration::from_secs(10), "the step noticed", || {
+        step_lines(&d)
+            .iter()
+            .any(|l| l.contains("stepped back by 1day"))
+            .then_some(())
+    });
+}
