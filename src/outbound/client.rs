@@ -226,19 +226,49 @@ impl HttpClient {
 }
 
 /// The origin to connect to, and the request in the form HTTP/1.1 sends:
-/// the path as target and the authority as `Host`.
+/// the path as target and the authority as `Host`. Credentials in the URL
+/// (`http://user:pw@host/`) go as HTTP Basic authentication, as every HTTP
+/// client sends them, unless the request has its own `Authorization`.
 fn prepare(mut req: Request<Full<Bytes>>) -> Result<(Origin, Request<Full<Bytes>>), String> {
     let origin = Origin::of(req.uri())?;
-    let host = req
+    let authority = req
         .uri()
         .authority()
-        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default().to_string())
+        .map(|a| a.as_str().to_string())
         .unwrap_or_default();
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host.to_string()),
+        None => (None, authority.clone()),
+    };
+    if let Some(userinfo) = userinfo
+        && !req.headers().contains_key(hyper::header::AUTHORIZATION)
+    {
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, basic_auth(userinfo)?);
+    }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     *req.uri_mut() = target.parse().map_err(|e| format!("{target}: {e}"))?;
     let host = host.parse().map_err(|e| format!("{host}: {e}"))?;
     req.headers_mut().insert(hyper::header::HOST, host);
     Ok((origin, req))
+}
+
+/// `Authorization: Basic` for the userinfo of a URL (`user:password`,
+/// each percent-decoded); marked sensitive, so it is never logged.
+fn basic_auth(userinfo: &str) -> Result<hyper::header::HeaderValue, String> {
+    use base64::Engine;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = format!("{}:{}", decode(user), decode(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = hyper::header::HeaderValue::try_from(format!("Basic {encoded}"))
+        .map_err(|e| format!("the URL's credentials cannot be sent: {e}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The same request again; the body is shared, not copied.
@@ -323,6 +353,18 @@ mod tests {
         );
         assert_eq!(req.uri().to_string(), "/hooks/in?x=1");
         assert_eq!(req.headers()["host"], "erp.example.com:8443");
+        // The URL's credentials, as Basic authentication ("user:pw").
+        assert_eq!(req.headers()["authorization"], "Basic dXNlcjpwdw==");
+        assert!(req.headers()["authorization"].is_sensitive());
+        // Percent-encoded characters are decoded: "erp:p@ss:w".
+        let (_, req) = prepared("http://erp:p%40ss%3Aw@h/");
+        assert_eq!(req.headers()["authorization"], "Basic ZXJwOnBAc3M6dw==");
+        // A request's own Authorization wins.
+        let mut own = Request::post("http://u:p@h/").body(Full::new(Bytes::new())).unwrap();
+        own.headers_mut().insert("authorization", "Bearer t".parse().unwrap());
+        assert_eq!(prepare(own).unwrap().1.headers()["authorization"], "Bearer t");
+        let (_, req) = prepared("http://h/");
+        assert!(!req.headers().contains_key("authorization"));
 
         let (origin, req) = prepared("http://[::1]/");
         assert_eq!((origin.host.as_str(), origin.port, origin.tls), ("::1", 80, false));

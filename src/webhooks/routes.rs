@@ -271,13 +271,19 @@ async fn activate(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let replay = if is_form {
         let form = Query::parse(&String::from_utf8_lossy(&call.body(4096).await?));
-        matches!(form.get("replay_events"), Some("true" | "1" | "on"))
+        let field = form.get("replay_events").or(form.get("replayEvents"));
+        matches!(field, Some("true" | "1" | "on"))
     } else if has_body(call) {
-        let v = call.json_object(&["replay_events"]).await?;
-        match v.get("replay_events") {
+        // `replayEvents` is mailingwork's name for the same field.
+        let v = call.json_object(&["replay_events", "replayEvents"]).await?;
+        let (name, field) = match v.get("replay_events") {
+            Some(f) => ("replay_events", Some(f)),
+            None => ("replayEvents", v.get("replayEvents")),
+        };
+        match field {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::invalid_field("replay_events", "must be true or false")),
+            Some(_) => return Err(ApiError::invalid_field(name, "must be true or false")),
         }
     } else {
         false

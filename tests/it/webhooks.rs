@@ -766,3 +766,44 @@ fn sigterm_with_a_hanging_delivery_exits_in_time_and_redelivers_after_restart() 
     let got = receiver.wait_for(2, Duration::from_secs(10));
     assert_eq!(got[1].headers["webhook-id"], sent["id"].as_str().unwrap());
 }
+
+/// Credentials in a webhook's URL go as HTTP Basic authentication, as every
+/// HTTP client sends them, and stay masked wherever the URL is shown.
+#[test]
+fn url_credentials_are_sent_as_basic_authentication() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start(&accounts());
+    let url = sink.url("/hooks").replacen("http://", "http://erp:p%40ss@", 1);
+    let wh = create(&d, ADMIN, json!({"app": "erp", "event": "*", "url": url}));
+    assert!(!wh.to_string().contains("p%40ss"), "masked: {wh}");
+    publish(&d, "a", json!(1));
+    let got = sink.wait_for(1, Duration::from_secs(5));
+    use base64::Engine;
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("erp:p@ss"));
+    assert_eq!(got[0].headers["authorization"], expected);
+    assert_eq!(got[0].path, "/hooks");
+    assert!(!d.log_text().contains("p%40ss") && !d.log_text().contains("p@ss"));
+}
+
+/// `replayEvents` (mailingwork's name) is taken beside `replay_events`.
+#[test]
+fn replay_events_is_also_taken_by_mailingworks_name() {
+    let smtp = SmtpSink::start();
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start_with_clock(&deactivation_config(smtp.port), Some(START));
+    let id = fail_until_disabled(&d, &sink);
+    let path = format!("/v1/webhooks/{id}/activate");
+    let bad = d.post(&path, Some(ADMIN), r#"{"replayEvents": "yes"}"#);
+    assert_eq!(
+        (bad.status, bad.json()["error"]["field"].clone()),
+        (422, json!("replayEvents"))
+    );
+    sink.set(Answer::Status(200));
+    let r = d.post(&path, Some(ADMIN), r#"{"replayEvents": true}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = sink.wait_for(4, Duration::from_secs(5));
+    assert_eq!(got.len(), 4, "three failed attempts, then the buffered event replayed");
+    d.eventually(Duration::from_secs(5), "the buffer delivered", || {
+        Some(webhook(&d, &id)).filter(|w| w["pending"] == 0 && w["buffered"] == 0)
+    });
+}
