@@ -136,10 +136,10 @@ pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
         let id = e["id"].as_str().unwrap_or("");
         items.push(Item {
             line: format!(
-                "EXECUTION {id} of {} {}: {} errors{}, started {}",
+                "EXECUTION {id} of {} {}: {}{}, started {}",
                 e["interface"].as_str().unwrap_or(""),
                 e["status"].as_str().unwrap_or("").to_uppercase(),
-                e["errors"],
+                crate::executions::errors_text(e["errors"].as_u64().unwrap_or(0)),
                 if e["anomaly"] == true {
                     ", ANOMALY (over an hour)"
                 } else {
@@ -284,7 +284,7 @@ pub async fn logs(
         return Ok(());
     }
     println!(
-        "{} of {}{}: {}, {} errors, started {}{}",
+        "{} of {}{}: {}, {}, started {}{}",
         id,
         exe["interface"].as_str().unwrap_or(""),
         exe["schedule"]
@@ -292,7 +292,7 @@ pub async fn logs(
             .map(|s| format!(" (schedule {s})"))
             .unwrap_or_default(),
         exe["status"].as_str().unwrap_or("").to_uppercase(),
-        exe["errors"],
+        crate::executions::errors_text(exe["errors"].as_u64().unwrap_or(0)),
         exe["started_at"].as_str().unwrap_or(""),
         exe["ended_at"]
             .as_str()

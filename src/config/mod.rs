@@ -350,6 +350,9 @@ impl Config {
 
         let (smtp, mail) = smtp_from_raw(raw.smtp, &err)?;
         let a = raw.alerts;
+        if let Err(m) = check_debounce(a.debounce.0, cfg!(feature = "test-hooks")) {
+            return Err(err("alerts", "debounce", m));
+        }
         if a.max_delay.0 < a.debounce.0 {
             return Err(err(
                 "alerts",
@@ -572,9 +575,36 @@ fn hostname() -> String {
         .unwrap_or_else(|| "herald".to_string())
 }
 
+/// Error mails gather for at least a minute (a portatour lesson: a mail per
+/// failed call floods the admins). Test builds may gather for less, so that
+/// tests need not wait.
+const MIN_DEBOUNCE: Duration = Duration::from_secs(60);
+
+fn check_debounce(debounce: Duration, test_build: bool) -> Result<(), String> {
+    if debounce < MIN_DEBOUNCE && !test_build {
+        return Err(format!(
+            "{} is too short: error mails gather for at least 60s, so that a storm of failures is one \
+             mail, not hundreds; use 60s or more",
+            humantime::format_duration(debounce)
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_mails_gather_for_at_least_a_minute_outside_test_builds() {
+        let e = check_debounce(Duration::from_secs(30), false).unwrap_err();
+        assert!(e.contains("30s is too short") && e.contains("60s or more"), "{e}");
+        assert!(check_debounce(Duration::from_secs(60), false).is_ok());
+        assert!(
+            check_debounce(Duration::from_secs(1), true).is_ok(),
+            "tests may gather for less"
+        );
+    }
 
     #[test]
     fn defaults_are_loopback_and_small() {

@@ -132,6 +132,15 @@ pub struct LogLine {
     pub detail: Option<String>,
 }
 
+/// "1 error", "2 errors": an execution's error count as people read it.
+pub fn errors_text(n: u64) -> String {
+    if n == 1 {
+        "1 error".into()
+    } else {
+        format!("{n} errors")
+    }
+}
+
 /// The local calendar day of `now` (herald time), as the wall clock shows
 /// it: after a backward step, the day that is open goes on.
 pub fn local_day(now: Timestamp, tz: &TimeZone) -> Date {

@@ -69,8 +69,11 @@ pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let mut b = String::from("<p><a href=\"/\">← overview</a></p>");
     let status = match exe.status {
         Status::Ok => "<span class=\"ok\">OK</span>".to_string(),
-        Status::Ko => format!("<span class=\"ko\">KO</span>, {} errors", exe.errors),
-        Status::Running => format!("running, {} errors", exe.errors),
+        Status::Ko => format!(
+            "<span class=\"ko\">KO</span>, {}",
+            crate::executions::errors_text(exe.errors.into())
+        ),
+        Status::Running => format!("running, {}", crate::executions::errors_text(exe.errors.into())),
     };
     let ended = exe.ended_at.unwrap_or(clock::to_ms(now));
     let _ = write!(

@@ -98,10 +98,13 @@ fn execution_link(e: &Execution, now: Timestamp) -> String {
 
 fn status_cell(e: &Execution) -> String {
     match (e.status, e.errors) {
-        (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({n} errors)"),
+        (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({})", executions::errors_text(n.into())),
         (Status::Ok, _) => "<span class=\"ok\">OK</span>".into(),
         (Status::Running, 0) => "running".into(),
-        (Status::Running, n) => format!("running, <span class=\"ko\">{n} errors</span>"),
+        (Status::Running, n) => format!(
+            "running, <span class=\"ko\">{}</span>",
+            executions::errors_text(n.into())
+        ),
     }
 }
 

@@ -120,11 +120,11 @@ fn logs_and_exports_of_an_execution() {
     });
     let (code, out, _) = cli(&d, &["attention"]);
     assert_eq!(code, Some(1), "a KO run needs attention: {out}");
-    assert!(out.contains(&format!("EXECUTION {exe} of shop KO")), "{out}");
+    assert!(out.contains(&format!("EXECUTION {exe} of shop KO: 1 error,")), "{out}");
     let (code, out, err) = cli(&d, &["logs", &exe]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.contains("KO, 1 errors") && out.contains("item 0 skipped") && out.contains("check the mappings"),
+        out.contains("KO, 1 error,") && out.contains("item 0 skipped") && out.contains("check the mappings"),
         "{out}"
     );
     let (_, out, _) = cli(&d, &["logs", &exe, "--level", "info", "--json"]);
