@@ -88,7 +88,16 @@ impl FailedCalls {
             && call.header(header::AUTHORIZATION).is_none()
             && *method == Method::GET
             && (call.parts.uri.path() == "/" || call.parts.uri.path().starts_with("/ui/"));
-        if quiet || challenge {
+        // A 409 to a person (a button pressed twice, a run already going, a
+        // reactivation link used after the webhook came back) tells them how
+        // things stand; it is no failed integration call, and a link's
+        // caller is no stranger without credentials.
+        let person = who.map_or_else(
+            || call.query.get("token").is_some() || call.parts.uri.path().starts_with("/ui/"),
+            |a| a.role != crate::config::Role::Integration,
+        );
+        let conflict = e.status == StatusCode::CONFLICT && person;
+        if quiet || challenge || conflict {
             tracing::debug!(%method, target, status = e.status.as_u16(), %peer, "request refused");
             return;
         }

@@ -325,3 +325,39 @@ fn a_restart_inside_the_window_sends_one_mail_with_every_failure() {
     settle();
     assert_eq!(sink.mails().len(), 1, "no duplicate");
 }
+
+/// A 409 answered to a person (Run now while the run goes) is no failed
+/// API call: no mail to the technician who pressed it, no error line.
+#[test]
+fn a_conflict_answered_to_a_person_is_no_failed_call() {
+    let smtp = SmtpSink::start();
+    let sink = crate::http_sink::HttpSink::start(crate::http_sink::Answer::Hang);
+    let d = Daemon::start_with_clock(
+        &format!(
+            "{}[[interfaces]]\nname = \"shop\"\nkind = \"pull\"\nurl = \"{}\"\ntimeout = \"60s\"\n\
+             [[schedules]]\nname = \"sales\"\ninterface = \"shop\"\nevery = \"2h\"\n",
+            config(smtp.port),
+            sink.url("/sales")
+        ),
+        Some(START),
+    );
+    assert_eq!(d.post("/v1/schedules/sales/run", Some(TECHNICIAN), "").status, 202);
+    sink.wait_for(1, Duration::from_secs(10));
+    let again = d.post("/v1/schedules/sales/run", Some(TECHNICIAN), "");
+    assert_eq!(again.status, 409, "{}", again.body);
+    // The integration's own failure is still recorded.
+    d.get("/v1/nope", Some(INTEGRATION));
+    wait_entries(&d, "erp@example.com", 1);
+    settle();
+    assert!(
+        mails(&d).iter().all(|m| m["to"] != "tech@example.com"),
+        "{:?}",
+        mails(&d)
+    );
+    let log = d.log_text();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed") && l.contains("status=409"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
