@@ -41,9 +41,27 @@ pub const FEATURE: Feature = Feature {
     jobs: &[Runner::of::<CallJob>(), Runner::of::<TimeoutJob>()],
     routes,
     state: Some(|_| Arc::new(Calls::default())),
+    start: Some(|app| Box::pin(apply_attempts(app))),
     reload: Some(reload),
     ..Feature::named("actions")
 };
+
+/// At start, every action interface's `attempts` applies to its stored
+/// actions, as a SIGHUP applies a changed one: a config changed while herald
+/// was stopped reaches them too.
+async fn apply_attempts(app: &Arc<App>) -> Result<(), crate::store::StoreError> {
+    let all: Vec<(String, u32)> = app
+        .settings()
+        .interfaces
+        .iter()
+        .filter(|i| i.kind == InterfaceKind::Action)
+        .map(|i| (i.name.clone(), i.attempts))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    run::attempts_changed(app, all).await
+}
 
 /// A changed `attempts` of an action interface applies to its actions.
 fn reload(app: &Arc<App>, old: &Arc<Config>, new: &Arc<Config>) {

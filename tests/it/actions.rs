@@ -649,3 +649,32 @@ fn kill_9_loses_no_action_and_repeats_no_answered_call() {
         200
     );
 }
+
+/// A changed `attempts` reaches stored actions after a restart as it does
+/// after SIGHUP.
+#[test]
+fn attempts_changed_while_stopped_reach_the_actions_at_start() {
+    let sink = HttpSink::start(Answer::Status(503));
+    let mut d = daemon(&sink, "attempts = 5\nretry_wait = \"1m\"", None);
+    let a = create(&d, json!({"interface": "crm", "payload": {"a": 1}}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    after_attempts(&d, &a, 1);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(d.config_path()).unwrap();
+    let mut t: toml::Table = text.parse().unwrap();
+    let crm = &mut t["interfaces"].as_array_mut().unwrap()[0];
+    crm.as_table_mut().unwrap().insert("attempts".into(), 2.into());
+    std::fs::write(d.config_path(), toml::to_string(&t).unwrap()).unwrap();
+    d.spawn();
+    d.eventually(Duration::from_secs(10), "attempts 2 applied", || {
+        (action(&d, &a)["attempts_max"] == 2).then_some(())
+    });
+    d.advance("1m");
+    after_attempts(&d, &a, 2);
+    d.eventually(Duration::from_secs(5), "closed after 2", || {
+        (action(&d, &a)["state"] == "closed").then_some(())
+    });
+}
