@@ -47,6 +47,16 @@ pub const COLLMEX_EVENTS: [(&str, &str); 9] = [
 
 const FIELDS: [&str; 5] = ["Record type", "System", "Event", "URL", "Inactive"];
 
+/// The event a notification names: a Collmex event number (1 to 9) is its
+/// event's name; otherwise an event name (not all digits). `None` if neither.
+pub fn event_named(field: &str) -> Option<String> {
+    match COLLMEX_EVENTS.iter().find(|(n, _)| *n == field) {
+        Some((_, name)) => Some(name.to_string()),
+        None if valid_name(field) && !field.bytes().all(|b| b.is_ascii_digit()) => Some(field.to_string()),
+        None => None,
+    }
+}
+
 pub fn valid_system(s: &str) -> bool {
     (1..=MAX_SYSTEM).contains(&s.chars().count())
         && s.bytes()
@@ -163,9 +173,8 @@ fn record(line: &str) -> Result<Record, (&'static str, String)> {
         let message = format!("{system:?} must be 1 to {MAX_SYSTEM} characters of A-Z a-z 0-9 . _ -");
         return Err(("System", message));
     }
-    let event = match COLLMEX_EVENTS.iter().find(|(n, _)| *n == fields[2]) {
-        Some((_, name)) => name.to_string(),
-        None if valid_name(&fields[2]) && !fields[2].bytes().all(|b| b.is_ascii_digit()) => fields[2].clone(),
+    let event = match event_named(&fields[2]) {
+        Some(name) => name,
         None => {
             let message = format!(
                 "{:?} is neither a Collmex event number (1 to 9) nor an event name (A-Z a-z 0-9 . _ : -)",
@@ -179,7 +188,8 @@ fn record(line: &str) -> Result<Record, (&'static str, String)> {
         return Err(("URL", problem));
     }
     let inactive = match fields[4].as_str() {
-        "0" => 0,
+        // Collmex leaves it empty for an active notification.
+        "" | "0" => 0,
         "1" => 1,
         "2" => 2,
         other => {
@@ -338,8 +348,22 @@ mod tests {
             rec("crm", "door.opened", "https://crm.example.com/a;b?x=\"y\"", 1),
         ];
         let text = export(&records);
+        // Collmex's events go out by name, which the import maps back to the same event.
         assert!(text.ends_with("\r\n") && text.starts_with("API_NOTIFICATION;shop;booking.posted;"));
         let back: Vec<Record> = parse(&text).unwrap().into_iter().map(|(_, r)| r).collect();
         assert_eq!(back, records);
+    }
+
+    #[test]
+    fn an_empty_inactive_is_active_and_numbers_name_collmex_events() {
+        let text = "API_NOTIFICATION;shop;9;https://shop.example.com/p;\r\n";
+        let records = parse(text).unwrap();
+        assert_eq!(
+            (records[0].1.event.as_str(), records[0].1.inactive),
+            ("customer.changed", 0)
+        );
+        assert_eq!(event_named("3").as_deref(), Some("sales_order.changed"));
+        assert_eq!(event_named("door.opened").as_deref(), Some("door.opened"));
+        assert_eq!(event_named("10"), None, "only 1 to 9 are Collmex's");
     }
 }

@@ -85,12 +85,12 @@ fn path(call: &Call) -> Result<(String, String), ApiError> {
         );
         return Err(ApiError::invalid_field("system", message));
     }
-    if !events::valid_name(&event) {
+    let Some(event) = records::event_named(&event) else {
         return Err(ApiError::invalid_field(
             "event",
-            format!("{event:?} is not an event name"),
+            format!("{event:?} is neither a Collmex event number (1 to 9) nor an event name (A-Z a-z 0-9 . _ : -)"),
         ));
-    }
+    };
     Ok((system, event))
 }
 

@@ -377,3 +377,18 @@ fn toggling_resets_the_counter_and_deleting_cancels_the_planned_ping() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sink.received().len(), 2);
 }
+
+/// A Collmex event number names its event in the PUT path as in the import.
+#[test]
+fn a_collmex_event_number_names_its_event_in_the_path() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = daemon("");
+    let r = put(&d, "shop", "3", json!({"url": sink.url("/p")}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["event"], "sales_order.changed");
+    let r = put(&d, "shop", "3", json!({"url": sink.url("/p"), "inactive": 1}));
+    assert_eq!(r.status, 200, "the same notification: {}", r.body);
+    let r = put(&d, "shop", "10", json!({"url": sink.url("/p")}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("Collmex event number"), "{}", r.body);
+}
