@@ -222,7 +222,11 @@ pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
                 "NOTIFY    {system}/{event} suspended after {} unanswered pings",
                 n["unacked"]
             ),
-            fix: Some(format!("herald reactivate-notification {system} {event}")),
+            fix: Some(format!(
+                "herald reactivate-notification {} {}",
+                shell_word(system),
+                shell_word(event)
+            )),
             json: json!({"kind": "notification", "notification": n}),
         });
     }
@@ -396,9 +400,39 @@ pub async fn reactivate_webhook(d: &Daemon, id: &str, replay: bool, as_json: boo
 
 pub async fn reactivate_notification(d: &Daemon, system: &str, event: &str, as_json: bool) -> anyhow::Result<()> {
     let v = d
-        .call("POST", &format!("/v1/notifications/{system}/{event}/reactivate"), None)
+        .call(
+            "POST",
+            &format!(
+                "/v1/notifications/{}/{}/reactivate",
+                crate::http::segment(system),
+                crate::http::segment(event)
+            ),
+            None,
+        )
         .await?
         .ok("reactivate")?;
     report(&v, as_json, format!("notification {system}/{event} is active again"));
     Ok(())
+}
+
+/// `word` as one word of a shell command a person copies: quoted when it
+/// holds anything but letters, digits and `. _ - : /`.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn a_command_to_copy_quotes_what_the_shell_would_split() {
+        assert_eq!(shell_word("shop"), "shop");
+        assert_eq!(shell_word("Shop B"), "'Shop B'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
 }

@@ -54,12 +54,32 @@ impl Route {
         let pairs = || self.pattern.iter().zip(path);
         let fits = path.len() == self.pattern.len() && pairs().all(|(want, got)| want.starts_with('{') || want == got);
         fits.then(|| {
+            // A parameter is percent-decoded: a Collmex system may be any
+            // printable text, spaces and slashes included.
             pairs()
                 .filter(|(want, _)| want.starts_with('{'))
-                .map(|(_, got)| got.to_string())
+                .map(|(_, got)| param(got))
                 .collect()
         })
     }
+}
+
+/// `text` as one segment of a path (percent-encoded where it must be), the
+/// way links and buttons name a resource whose name is free text.
+pub fn segment(text: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'-')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// A path parameter as the handler reads it: percent-decoded.
+fn param(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn segments(path: &str) -> Vec<&str> {
@@ -176,5 +196,17 @@ impl Router {
                 what.unwrap_or("?")
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_goes_into_one_path_segment_and_comes_back_whole() {
+        assert_eq!(segment("Shop B/über"), "Shop%20B%2F%C3%BCber");
+        assert_eq!(segment("order.changed"), "order.changed");
+        assert_eq!(param(&segment("Shop B/über")), "Shop B/über");
     }
 }

@@ -57,10 +57,10 @@ pub fn event_named(field: &str) -> Option<String> {
     }
 }
 
+/// A Collmex `System`: 1 to 20 characters of printable text (Collmex
+/// allows any), no control characters.
 pub fn valid_system(s: &str) -> bool {
-    (1..=MAX_SYSTEM).contains(&s.chars().count())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=MAX_SYSTEM).contains(&s.chars().count()) && !s.chars().any(char::is_control)
 }
 
 /// Why `url` cannot be pinged, if it cannot: http(s), a host, at most 255
@@ -170,7 +170,7 @@ fn record(line: &str) -> Result<Record, (&'static str, String)> {
     }
     let system = fields[1].clone();
     if !valid_system(&system) {
-        let message = format!("{system:?} must be 1 to {MAX_SYSTEM} characters of A-Z a-z 0-9 . _ -");
+        let message = format!("{system:?} must be 1 to {MAX_SYSTEM} characters of printable text");
         return Err(("System", message));
     }
     let event = match event_named(&fields[2]) {

@@ -80,7 +80,7 @@ fn path(call: &Call) -> Result<(String, String), ApiError> {
     let (system, event) = (call.params()[0].clone(), call.params()[1].clone());
     if !records::valid_system(&system) {
         let message = format!(
-            "{system:?} must be 1 to {} characters of A-Z a-z 0-9 . _ -",
+            "{system:?} must be 1 to {} characters of printable text",
             records::MAX_SYSTEM
         );
         return Err(ApiError::invalid_field("system", message));

@@ -68,7 +68,11 @@ fn notifications_table(notes: &[&Notification], tz: &jiff::tz::TimeZone, who: &A
             act = if n.ping.suspended {
                 button(
                     who,
-                    &format!("/ui/notifications/{}/{}/reactivate", n.system, n.event),
+                    &format!(
+                        "/ui/notifications/{}/{}/reactivate",
+                        crate::http::segment(&n.system),
+                        crate::http::segment(&n.event)
+                    ),
                     "Reactivate",
                     "/",
                     &[],

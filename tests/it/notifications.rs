@@ -392,3 +392,28 @@ fn a_collmex_event_number_names_its_event_in_the_path() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("Collmex event number"), "{}", r.body);
 }
+
+/// A Collmex `System` is up to 20 characters of any printable text: it is
+/// percent-encoded in paths and comes back whole.
+#[test]
+fn a_system_of_printable_text_is_taken_in_paths() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = daemon("");
+    let r = put(&d, "Shop%20B%2F%C3%BCber", "1", json!({"url": sink.url("/p")}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["system"], "Shop B/über");
+    let listed = d
+        .get("/v1/notifications?system=Shop%20B%2F%C3%BCber", Some(ADMIN))
+        .json();
+    assert_eq!(listed["notifications"][0]["event"], "booking.posted", "{listed}");
+    let r = put(&d, "Shop%0AB", "1", json!({"url": sink.url("/p")}));
+    assert_eq!((r.status, r.json()["error"]["field"].clone()), (422, json!("system")));
+    let r = put(&d, &"x".repeat(21), "1", json!({"url": sink.url("/p")}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    // The export quotes nothing it need not; the import takes it back.
+    let export = d.get("/v1/notifications?format=csv", Some(ADMIN)).body;
+    assert!(
+        export.contains("API_NOTIFICATION;Shop B/über;booking.posted;"),
+        "{export}"
+    );
+}
