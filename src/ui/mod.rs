@@ -13,6 +13,7 @@
 //!   `Origin` is another site is refused.
 
 mod execution;
+mod notices;
 mod overview;
 mod parts;
 
@@ -22,6 +23,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use subtle::ConstantTimeEq;
 
+pub use self::notices::Notices;
 use self::parts::csrf;
 use crate::app::App;
 use crate::auth::{Access, READERS};
@@ -33,6 +35,7 @@ use crate::store::Grows;
 /// The technician's pages and their buttons.
 pub const FEATURE: Feature = Feature {
     routes,
+    state: Some(|_| Arc::new(Notices::default())),
     ..Feature::named("ui")
 };
 
@@ -152,15 +155,14 @@ fn same_origin(call: &Call) -> bool {
         .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
 }
 
-/// Back to the page, saying what was done.
-fn done(back: &str, message: &str) -> Resp {
+/// Back to the page, which says what the button did (green when it did
+/// what it says, red when not); the message stays in [`Notices`].
+fn done(app: &Arc<App>, call: &Call, back: &str, ok: bool, message: String) -> Resp {
+    let id = app.state::<Notices>().put(&call.who().name, ok, message);
     let sep = if back.contains('?') { '&' } else { '?' };
-    let target: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("done", message)
-        .finish();
     let mut r = http::no_content();
     *r.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(v) = HeaderValue::try_from(format!("{back}{sep}{target}")) {
+    if let Ok(v) = HeaderValue::try_from(format!("{back}{sep}done={id}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
@@ -181,14 +183,26 @@ async fn retry_action(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError>
     };
     let id = call.param().to_string();
     match crate::actions::retry_now(app, &id).await {
-        Ok(a) => Ok(done(
-            &f.back,
-            &format!(
-                "action {id}: {} made, now {}",
+        Ok(a) => {
+            // A retry that failed again is no green "Done".
+            let failed = matches!(
+                a.progress.state,
+                crate::actions::rules::State::Retrying | crate::actions::rules::State::Closed
+            );
+            let why = a
+                .progress
+                .last_error
+                .as_ref()
+                .filter(|_| failed)
+                .map(|(_, e)| format!(": {e}"))
+                .unwrap_or_default();
+            let text = format!(
+                "action {id}: {} made, now {}{why}",
                 a.attempts_text(),
                 a.progress.state.as_str()
-            ),
-        )),
+            );
+            Ok(done(app, call, &f.back, !failed, text))
+        }
         Err(e) => api_refused(e, &f.back),
     }
 }
@@ -200,7 +214,13 @@ async fn run_schedule(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError>
     };
     let name = call.param().to_string();
     match crate::schedules::run::now(app.clone(), &name).await {
-        Ok(id) => Ok(done(&f.back, &format!("schedule {name}: run {id} started"))),
+        Ok(id) => Ok(done(
+            app,
+            call,
+            &f.back,
+            true,
+            format!("schedule {name}: run {id} started"),
+        )),
         Err(crate::schedules::run::NotStarted::Busy) => Ok(refused(
             StatusCode::CONFLICT,
             &format!("a run of schedule {name} is going; wait for it to end"),
@@ -232,8 +252,11 @@ async fn activate_webhook(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiEr
         .await?;
     match result {
         Ok(wh) => Ok(done(
+            app,
+            call,
             &f.back,
-            &if replay {
+            true,
+            if replay {
                 format!(
                     "webhook {} of {} is active; its buffered events are being delivered",
                     id, wh.app
@@ -261,7 +284,13 @@ async fn reactivate_notification(app: &Arc<App>, call: &mut Call) -> Result<Resp
         })
         .await?;
     match result {
-        Some(_) => Ok(done(&f.back, &format!("notification {system}/{event} is active again"))),
+        Some(_) => Ok(done(
+            app,
+            call,
+            &f.back,
+            true,
+            format!("notification {system}/{event} is active again"),
+        )),
         None => Ok(refused(
             StatusCode::NOT_FOUND,
             &format!("no notification {system}/{event}"),

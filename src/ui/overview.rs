@@ -25,11 +25,12 @@ use crate::store::StoreError;
 use crate::webhooks::{self, Webhook};
 
 pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let done = call.query.get("done").map(str::to_string);
-    Ok(crate::html::response(
-        StatusCode::OK,
-        render(app, call.who(), done.as_deref())?,
-    ))
+    // What a button did: only a message herald keeps, for whoever pressed it.
+    let done = call
+        .query
+        .get("done")
+        .and_then(|id| app.state::<super::Notices>().get(id, &call.who().name));
+    Ok(crate::html::response(StatusCode::OK, render(app, call.who(), done)?))
 }
 
 /// Rows shown per table; the JSON endpoints page through the rest.
@@ -175,7 +176,7 @@ fn actions_table(acts: &[Action], total: u64, tz: &jiff::tz::TimeZone, who: &Acc
     b
 }
 
-fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreError> {
+fn render(app: &App, who: &Account, done: Option<(bool, String)>) -> Result<String, StoreError> {
     let settings = app.settings();
     let tz = &settings.general.timezone;
     let now: Timestamp = app.clock.now();
@@ -218,7 +219,10 @@ fn render(app: &App, who: &Account, done: Option<&str>) -> Result<String, StoreE
         })?;
     let mut b = String::new();
     if let Some(done) = done {
-        let _ = write!(b, "<p class=\"done\">Done: {}</p>", escape(done));
+        let _ = match done {
+            (true, text) => write!(b, "<p class=\"done\">Done: {}</p>", escape(&text)),
+            (false, text) => write!(b, "<p class=\"ko\">Not done: {}</p>", escape(&text)),
+        };
     }
     let ready = app.ready.load(std::sync::atomic::Ordering::Relaxed);
     let size = app.store.on_disk();

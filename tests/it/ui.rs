@@ -168,6 +168,23 @@ fn each_fix_is_a_button_and_each_button_does_what_it_says() {
     assert!(page(&d, "/", &admin()).contains("/v1/mails"));
     assert!(html.contains("attempt 1 of 5"), "{html}");
 
+    // A retry that fails again is no green "Done": the page says so, red.
+    let r = press(&d, &retry, &tech());
+    assert_eq!(r.status, 303, "{}", r.body);
+    let failed = r.header("location").unwrap().to_string();
+    let back = page(&d, &failed, &tech());
+    assert!(
+        back.contains("Not done: action") && !back.contains("Done: action"),
+        "{back}"
+    );
+    // The message is herald's, for whoever pressed: not text from the URL.
+    assert!(
+        !page(&d, &failed, &admin()).contains("Not done"),
+        "another account sees nothing"
+    );
+    let forged = page(&d, "/?done=Your%20gateway%20is%20hacked", &tech());
+    assert!(!forged.contains("hacked"), "no page shows text taken from its URL");
+
     // Retry: one attempt at once, counted.
     sink.set(Answer::Status(202));
     let r = press(&d, &retry, &tech());
@@ -176,7 +193,7 @@ fn each_fix_is_a_button_and_each_button_does_what_it_says() {
     let a = json_of(&d, &format!("/v1/actions/{action}"));
     assert_eq!(
         (a["state"].as_str(), a["attempts_made"].as_u64()),
-        (Some("waiting"), Some(2))
+        (Some("waiting"), Some(3))
     );
     let back = page(&d, r.header("location").unwrap(), &tech());
     assert!(back.contains("Done: action"), "the page says what was done");
