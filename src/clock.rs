@@ -144,11 +144,11 @@ impl Clock {
 
     /// Herald time now: what due times, deadlines and ages are counted in.
     pub fn now(&self) -> Timestamp {
-        from_ms(self.read().0)
+        from_ms(self.read())
     }
 
-    /// Herald time now, and the wall time to show for it (ms).
-    fn read(&self) -> (i64, i64) {
+    /// Herald time now (ms); notices a step of the wall clock.
+    fn read(&self) -> i64 {
         let (wall, mono) = self.0.source.read();
         let wall = to_ms(wall);
         let mut line = self.0.line.lock().unwrap();
@@ -178,13 +178,14 @@ impl Clock {
             self.0.steps.send_modify(|n| *n += 1);
         }
         line.last = now;
-        let shown = shown_with(&line.ledger, now);
-        (now, shown)
+        now
     }
 
     /// The wall time to show for now (ms): never below an instant shown before.
-    pub fn wall_ms(&self) -> i64 {
-        self.read().1
+    #[cfg(test)]
+    fn wall_ms(&self) -> i64 {
+        let now = self.read();
+        shown_with(&self.0.line.lock().unwrap().ledger, now)
     }
 
     /// Steps seen since the last call, oldest first.
@@ -199,7 +200,7 @@ impl Clock {
 
     /// What to keep across a restart.
     pub fn saved(&self) -> Saved {
-        let now = self.read().0;
+        let now = self.read();
         let line = self.0.line.lock().unwrap();
         Saved {
             last: now,
