@@ -96,157 +96,34 @@ impl Daemon {
     }
 }
 
-/// One thing that needs a person, with the command that fixes it.
-struct Item {
-    line: String,
-    fix: Option<String>,
-    json: Value,
-}
-
-/// What needs attention, as the overview page lists it; whether anything does.
+/// The worklist, as the page shows it (`GET /v1/attention`); whether
+/// anything needs attention.
 pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
-    let mut items = Vec::new();
-    let status = d.get("/v1/status").await?;
-    if status["storage_full"] == true {
-        let line = if status["storage"] == "disk_full" {
-            "STORE     the disk of storage.dir is full: new events are refused (507); free space on it \
-             (herald takes work again within seconds)"
-        } else {
-            "STORE     full at storage.max_size: new events are refused (507); retention frees room over \
-             time, or raise storage.max_size and restart"
-        };
-        items.push(Item {
-            line: line.into(),
-            fix: None,
-            json: json!({"kind": "storage", "full": true, "limit": status["storage"]}),
-        });
-    }
-    for e in d.get("/v1/executions?status=ko&limit=20").await?["executions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(
-            d.get("/v1/executions?status=running&limit=100").await?["executions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| e["anomaly"] == true || e["errors"].as_u64().unwrap_or(0) > 0),
-        )
-    {
-        let id = e["id"].as_str().unwrap_or("");
-        items.push(Item {
-            line: format!(
-                "EXECUTION {id} of {} {}: {}{}, started {}",
-                e["interface"].as_str().unwrap_or(""),
-                e["status"].as_str().unwrap_or("").to_uppercase(),
-                crate::executions::errors_text(e["errors"].as_u64().unwrap_or(0)),
-                if e["anomaly"] == true {
-                    ", ANOMALY (over an hour)"
-                } else {
-                    ""
-                },
-                e["started_at"].as_str().unwrap_or("")
-            ),
-            fix: Some(format!("herald logs {id} --level error")),
-            json: json!({"kind": "execution", "execution": e}),
-        });
-    }
-    for w in d.get("/v1/webhooks").await?["webhooks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let id = w["id"].as_str().unwrap_or("");
-        let disabled = w["state"] == "disabled";
-        if !disabled && w.get("last_error").is_none_or(Value::is_null) {
-            continue;
-        }
-        items.push(Item {
-            line: if disabled {
-                format!(
-                    "WEBHOOK   {id} of {} deactivated: {}; {} buffered until {}",
-                    w["app"].as_str().unwrap_or(""),
-                    w["disabled_reason"].as_str().unwrap_or(""),
-                    w["buffered"],
-                    w["buffer_until"].as_str().unwrap_or("-")
-                )
-            } else {
-                format!(
-                    "WEBHOOK   {id} of {} retrying: {}; next try {}",
-                    w["app"].as_str().unwrap_or(""),
-                    w["last_error"].as_str().unwrap_or(""),
-                    w["next_retry_at"].as_str().unwrap_or("-")
-                )
-            },
-            fix: disabled.then(|| format!("herald reactivate-webhook {id} --replay")),
-            json: json!({"kind": "webhook", "webhook": w}),
-        });
-    }
-    for a in status["actions"].as_array().into_iter().flatten() {
-        let id = a["id"].as_str().unwrap_or("");
-        let state = a["state"].as_str().unwrap_or("");
-        let mut line = format!(
-            "ACTION    {id} on {} {state}, {}",
-            a["interface"].as_str().unwrap_or(""),
-            a["attempts"].as_str().unwrap_or("")
-        );
-        match state {
-            "retrying" => line.push_str(&format!("; next try {}", a["next_retry_at"].as_str().unwrap_or("-"))),
-            "todo" => line.push_str(&format!(
-                "; to do: {}{}",
-                a["reason"].as_str().unwrap_or(""),
-                a["queue"].as_str().map(|q| format!(" (queue {q})")).unwrap_or_default()
-            )),
-            _ => {}
-        }
-        if let Some(m) = a["last_error"]["message"].as_str() {
-            line.push_str(&format!("; last error: {m}"));
-        }
-        items.push(Item {
-            line,
-            fix: (state == "retrying").then(|| format!("herald retry {id}")),
-            json: json!({"kind": "action", "action": a}),
-        });
-    }
-    for n in d.get("/v1/notifications").await?["notifications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if n["suspended"] != true {
-            continue;
-        }
-        let (system, event) = (n["system"].as_str().unwrap_or(""), n["event"].as_str().unwrap_or(""));
-        items.push(Item {
-            line: format!(
-                "NOTIFY    {system}/{event} suspended after {} unanswered pings",
-                n["unacked"]
-            ),
-            fix: Some(format!(
-                "herald reactivate-notification {} {}",
-                shell_word(system),
-                shell_word(event)
-            )),
-            json: json!({"kind": "notification", "notification": n}),
-        });
-    }
+    let v = d.get("/v1/attention").await?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
     if as_json {
-        let all: Vec<Value> = items
-            .iter()
-            .map(|i| {
-                let mut v = i.json.clone();
-                v["fix"] = json!(i.fix);
-                v
-            })
-            .collect();
-        println!("{}", json!({ "attention": all }));
+        println!("{v}");
     } else if items.is_empty() {
         println!("Nothing needs attention.");
     } else {
         for i in &items {
-            println!("{}", i.line);
-            if let Some(fix) = &i.fix {
-                println!("          → {fix}");
+            let text = |k: &str| i[k].as_str().unwrap_or("");
+            println!(
+                "{:<12} {} since {}: {}",
+                text("kind").to_uppercase(),
+                text("id"),
+                text("since"),
+                text("title")
+            );
+            if let Some(detail) = i["detail"].as_str() {
+                for line in detail.lines() {
+                    println!("{:13}{line}", "");
+                }
+            }
+            for a in i["actions"].as_array().into_iter().flatten() {
+                if let Some(step) = a["path"].as_str().and_then(crate::worklist::Step::from_path) {
+                    println!("{:13}→ {}", "", step.command());
+                }
             }
         }
     }
@@ -398,6 +275,73 @@ pub async fn reactivate_webhook(d: &Daemon, id: &str, replay: bool, as_json: boo
     Ok(())
 }
 
+/// An acknowledgement: of an action (`act_...`) or an execution.
+pub async fn acknowledge(d: &Daemon, id: &str, note: Option<String>, as_json: bool) -> anyhow::Result<()> {
+    let path = if id.starts_with("act_") {
+        format!("/v1/actions/{}/acknowledge", crate::http::segment(id))
+    } else {
+        format!("/v1/executions/{}/acknowledge", crate::http::segment(id))
+    };
+    let v = d
+        .call("POST", &path, Some(json!({ "note": note })))
+        .await?
+        .ok("acknowledge")?;
+    report(&v, as_json, format!("{id} acknowledged; it leaves the worklist"));
+    Ok(())
+}
+
+pub async fn resolve(d: &Daemon, id: &str, completed: bool, note: Option<String>, as_json: bool) -> anyhow::Result<()> {
+    let resolution = if completed {
+        "successfully_completed"
+    } else {
+        "unsuccessfully_completed"
+    };
+    let v = d
+        .call(
+            "POST",
+            &format!("/v1/actions/{}/resolve", crate::http::segment(id)),
+            Some(json!({ "resolution": resolution, "note": note })),
+        )
+        .await?
+        .ok("resolve")?;
+    report(
+        &v,
+        as_json,
+        format!(
+            "action {id} is {}; it leaves the worklist",
+            v["state"].as_str().unwrap_or("")
+        ),
+    );
+    Ok(())
+}
+
+pub async fn assign(
+    d: &Daemon,
+    id: &str,
+    queue: Option<String>,
+    assignee: Option<String>,
+    note: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let v = d
+        .call(
+            "POST",
+            &format!("/v1/actions/{}/assign", crate::http::segment(id)),
+            Some(json!({ "queue": queue, "assignee": assignee, "note": note })),
+        )
+        .await?
+        .ok("assign")?;
+    let to: Vec<String> = [
+        v["queue"].as_str().map(|q| format!("queue {q}")),
+        v["assignee"].as_str().map(String::from),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    report(&v, as_json, format!("action {id} assigned to {}", to.join(", ")));
+    Ok(())
+}
+
 pub async fn reactivate_notification(d: &Daemon, system: &str, event: &str, as_json: bool) -> anyhow::Result<()> {
     let v = d
         .call(
@@ -413,26 +357,4 @@ pub async fn reactivate_notification(d: &Daemon, system: &str, event: &str, as_j
         .ok("reactivate")?;
     report(&v, as_json, format!("notification {system}/{event} is active again"));
     Ok(())
-}
-
-/// `word` as one word of a shell command a person copies: quoted when it
-/// holds anything but letters, digits and `. _ - : /`.
-fn shell_word(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c)) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_word;
-
-    #[test]
-    fn a_command_to_copy_quotes_what_the_shell_would_split() {
-        assert_eq!(shell_word("shop"), "shop");
-        assert_eq!(shell_word("Shop B"), "'Shop B'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
-    }
 }

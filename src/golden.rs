@@ -281,6 +281,12 @@ fn every_stored_record_keeps_its_bytes() {
         successes: 4,
         lines: 5,
         day: Some(s("2026-12-01")),
+        acknowledged: Some(executions::Ack {
+            at: 6,
+            by: s("tech"),
+            note: Some(s("n")),
+            errors: 3,
+        }),
     };
     let line = executions::LogLine {
         at: 1,
@@ -335,6 +341,9 @@ fn every_stored_record_keeps_its_bytes() {
         },
         created_at: 5,
         updated_at: 6,
+        resolved_by: Some(s("tech")),
+        note: Some(s("n")),
+        assignee: Some(s("a")),
     };
     let planned = schedules::Planned {
         name: s("hourly"),
@@ -373,7 +382,7 @@ fn every_stored_record_keeps_its_bytes() {
         (
             "execution",
             hex(&execution),
-            "056578655f310473686f700106686f75726c790102020104030405010a323032362d31322d3031",
+            "056578655f310473686f700106686f75726c790102020104030405010a323032362d31322d3031010c047465636801016e03",
         ),
         ("log line", hex(&line), "02020104016d010164"),
         ("interface", hex(&interface), "036170690361706901056578655f31"),
@@ -385,7 +394,7 @@ fn every_stored_record_keeps_its_bytes() {
         (
             "action",
             hex(&action),
-            "056163745f310363726d027b7d010d6f406578616d706c652e636f6d0365727001016b070707070707070707070707070707070707070707070707070707070707070704010201060108016501020101010171010001027b7d0101720a0c",
+            "056163745f310363726d027b7d010d6f406578616d706c652e636f6d0365727001016b070707070707070707070707070707070707070707070707070707070707070704010201060108016501020101010171010001027b7d0101720a0c01047465636801016e010161",
         ),
         (
             "schedule",
@@ -396,4 +405,42 @@ fn every_stored_record_keeps_its_bytes() {
     for (what, got, want) in all {
         assert_eq!(got, want, "the stored {what}: {WHAT_TO_DO}");
     }
+
+    // Records written before their trailing fields existed read as none;
+    // an older release reads a newer record's fields it knows.
+    let before = |hex_text: &str| hex::decode(hex_text).unwrap();
+    let old_execution = before("056578655f310473686f700106686f75726c790102020104030405010a323032362d31322d3031");
+    let read: executions::Execution = crate::store::decode("execution", &old_execution).unwrap();
+    assert_eq!(read.acknowledged, None);
+    assert_eq!(
+        hex(&executions::Execution {
+            acknowledged: Some(executions::Ack {
+                at: 6,
+                by: s("tech"),
+                note: Some(s("n")),
+                errors: 3
+            }),
+            ..read
+        }),
+        hex(&execution)
+    );
+    let old_action = before(
+        "056163745f310363726d027b7d010d6f406578616d706c652e636f6d0365727001016b070707070707070707070707070707070707070707070707070707070707070704010201060108016501020101010171010001027b7d0101720a0c",
+    );
+    let read: actions::Action = crate::store::decode("action", &old_action).unwrap();
+    assert_eq!((&read.resolved_by, &read.note, &read.assignee), (&None, &None, &None));
+    assert_eq!(
+        actions::Action {
+            resolved_by: action.resolved_by.clone(),
+            note: action.note.clone(),
+            assignee: action.assignee.clone(),
+            ..read
+        },
+        action
+    );
+    let truncated = &crate::store::encode(&execution)[..10];
+    assert!(
+        crate::store::decode::<executions::Execution>("execution", truncated).is_err(),
+        "a record cut inside its known fields is an error"
+    );
 }

@@ -89,6 +89,7 @@ pub mod store;
 pub mod timekeeping;
 pub mod ui;
 pub mod webhooks;
+pub mod worklist;
 
 use std::future::Future;
 
@@ -113,6 +114,7 @@ pub const FEATURES: &[&Feature] = &[
     &actions::FEATURE,
     &schedules::FEATURE,
     &retention::FEATURE,
+    &worklist::FEATURE,
 ];
 
 /// Runs the daemon with every feature; see [`daemon::run`].

@@ -39,6 +39,9 @@ enum Command {
     Run(Run),
     ReactivateWebhook(ReactivateWebhook),
     ReactivateNotification(ReactivateNotification),
+    Acknowledge(Acknowledge),
+    Resolve(Resolve),
+    Assign(Assign),
 }
 
 /// Run the daemon.
@@ -187,6 +190,63 @@ client_command! {
     }
 }
 
+client_command! {
+    /// Acknowledge a KO execution (its errors so far) or an action closed unsuccessfully: it leaves the worklist.
+    Acknowledge = "acknowledge" {
+        /// the execution (exe_...) or the action (act_...)
+        #[argh(positional)]
+        id: [String],
+        /// what you found or did, kept in the execution's log
+        #[argh(option)]
+        note: [Option<String>],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Resolve a to-do action: --completed or --not-completed.
+    Resolve = "resolve" {
+        /// the action (act_...)
+        #[argh(positional)]
+        action: [String],
+        /// it was done (successfully_completed)
+        #[argh(switch)]
+        completed: [bool],
+        /// it could not be done (unsuccessfully_completed)
+        #[argh(switch)]
+        not_completed: [bool],
+        /// what you did, kept in the interface's log
+        #[argh(option)]
+        note: [Option<String>],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
+client_command! {
+    /// Assign a to-do action to another queue or a person.
+    Assign = "assign" {
+        /// the action (act_...)
+        #[argh(positional)]
+        action: [String],
+        /// the queue that takes it
+        #[argh(option)]
+        queue: [Option<String>],
+        /// the person who takes it
+        #[argh(option)]
+        assignee: [Option<String>],
+        /// why, kept in the interface's log
+        #[argh(option)]
+        note: [Option<String>],
+        /// print JSON for scripts
+        #[argh(switch)]
+        json: [bool],
+    }
+}
+
 /// `--config`, else `$HERALD_CONFIG`.
 fn config_arg(given: Option<PathBuf>) -> Option<PathBuf> {
     given.or_else(|| {
@@ -309,6 +369,26 @@ fn main() -> ExitCode {
         }),
         Command::ReactivateNotification(n) => console(n.url, n.token, n.config, |d| async move {
             herald::console::reactivate_notification(&d, &n.system, &n.event, n.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Acknowledge(a) => console(a.url, a.token, a.config, |d| async move {
+            herald::console::acknowledge(&d, &a.id, a.note, a.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Resolve(r) => console(r.url, r.token, r.config, |d| async move {
+            let completed = match (r.completed, r.not_completed) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => bail!("say how it ended: --completed or --not-completed"),
+            };
+            herald::console::resolve(&d, &r.action, completed, r.note, r.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Assign(a) => console(a.url, a.token, a.config, |d| async move {
+            if a.queue.is_none() && a.assignee.is_none() {
+                bail!("say to whom: --queue QUEUE, --assignee PERSON, or both");
+            }
+            herald::console::assign(&d, &a.action, a.queue, a.assignee, a.note, a.json).await?;
             Ok(ExitCode::SUCCESS)
         }),
     }

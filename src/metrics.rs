@@ -39,6 +39,8 @@ pub struct Metrics {
     pub webhook_oldest_pending: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Set at each scrape: mails in the outbox not sent yet.
     pub mails_queued: Gauge,
+    /// Set at each scrape: the worklist's items by kind.
+    pub worklist: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -124,6 +126,12 @@ impl Metrics {
         );
         let mails_queued = Gauge::default();
         registry.register("mails_queued", "Mails in the outbox not sent yet", mails_queued.clone());
+        let worklist = Family::<Labels, Gauge>::default();
+        registry.register(
+            "worklist_items",
+            "Open problems that need a person, by kind (what the status page lists under Needs attention)",
+            worklist.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -142,6 +150,7 @@ impl Metrics {
             webhook_pending,
             webhook_oldest_pending,
             mails_queued,
+            worklist,
         }
     }
 

@@ -89,6 +89,12 @@ async fn metrics(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         .store
         .read(|r| Ok((webhooks::backlog(r)?, mail::count_queued(r)?)))?;
     m.mails_queued.set(queued as i64);
+    // Every kind, zeros included: an alert rule sees the series exist.
+    for (kind, n) in crate::worklist::sizes(&crate::worklist::compute(app)?) {
+        m.worklist
+            .get_or_create(&vec![("kind", kind.as_str().to_string())])
+            .set(n as i64);
+    }
     // Deleted webhooks leave the gauges.
     m.webhook_pending.clear();
     m.webhook_oldest_pending.clear();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jobs::{self, JobKey, JobKind};
 use crate::store::{Grows, StoreError, Txn};
-use crate::{actions, events, executions, mail, notifications, schedules, webhooks};
+use crate::{actions, events, executions, mail, notifications, schedules, webhooks, worklist};
 
 /// The sweep, as a feature: its job, planned at start.
 pub const FEATURE: Feature = Feature {
@@ -107,10 +107,20 @@ fn sweep(txn: &mut Txn, key: JobKey, now: Timestamp, settings: &Config) -> Resul
             .extend(unread.into_iter().map(|system| (system, e.event.clone())));
         Ok(false)
     };
+    // What is on the worklist stays, whatever its age.
+    let known = worklist::Known::read(
+        settings,
+        &txn.open(webhooks::WEBHOOKS)?,
+        &txn.open(notifications::NOTIFICATIONS)?,
+    )?;
+    let kinds = executions::interface_kinds(&txn.open(executions::INTERFACES)?)?;
+    let listed = |exe: &executions::Execution, later: &executions::LaterOk| {
+        known.execution(exe, later, kinds.get(&exe.interface).map_or("", String::as_str))
+    };
     let more = events::sweep(txn, cutoff, BUDGET, &needed)?
-        | executions::sweep(txn, cutoff, BUDGET)?
+        | executions::sweep(txn, cutoff, BUDGET, listed)?
         | mail::sweep(txn, cutoff, BUDGET)?
-        | actions::sweep(txn, cutoff, BUDGET)?;
+        | actions::sweep(txn, cutoff, BUDGET, |a| known.action(a))?;
     let next = if more {
         now
     } else {

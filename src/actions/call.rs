@@ -85,6 +85,9 @@ mod tests {
             progress: Progress::new(5),
             created_at: 0,
             updated_at: 0,
+            resolved_by: None,
+            note: None,
+            assignee: None,
         };
         let body = body(&a, "hrl_tok", "https://gw.example.com:8470/");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -8,6 +8,7 @@
 //! - `run`: the call and timeout jobs, and the commit that applies an input
 //!   with its jobs, mail and log line.
 //! - `routes`: create, list, get, retry, and the callback.
+//! - `handle`: what a person does: resolve, assign, acknowledge.
 //! - `stored`: creating, finding and listing actions, the attempts that
 //!   SIGHUP changes, and the retention sweep.
 //!
@@ -18,6 +19,7 @@
 //! it herald's only copy of the token.
 
 pub mod call;
+pub mod handle;
 pub mod record;
 mod routes;
 pub mod rules;

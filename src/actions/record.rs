@@ -25,6 +25,13 @@ pub struct Action {
     pub progress: Progress,
     pub created_at: i64,
     pub updated_at: i64,
+    // Added in schema 2 at the end (older records read as none):
+    /// The person who resolved it (to do), or acknowledged it (closed).
+    pub resolved_by: Option<String>,
+    /// Their note.
+    pub note: Option<String>,
+    /// The person a to-do action is assigned to.
+    pub assignee: Option<String>,
 }
 
 /// A fresh callback token and the hash kept of it.
@@ -75,6 +82,15 @@ impl Action {
         if let Some(owner) = &self.owner {
             v["owner"] = json!(owner);
         }
+        for (field, value) in [
+            ("resolved_by", &self.resolved_by),
+            ("note", &self.note),
+            ("assignee", &self.assignee),
+        ] {
+            if let Some(value) = value {
+                v[field] = json!(value);
+            }
+        }
         if let Some((at, message)) = &p.last_error {
             v["last_error"] = json!({"at": clock::rfc3339(*at), "message": message});
         }
@@ -111,6 +127,9 @@ mod tests {
             progress: Progress::new(5),
             created_at: 1_700_000_000_000,
             updated_at: 1_700_000_000_000,
+            resolved_by: None,
+            note: None,
+            assignee: None,
         };
         (a, token)
     }

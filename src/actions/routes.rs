@@ -47,6 +47,24 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new(
             Method::POST,
+            "/v1/actions/{id}/resolve",
+            Access::Roles(READERS),
+            |app, call| Box::pin(super::handle::resolve(app, call)),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/actions/{id}/assign",
+            Access::Roles(READERS),
+            |app, call| Box::pin(super::handle::assign(app, call)),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/actions/{id}/acknowledge",
+            Access::Roles(READERS),
+            |app, call| Box::pin(super::handle::acknowledge(app, call)),
+        ),
+        Route::new(
+            Method::POST,
             "/v1/actions/{id}/callback",
             Access::Public,
             |app, call| Box::pin(callback(app, call)),
@@ -115,9 +133,16 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let limit = q.limit()?;
     let who = call.who();
     let own = (who.role == Role::Integration).then_some(who.name.as_str());
+    let filter = super::stored::Filter {
+        state,
+        interface: q.get("interface"),
+        created_by: own,
+        queue: q.get("queue"),
+        assignee: q.get("assignee"),
+    };
     let (actions, next) = app
         .store
-        .read(|r| super::stored::list(r, state, q.get("interface"), own, q.get("after"), limit))?;
+        .read(|r| super::stored::list(r, &filter, q.get("after"), limit))?;
     let out: Vec<Value> = actions.iter().map(Action::json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "actions": out, "next": next })))
 }

@@ -62,7 +62,8 @@ impl State {
 }
 
 /// Why an action was closed: only one closed by using up its attempts
-/// shows a later change of `attempts`.
+/// shows a later change of `attempts`. (One a person closed has none, so
+/// that an older release still reads it.)
 /// Stored as its tag (below 128): never change or reuse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
 #[repr(u8)]

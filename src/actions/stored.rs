@@ -101,6 +101,9 @@ pub fn create(txn: &mut Txn, new: NewAction, now: Timestamp) -> Result<Created, 
         progress: Progress::new(new.attempts_max),
         created_at: now_ms,
         updated_at: now_ms,
+        resolved_by: None,
+        note: None,
+        assignee: None,
     };
     if let Some(key) = &action.idempotency_key {
         txn.open(ACTION_KEYS)?
@@ -130,26 +133,44 @@ pub fn get(r: &ReadTransaction, id: &str) -> Result<Option<Action>, StoreError> 
     store::get::<&str, Action>(&r.open_table(ACTIONS)?, "action", id)
 }
 
-/// A page of actions, newest first, of one state, interface and creating
-/// account if given.
+/// Which actions a list shows: each given field must match.
+#[derive(Debug, Default)]
+pub struct Filter<'a> {
+    pub state: Option<rules::State>,
+    pub interface: Option<&'a str>,
+    /// The creating account (an integration sees only its own).
+    pub created_by: Option<&'a str>,
+    /// A queue's work: `timeout_queue`, or where a person assigned it.
+    pub queue: Option<&'a str>,
+    pub assignee: Option<&'a str>,
+}
+
+/// A page of actions, newest first, that match `f`.
 pub fn list(
     r: &ReadTransaction,
-    state: Option<rules::State>,
-    interface: Option<&str>,
-    created_by: Option<&str>,
+    f: &Filter<'_>,
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Action>, Option<String>), StoreError> {
     store::page_newest(r, ACTIONS, "action", after, limit, |a: &Action| {
-        state.is_none_or(|s| a.progress.state == s)
-            && interface.is_none_or(|i| a.interface == i)
-            && created_by.is_none_or(|c| a.created_by == c)
+        f.state.is_none_or(|s| a.progress.state == s)
+            && f.interface.is_none_or(|i| a.interface == i)
+            && f.created_by.is_none_or(|c| a.created_by == c)
+            && f.queue.is_none_or(|q| a.progress.queue.as_deref() == Some(q))
+            && f.assignee.is_none_or(|p| a.assignee.as_deref() == Some(p))
     })
 }
 
 /// Deletes actions that ended before `cutoff`, with their idempotency keys;
-/// open and waiting ones stay whatever their age. True while more remain.
-pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, StoreError> {
+/// open and waiting ones stay whatever their age, and so do those `listed`
+/// on the worklist (to do, or closed and not acknowledged). True while
+/// more remain.
+pub fn sweep(
+    txn: &mut Txn,
+    cutoff: Timestamp,
+    budget: usize,
+    listed: impl Fn(&Action) -> bool,
+) -> Result<bool, StoreError> {
     let cutoff = clock::to_ms(cutoff);
     let mut old = Vec::new();
     let mut more = false;
@@ -157,7 +178,7 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, St
         let (k, v) = row?;
         let a: Action = store::decode("action", v.value())?;
         let ended = !a.progress.state.open() && a.progress.state != State::Waiting;
-        if ended && a.updated_at < cutoff {
+        if ended && a.updated_at < cutoff && !listed(&a) {
             if old.len() == budget {
                 more = true;
                 break;
@@ -240,23 +261,30 @@ mod tests {
             panic!("no key: always new")
         };
 
-        let (all, next) = store.read(|r| list(r, None, None, None, None, 10)).unwrap();
+        let all_of = Filter::default();
+        let (all, next) = store.read(|r| list(r, &all_of, None, 10)).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].id, billing.id, "newest first");
         assert!(next.is_none());
-        let (crm, _) = store.read(|r| list(r, None, Some("crm"), None, None, 10)).unwrap();
+        let crm_only = Filter {
+            interface: Some("crm"),
+            ..Filter::default()
+        };
+        let (crm, _) = store.read(|r| list(r, &crm_only, None, 10)).unwrap();
         let mut ids: Vec<_> = crm.iter().map(|a| a.id.clone()).collect();
         ids.sort();
         let mut want = vec![first.id.clone(), other.id.clone()];
         want.sort();
         assert_eq!(ids, want);
-        let (page, next) = store.read(|r| list(r, None, None, None, None, 1)).unwrap();
+        let (page, next) = store.read(|r| list(r, &all_of, None, 1)).unwrap();
         assert_eq!(page.len(), 1);
-        let (rest, _) = store.read(|r| list(r, None, None, None, next.as_deref(), 10)).unwrap();
+        let (rest, _) = store.read(|r| list(r, &all_of, next.as_deref(), 10)).unwrap();
         assert_eq!(rest.len(), 2);
-        let (waiting, _) = store
-            .read(|r| list(r, Some(rules::State::Waiting), None, None, None, 10))
-            .unwrap();
+        let waiting_only = Filter {
+            state: Some(rules::State::Waiting),
+            ..Filter::default()
+        };
+        let (waiting, _) = store.read(|r| list(r, &waiting_only, None, 10)).unwrap();
         assert!(waiting.is_empty());
         assert_eq!(store.read(|r| get(r, &first.id)).unwrap(), Some(first));
         drop(store);

@@ -242,6 +242,7 @@ mod tests {
             successes: 0,
             lines: 0,
             day: None,
+            acknowledged: None,
         };
         assert_eq!(file_name(&exe, "xlsx"), "herald-fnac_sales_2-exe_01.xlsx");
     }

@@ -90,12 +90,73 @@ pub struct Execution {
     pub lines: u32,
     /// For daily executions, the local day it covers.
     pub day: Option<String>,
+    /// The last acknowledgement by a person (added in 0.1 schema 2: older
+    /// records read as none).
+    pub acknowledged: Option<Ack>,
+}
+
+/// A person's acknowledgement of a KO execution: it covers the errors the
+/// execution had then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub at: i64,
+    /// The account that acknowledged.
+    pub by: String,
+    pub note: Option<String>,
+    pub errors: u32,
 }
 
 impl Execution {
     pub fn anomaly(&self, now: Timestamp) -> bool {
         self.kind == Kind::Scheduled && self.ended_at.unwrap_or(clock::to_ms(now)) - self.started_at >= ANOMALY_AFTER_MS
     }
+
+    /// The status as shown and filtered on: a daily execution is `ko` from
+    /// its first error line on, while still open (records written before
+    /// that rule say `running`).
+    pub fn state(&self) -> Status {
+        match self.kind {
+            Kind::Daily if self.errors > 0 => Status::Ko,
+            _ => self.status,
+        }
+    }
+
+    /// Whether it has errors nobody acknowledged. (A scheduled run is also
+    /// cleared by a later run of its schedule that ends `ok`: see
+    /// [`later_ok`].)
+    pub fn unacknowledged(&self) -> bool {
+        self.state() == Status::Ko && self.errors > self.acknowledged.as_ref().map_or(0, |a| a.errors)
+    }
+
+    /// Whether it is an open problem: unacknowledged errors, and for a
+    /// scheduled run, no later run of its schedule ended `ok`.
+    pub fn open_problem(&self, later_ok: &LaterOk) -> bool {
+        if !self.unacknowledged() {
+            return false;
+        }
+        match (&self.kind, &self.schedule) {
+            (Kind::Scheduled, Some(s)) => later_ok.get(s).is_none_or(|ok| ok.as_str() < self.id.as_str()),
+            _ => true,
+        }
+    }
+}
+
+/// The newest run of each schedule that ended `ok`.
+pub type LaterOk = std::collections::HashMap<String, String>;
+
+/// The newest `ok` run of each schedule, from the executions table.
+pub fn later_ok(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<LaterOk, StoreError> {
+    let mut out = LaterOk::new();
+    for row in table.iter()?.rev() {
+        let (k, v) = row?;
+        let exe: Execution = store::decode("execution", v.value())?;
+        if exe.status == Status::Ok
+            && let Some(s) = exe.schedule
+        {
+            out.entry(s).or_insert_with(|| k.value().to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Stored as its tag (below 128): never change or reuse one.
@@ -242,6 +303,7 @@ fn open(
         successes: 0,
         lines: 0,
         day,
+        acknowledged: None,
     };
     txn.open(EXECUTIONS)?
         .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
@@ -277,6 +339,9 @@ fn append(txn: &mut Txn, exe: &mut Execution, mut line: LogLine) -> Result<(), S
             });
         }
         exe.errors += 1;
+        if exe.kind == Kind::Daily {
+            exe.status = Status::Ko;
+        }
     }
     let n = exe.lines;
     exe.lines += 1;
@@ -335,6 +400,52 @@ pub fn end_run(txn: &mut Txn, id: &str, now: Timestamp) -> Result<Option<Executi
         executions.insert(id, store::encode(&exe).as_slice())?;
     }
     Ok(Some(exe))
+}
+
+/// Why an execution cannot be acknowledged.
+#[derive(Debug)]
+pub enum NotAcknowledged {
+    Unknown,
+    /// Not `ko`, or nothing new since the last acknowledgement.
+    NothingToAcknowledge(Box<Execution>),
+}
+
+/// A person acknowledges the errors of the KO execution `id` so far: an
+/// `info` line naming them and their note, and the execution leaves the
+/// worklist (a daily one comes back with its next error).
+pub fn acknowledge(
+    txn: &mut Txn,
+    id: &str,
+    now: Timestamp,
+    by: &str,
+    note: Option<String>,
+) -> Result<Result<Execution, NotAcknowledged>, StoreError> {
+    let Some(mut exe) = get_in(txn, id)? else {
+        return Ok(Err(NotAcknowledged::Unknown));
+    };
+    if !exe.unacknowledged() {
+        return Ok(Err(NotAcknowledged::NothingToAcknowledge(Box::new(exe))));
+    }
+    let at = clock::to_ms(now);
+    let line = LogLine {
+        at,
+        level: Level::Info,
+        category: None,
+        message: format!(
+            "{} acknowledged by {by}{}",
+            errors_text(exe.errors.into()),
+            note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
+        ),
+        detail: None,
+    };
+    exe.acknowledged = Some(Ack {
+        at,
+        by: by.to_string(),
+        note,
+        errors: exe.errors,
+    });
+    append(txn, &mut exe, line)?;
+    Ok(Ok(exe))
 }
 
 /// Makes sure the midnight roll is scheduled for the next local midnight
@@ -400,12 +511,19 @@ pub fn roll(txn: &mut Txn, key: JobKey, now: Timestamp, tz: &TimeZone) -> Result
     Ok(stale.len())
 }
 
-/// Deletes executions that ended before `cutoff`, with their log lines; at
-/// most `budget` log lines per call. Returns whether more remain.
-pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, StoreError> {
+/// Deletes executions that ended before `cutoff`, with their log lines,
+/// except those `kept` (open problems on the worklist); at most `budget`
+/// log lines per call. Returns whether more remain.
+pub fn sweep(
+    txn: &mut Txn,
+    cutoff: Timestamp,
+    budget: usize,
+    kept: impl Fn(&Execution, &LaterOk) -> bool,
+) -> Result<bool, StoreError> {
     let cutoff = clock::to_ms(cutoff);
     let old: Vec<Execution> = {
         let executions = txn.open(EXECUTIONS)?;
+        let later = later_ok(&executions)?;
         let mut out = Vec::new();
         for row in executions.iter()? {
             let (_, v) = row?;
@@ -413,7 +531,7 @@ pub fn sweep(txn: &mut Txn, cutoff: Timestamp, budget: usize) -> Result<bool, St
             if exe.started_at >= cutoff {
                 break;
             }
-            if exe.ended_at.is_some_and(|e| e < cutoff) {
+            if exe.ended_at.is_some_and(|e| e < cutoff) && !kept(&exe, &later) {
                 out.push(exe);
             }
         }
@@ -453,6 +571,18 @@ pub fn interfaces(r: &ReadTransaction) -> Result<Vec<(Interface, Option<Executio
     Ok(out)
 }
 
+/// Each interface's kind (`webhook`, `action`, `api`, ...).
+pub fn interface_kinds(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for row in table.iter()? {
+        let iface: Interface = store::decode("interface", row?.1.value())?;
+        out.insert(iface.name, iface.kind);
+    }
+    Ok(out)
+}
+
 pub fn get(r: &ReadTransaction, id: &str) -> Result<Option<Execution>, StoreError> {
     store::get::<&str, Execution>(&r.open_table(EXECUTIONS)?, "execution", id)
 }
@@ -468,7 +598,7 @@ pub struct Filter<'a> {
 /// Executions, newest first, and the cursor of the next page.
 pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<(Vec<Execution>, Option<String>), StoreError> {
     store::page_newest(r, EXECUTIONS, "execution", f.after, f.limit, |e: &Execution| {
-        f.interface.is_none_or(|i| i == e.interface) && f.status.is_none_or(|s| s == e.status)
+        f.interface.is_none_or(|i| i == e.interface) && f.status.is_none_or(|s| s == e.state())
     })
 }
 
@@ -506,7 +636,8 @@ pub fn count_troubled(r: &ReadTransaction) -> Result<(u64, u64), StoreError> {
     for row in table.iter()? {
         let (_, v) = row?;
         let exe: Execution = store::decode("execution", v.value())?;
-        match exe.status {
+        match exe.state() {
+            Status::Ko if exe.ended_at.is_none() => running_with_errors += 1,
             Status::Ko => ko += 1,
             Status::Running if exe.errors > 0 => running_with_errors += 1,
             _ => {}

@@ -14,7 +14,7 @@ mod steps;
 pub mod xlsx;
 
 pub use self::log::*;
-pub use self::routes::routes;
+pub use self::routes::{acknowledge_as, note, routes};
 use std::sync::Arc;
 
 use crate::app::App;

@@ -33,7 +33,68 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/v1/executions/{id}/export", readers, |app, call| {
             Box::pin(export(app, call))
         }),
+        Route::new(Method::POST, "/v1/executions/{id}/acknowledge", readers, |app, call| {
+            Box::pin(acknowledge(app, call))
+        }),
     ]
+}
+
+/// The optional `note` of a person's acknowledgement, resolution or assignment.
+pub fn note(v: &Value) -> Result<Option<String>, ApiError> {
+    match v.get("note") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_NOTE && !s.chars().any(char::is_control) => {
+            Ok(Some(s.trim().to_string()))
+        }
+        Some(Value::String(_)) => Err(ApiError::invalid_field(
+            "note",
+            format!("must be one line of at most {MAX_NOTE} characters"),
+        )),
+        Some(_) => Err(ApiError::invalid_field("note", "must be a string")),
+    }
+}
+
+/// Longest note, in characters.
+const MAX_NOTE: usize = 500;
+
+async fn acknowledge(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let v = call.optional_object(&["note"]).await?;
+    let note = note(&v)?;
+    let exe = acknowledge_as(app, call.param(), &call.who().name, note).await?;
+    Ok(http::json(StatusCode::OK, &execution_json(&exe, app.clock.now())))
+}
+
+/// `by` acknowledges the execution `id` (the API's and the page's button).
+pub async fn acknowledge_as(
+    app: &App,
+    id: &str,
+    by: &str,
+    note: Option<String>,
+) -> Result<super::log::Execution, ApiError> {
+    let now = app.clock.now();
+    let (i, who) = (id.to_string(), by.to_string());
+    let done = app
+        .store
+        .write(crate::store::Grows::No, move |txn| {
+            super::log::acknowledge(txn, &i, now, &who, note)
+        })
+        .await?;
+    match done {
+        Ok(exe) => {
+            tracing::info!(execution = %id, by, "execution acknowledged");
+            Ok(exe)
+        }
+        Err(super::log::NotAcknowledged::Unknown) => Err(no_execution(id)),
+        Err(super::log::NotAcknowledged::NothingToAcknowledge(exe)) => Err(ApiError::conflict(format!(
+            "execution {id} is {}{}; only a KO execution with errors not yet acknowledged can be acknowledged",
+            exe.state().as_str(),
+            exe.acknowledged
+                .as_ref()
+                .map(|a| format!(", acknowledged by {} at {}", a.by, clock::rfc3339(a.at)))
+                .unwrap_or_default()
+        ))),
+    }
 }
 
 async fn get(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
@@ -46,7 +107,7 @@ fn execution_json(e: &super::log::Execution, now: jiff::Timestamp) -> Value {
         "id": e.id,
         "interface": e.interface,
         "kind": match e.kind { super::log::Kind::Daily => "daily", super::log::Kind::Scheduled => "scheduled" },
-        "status": e.status.as_str(),
+        "status": e.state().as_str(),
         "started_at": clock::rfc3339(e.started_at),
         "errors": e.errors,
         "successes": e.successes,
@@ -60,6 +121,12 @@ fn execution_json(e: &super::log::Execution, now: jiff::Timestamp) -> Value {
     }
     if let Some(d) = &e.day {
         v["day"] = json!(d);
+    }
+    if let Some(a) = &e.acknowledged {
+        v["acknowledged"] = json!({"at": clock::rfc3339(a.at), "by": a.by, "errors": a.errors});
+        if let Some(n) = &a.note {
+            v["acknowledged"]["note"] = json!(n);
+        }
     }
     v
 }
@@ -82,7 +149,7 @@ async fn interfaces(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
         .map(|(i, last)| {
             let mut v = json!({"name": i.name, "kind": i.kind});
             if let Some(e) = last {
-                v["last_execution"] = json!({"id": e.id, "status": e.status.as_str()});
+                v["last_execution"] = json!({"id": e.id, "status": e.state().as_str()});
             }
             v
         })
@@ -114,7 +181,11 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
 fn find(app: &Arc<App>, id: &str) -> Result<super::log::Execution, ApiError> {
     app.store
         .read(|r| super::log::get(r, id))?
-        .ok_or_else(|| ApiError::not_found(format!("no execution {id:?}; list them with GET /v1/executions")))
+        .ok_or_else(|| no_execution(id))
+}
+
+fn no_execution(id: &str) -> ApiError {
+    ApiError::not_found(format!("no execution {id:?}; list them with GET /v1/executions"))
 }
 
 async fn logs(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {

@@ -68,6 +68,20 @@ impl Call {
         }
     }
 
+    /// [`Call::json_object`] where every field is optional: no body at all
+    /// (and no `content-type`) is the empty object.
+    pub async fn optional_object(&mut self, known: &[&str]) -> Result<serde_json::Value, ApiError> {
+        if self.header(header::CONTENT_TYPE).is_none() {
+            let bytes = self.body(self.max_body).await?;
+            return if bytes.is_empty() {
+                Ok(serde_json::json!({}))
+            } else {
+                Err(ApiError::unsupported_media_type())
+            };
+        }
+        self.json_object(known).await
+    }
+
     /// [`Call::json`] without the syntax check, for a handler that checks more first.
     pub async fn json_text(&mut self) -> Result<String, ApiError> {
         let max = self.max_body;

@@ -14,5 +14,5 @@ mod server;
 pub use self::call::{Call, Query};
 pub use self::error::ApiError;
 pub use self::resp::{Resp, json, no_content, with_type};
-pub use self::router::{OnFailure, Route, Router, segment};
+pub use self::router::{OnFailure, Route, Router, param, segment};
 pub use self::server::serve;

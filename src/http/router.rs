@@ -76,7 +76,7 @@ pub fn segment(text: &str) -> String {
 }
 
 /// A path parameter as the handler reads it: percent-decoded.
-fn param(raw: &str) -> String {
+pub fn param(raw: &str) -> String {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .into_owned()

@@ -75,6 +75,32 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).expect("postcard encodes every herald record")
 }
 
+/// Most trailing fields a record has gained since it was first stored.
+const GROWN_FIELDS: usize = 4;
+
+/// Reads a stored record.
+///
+/// Records grow only at their end, by fields whose zero bytes (`None`, 0,
+/// `false`, empty) mean what a record without them meant. A record written
+/// before such a field existed ends early: it is read as if it ended in
+/// zero bytes. An older release reads a newer record's known fields and
+/// ignores the rest (postcard reads no further than it needs).
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(what, e.to_string()))
+    match postcard::from_bytes(bytes) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            for zeros in 1..=GROWN_FIELDS {
+                let mut padded = bytes.to_vec();
+                padded.resize(bytes.len() + zeros, 0);
+                match postcard::from_bytes(&padded) {
+                    Err(postcard::Error::DeserializeUnexpectedEnd) => continue,
+                    other => return other.map_err(|e| StoreError::Corrupt(what, e.to_string())),
+                }
+            }
+            Err(StoreError::Corrupt(
+                what,
+                postcard::Error::DeserializeUnexpectedEnd.to_string(),
+            ))
+        }
+        other => other.map_err(|e| StoreError::Corrupt(what, e.to_string())),
+    }
 }

@@ -67,7 +67,18 @@ pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         ));
     };
     let mut b = String::from("<p><a href=\"/\">← overview</a></p>");
-    let status = match exe.status {
+    // What a button on this page did: only a message herald keeps, for whoever pressed it.
+    if let Some((ok, text)) = q
+        .get("done")
+        .and_then(|d| app.state::<super::Notices>().get(d, &call.who().name))
+    {
+        let _ = if ok {
+            write!(b, "<p class=\"done\">Done: {}</p>", escape(&text))
+        } else {
+            write!(b, "<p class=\"ko\">Not done: {}</p>", escape(&text))
+        };
+    }
+    let status = match exe.state() {
         Status::Ok => "<span class=\"ok\">OK</span>".to_string(),
         Status::Ko => format!(
             "<span class=\"ko\">KO</span>, {}",
@@ -101,6 +112,38 @@ pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         ok = exe.successes,
         n = exe.lines,
     );
+    if let Some(a) = &exe.acknowledged {
+        let _ = write!(
+            b,
+            "<p>{} acknowledged by {} at {}{}</p>",
+            crate::executions::errors_text(a.errors.into()),
+            escape(&a.by),
+            local(a.at, tz),
+            a.note
+                .as_deref()
+                .map(|n| format!(": {}", escape(n)))
+                .unwrap_or_default()
+        );
+    }
+    // What can be done about a KO execution: the same steps as in the worklist.
+    let back = format!("/ui/executions/{}", crate::http::segment(&exe.id));
+    let mut steps = Vec::new();
+    if exe.unacknowledged() {
+        steps.push(crate::worklist::Step::AcknowledgeExecution(exe.id.clone()));
+    }
+    if let Some(s) = &exe.schedule
+        && exe.state() == Status::Ko
+        && settings.schedules.iter().any(|c| &c.name == s)
+    {
+        steps.push(crate::worklist::Step::Run(s.clone()));
+    }
+    if !steps.is_empty() {
+        b.push_str("<p>");
+        for step in &steps {
+            b.push_str(&super::parts::step_buttons(call.who(), step, &back));
+        }
+        b.push_str("</p>");
+    }
     let _ = write!(
         b,
         "<p>Download: <a href=\"/v1/executions/{id}/export?format=xlsx\">XLSX</a> · \

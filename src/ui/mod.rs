@@ -51,6 +51,18 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/ui/actions/{id}/retry", readers, |app, call| {
             Box::pin(retry_action(app, call))
         }),
+        Route::new(Method::POST, "/ui/executions/{id}/acknowledge", readers, |app, call| {
+            Box::pin(acknowledge_execution(app, call))
+        }),
+        Route::new(Method::POST, "/ui/actions/{id}/resolve", readers, |app, call| {
+            Box::pin(handle_action(app, call, "resolve"))
+        }),
+        Route::new(Method::POST, "/ui/actions/{id}/assign", readers, |app, call| {
+            Box::pin(handle_action(app, call, "assign"))
+        }),
+        Route::new(Method::POST, "/ui/actions/{id}/acknowledge", readers, |app, call| {
+            Box::pin(handle_action(app, call, "acknowledge"))
+        }),
         Route::new(Method::POST, "/ui/schedules/{name}/run", readers, |app, call| {
             Box::pin(run_schedule(app, call))
         }),
@@ -202,6 +214,103 @@ async fn retry_action(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError>
                 a.progress.state.as_str()
             );
             Ok(done(app, call, &f.back, !failed, text))
+        }
+        Err(e) => api_refused(e, &f.back),
+    }
+}
+
+/// A form's `note`, checked as the API checks it.
+fn note_of(f: &Form) -> Result<Option<String>, ApiError> {
+    let v = serde_json::json!({ "note": f.fields.get("note") });
+    crate::executions::note(&v)
+}
+
+async fn acknowledge_execution(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let id = call.param().to_string();
+    let note = match note_of(&f) {
+        Ok(n) => n,
+        Err(e) => return api_refused(e, &f.back),
+    };
+    match crate::executions::acknowledge_as(app, &id, &call.who().name, note).await {
+        Ok(exe) => Ok(done(
+            app,
+            call,
+            &f.back,
+            true,
+            format!(
+                "execution {id}: {} acknowledged; it leaves the list",
+                crate::executions::errors_text(exe.errors.into())
+            ),
+        )),
+        Err(e) => api_refused(e, &f.back),
+    }
+}
+
+/// Resolve, assign or acknowledge a to-do or closed action.
+async fn handle_action(app: &Arc<App>, call: &mut Call, what: &str) -> Result<Resp, ApiError> {
+    use crate::actions::handle::{Handling, handle};
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(page),
+    };
+    let id = call.param().to_string();
+    let note = match note_of(&f) {
+        Ok(n) => n,
+        Err(e) => return api_refused(e, &f.back),
+    };
+    let field = |name: &str| {
+        f.fields
+            .get(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
+    let handling = match what {
+        "resolve" => match f.fields.get("resolution") {
+            Some("successfully_completed") => Handling::Resolve { completed: true },
+            Some("unsuccessfully_completed") => Handling::Resolve { completed: false },
+            _ => {
+                return Ok(refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "say whether the action was completed: press one of the two Resolve buttons",
+                    &f.back,
+                ));
+            }
+        },
+        "assign" => match (field("queue"), field("assignee")) {
+            (None, None) => {
+                return Ok(refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "write a queue or a person to assign the action to",
+                    &f.back,
+                ));
+            }
+            (queue, assignee) => Handling::Assign { queue, assignee },
+        },
+        _ => Handling::Acknowledge,
+    };
+    match handle(app, &id, handling, &call.who().name, note).await {
+        Ok(a) => {
+            let text = match what {
+                "assign" => format!(
+                    "action {id} assigned to {}",
+                    [
+                        a.progress.queue.as_ref().map(|q| format!("queue {q}")),
+                        a.assignee.clone()
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                ),
+                "resolve" => format!("action {id} is {}; it leaves the list", a.progress.state.as_str()),
+                _ => format!("action {id} acknowledged; it leaves the list"),
+            };
+            Ok(done(app, call, &f.back, true, text))
         }
         Err(e) => api_refused(e, &f.back),
     }

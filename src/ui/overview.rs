@@ -9,9 +9,7 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use jiff::Timestamp;
 
-use super::parts::{button, human, local, short};
-use crate::actions::rules::{State as ActionState, TodoReason};
-use crate::actions::{self, Action};
+use super::parts::{button, human, local, short, step_buttons};
 use crate::app::App;
 use crate::auth::{Account, Role};
 use crate::clock;
@@ -22,7 +20,8 @@ use crate::mail;
 use crate::notifications::{self, Notification};
 use crate::schedules;
 use crate::store::StoreError;
-use crate::webhooks::{self, Webhook};
+use crate::webhooks;
+use crate::worklist;
 
 pub async fn page(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     // What a button did: only a message herald keeps, for whoever pressed it.
@@ -113,63 +112,40 @@ fn status_cell(e: &Execution) -> String {
     }
 }
 
-/// Actions that wait for a person: retrying ("attempt N of M", the last
-/// error and the next try), closed, or to do (with the reason and queue).
-fn actions_table(acts: &[Action], total: u64, tz: &jiff::tz::TimeZone, who: &Account) -> String {
+/// The worklist: one row per item, with its buttons.
+fn worklist_table(items: &[worklist::Item], tz: &jiff::tz::TimeZone, who: &Account) -> String {
     let mut b = String::from(
-        "<table><tr><th>Action</th><th>Interface</th><th>State</th><th>Attempts</th><th>Last error</th>\
-         <th>Next try / queue</th><th></th></tr>",
+        "<table id=\"worklist\"><tr><th>What</th><th>Since</th><th>Problem</th><th>Detail</th><th></th></tr>",
     );
-    for a in acts {
-        let p = &a.progress;
-        let (cls, state) = match p.state {
-            ActionState::Retrying => ("warn", "retrying".to_string()),
-            ActionState::Todo => (
-                "warn",
-                match p.todo {
-                    Some(TodoReason::Timeout) => "to do: no answer in time".to_string(),
-                    _ => format!(
-                        "to do: rejected ({})",
-                        p.callback
-                            .as_ref()
-                            .and_then(|c| c.reason.as_deref())
-                            .unwrap_or("no reason")
-                    ),
-                },
+    for item in items {
+        let what = match item.kind {
+            worklist::Kind::Execution => format!(
+                "execution <a href=\"/ui/executions/{}\">{}</a>",
+                crate::http::segment(&item.id),
+                short(&item.id)
             ),
-            _ => ("ko", "closed, unsuccessful".to_string()),
+            worklist::Kind::Action => format!(
+                "action <a href=\"/v1/actions/{}\">{}</a>",
+                crate::http::segment(&item.id),
+                short(&item.id)
+            ),
+            worklist::Kind::Webhook => format!(
+                "webhook <a href=\"/v1/webhooks/{}/attempts\">{}</a>",
+                crate::http::segment(&item.id),
+                short(&item.id)
+            ),
+            kind => format!("{} {}", kind.as_str(), escape(&item.id)),
         };
-        let next = match (p.next_retry_at, &p.queue) {
-            (Some(t), _) if p.state == ActionState::Retrying => local(t, tz),
-            (_, Some(q)) => format!("queue {}", escape(q)),
-            _ => String::new(),
-        };
+        let buttons: String = item.steps.iter().map(|s| step_buttons(who, s, "/")).collect();
         let _ = write!(
             b,
-            "<tr><td><a href=\"/v1/actions/{id}\"><code>{id}</code></a></td><td>{i}</td><td class=\"{cls}\">{st}</td>\
-             <td>{n}</td><td>{err}</td><td>{next}</td><td>{act}</td></tr>",
-            act = if p.state == ActionState::Retrying {
-                button(who, &format!("/ui/actions/{}/retry", a.id), "Retry now", "/", &[])
-            } else {
-                String::new()
-            },
-            id = escape(&a.id),
-            i = escape(&a.interface),
-            st = escape(&state),
-            n = a.attempts_text(),
-            err = p
-                .last_error
-                .as_ref()
-                .map(|(at, m)| format!("{} ({})", escape(m), local(*at, tz)))
-                .unwrap_or_default(),
-        );
-    }
-    if total > acts.len() as u64 {
-        let _ = write!(
-            b,
-            "<tr><td colspan=\"7\">and {} more: <a href=\"/v1/actions?state=retrying\">retrying</a>, \
-             <a href=\"/v1/actions?state=closed\">closed</a>, <a href=\"/v1/actions?state=todo\">to do</a></td></tr>",
-            total - acts.len() as u64
+            "<tr class=\"ko-row\" data-kind=\"{kind}\" data-id=\"{id}\"><td>{what}</td><td>{since}</td>\
+             <td class=\"title\">{title}</td><td>{detail}</td><td>{buttons}</td></tr>",
+            kind = item.kind.as_str(),
+            id = escape(&item.id),
+            since = local(item.since, tz),
+            title = escape(&item.title),
+            detail = escape(item.detail.as_deref().unwrap_or("")),
         );
     }
     b.push_str("</table>");
@@ -181,42 +157,25 @@ fn render(app: &App, who: &Account, done: Option<(bool, String)>) -> Result<Stri
     let tz = &settings.general.timezone;
     let now: Timestamp = app.clock.now();
     let now_ms = clock::to_ms(now);
-    let (interfaces, troubled, hooks, mails, notes, events_stored, (acts, acts_total), planned) =
-        app.store.read(|r| {
-            let interfaces = executions::interfaces(r)?;
-            let filter = executions::Filter {
-                interface: None,
-                status: None,
+    let (interfaces, hooks, mails, notes, events_stored, planned) = app.store.read(|r| {
+        let (mails, _) = mail::list(
+            r,
+            &mail::Filter {
+                state: None,
                 after: None,
-                limit: 500,
-            };
-            let (recent, _) = executions::list(r, &filter)?;
-            let troubled: Vec<Execution> = recent
-                .into_iter()
-                .filter(|e| e.errors > 0 || e.anomaly(now))
-                .take(ROWS)
-                .collect();
-            let hooks = webhooks::list(r)?;
-            let (mails, _) = mail::list(
-                r,
-                &mail::Filter {
-                    state: None,
-                    after: None,
-                    limit: ROWS,
-                },
-            )?;
-            let notes = notifications::list(r, None)?;
-            Ok((
-                interfaces,
-                troubled,
-                hooks,
-                mails,
-                notes,
-                crate::events::count(r)?,
-                actions::attention(r, ROWS)?,
-                schedules::all(r)?,
-            ))
-        })?;
+                limit: ROWS,
+            },
+        )?;
+        Ok((
+            executions::interfaces(r)?,
+            webhooks::list(r)?,
+            mails,
+            notifications::list(r, None)?,
+            crate::events::count(r)?,
+            schedules::all(r)?,
+        ))
+    })?;
+    let work = worklist::compute(app)?;
     let mut b = String::new();
     if let Some(done) = done {
         let _ = match done {
@@ -243,117 +202,23 @@ fn render(app: &App, who: &Account, done: Option<(bool, String)>) -> Result<Stri
         events = events_stored,
     );
 
-    // What needs attention, first.
-    let failing: Vec<&Webhook> = hooks
-        .iter()
-        .filter(|w| w.state == webhooks::State::Disabled || w.last_error.is_some())
-        .collect();
-    let stuck: Vec<&mail::Mail> = mails
-        .iter()
-        .filter(|m| m.state != mail::State::Sent && m.last_error.is_some())
-        .collect();
-    let unwell: Vec<&Notification> = notes
-        .iter()
-        .filter(|n| n.ping.suspended || (n.last_error.is_some() && n.ping.retry))
-        .collect();
-    let nearly_full = app.store.is_full() || app.store.room_left() < max / 10;
+    // What needs attention, first: the worklist, as the CLI and the API show it.
     b.push_str("<h2>Needs attention</h2>");
-    if troubled.is_empty()
-        && failing.is_empty()
-        && stuck.is_empty()
-        && unwell.is_empty()
-        && acts.is_empty()
-        && !nearly_full
-    {
+    if work.is_empty() {
         b.push_str(
-            "<p class=\"ok\">Nothing: no errors in recent executions, every webhook delivers, every notification \
-             pings, no action waits for a person, the outbox is clear, the store has room.</p>",
+            "<p class=\"ok\">Nothing: no execution has errors nobody acknowledged, every webhook delivers, \
+             every notification pings, no action waits for a person, the outbox is clear, the store has room.</p>",
         );
+    } else {
+        b.push_str(&worklist_table(&work, tz, who));
     }
-    if nearly_full {
+    let room = app.store.room_left();
+    if !app.store.is_full() && room < max / 10 {
+        // Not refused yet: a warning, not an item of the list.
         b.push_str(&format!(
-            "<p class=\"ko\">{}</p>",
-            escape(&app.store.health().advice(size, app.store.room_left(), max))
+            "<p class=\"warn\">{}</p>",
+            escape(&app.store.health().advice(size, room, max))
         ));
-    }
-    if !troubled.is_empty() {
-        b.push_str("<table><tr><th>Interface</th><th>Execution</th><th>Status</th><th>Started</th></tr>");
-        for e in &troubled {
-            let _ = write!(
-                b,
-                "<tr class=\"{cls}\"><td>{i}</td><td>{id}{day}</td><td>{st}</td><td>{at}</td></tr>",
-                cls = if e.status == Status::Ko { "ko-row" } else { "" },
-                i = escape(&e.interface),
-                id = short(&e.id),
-                day = e.day.as_deref().map(|d| format!(" (day {d})")).unwrap_or_default(),
-                st = execution_link(e, now),
-                at = local(e.started_at, tz),
-            );
-        }
-        b.push_str("</table>");
-    }
-    if !failing.is_empty() {
-        b.push_str(
-            "<table><tr><th>Webhook</th><th>State</th><th>Waiting</th><th>Last error</th><th>Next try</th><th></th></tr>",
-        );
-        for w in &failing {
-            let disabled = w.state == webhooks::State::Disabled;
-            let buttons = if disabled {
-                let path = format!("/ui/webhooks/{}/activate", w.id);
-                let until = w
-                    .buffer_until
-                    .map(|t| format!(", kept until {}", local(t, tz)))
-                    .unwrap_or_default();
-                format!(
-                    "{}{}",
-                    button(
-                        who,
-                        &path,
-                        &format!("Reactivate and replay {} buffered{until}", w.queued),
-                        "/",
-                        &[("replay", "1")]
-                    ),
-                    button(who, &path, "Reactivate, discard the buffer", "/", &[("replay", "0")])
-                )
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                b,
-                "<tr><td>{id} {app} → {url}</td><td class=\"{cls}\">{state}</td><td>{n} {what}</td>\
-                 <td>{err}</td><td>{next}</td><td>{buttons}</td></tr>",
-                id = short(&w.id),
-                app = escape(&w.app),
-                url = escape(&crate::redact::url(&w.url)),
-                cls = if disabled { "ko" } else { "warn" },
-                state = if disabled { "deactivated" } else { "retrying" },
-                n = w.queued,
-                what = if disabled { "buffered" } else { "pending" },
-                err = escape(w.disabled_reason.as_deref().or(w.last_error.as_deref()).unwrap_or("")),
-                next = w.next_retry_at.map(|t| local(t, tz)).unwrap_or_default(),
-            );
-        }
-        b.push_str("</table>");
-    }
-    if !acts.is_empty() {
-        b.push_str(&actions_table(&acts, acts_total, tz, who));
-    }
-    if !unwell.is_empty() {
-        b.push_str(&notifications_table(&unwell, tz, who));
-    }
-    if !stuck.is_empty() {
-        b.push_str("<table><tr><th>Mail</th><th>To</th><th>State</th><th>Last error</th></tr>");
-        for m in &stuck {
-            let _ = write!(
-                b,
-                "<tr><td>{s}</td><td>{to}</td><td class=\"ko\">{st}</td><td>{e}</td></tr>",
-                s = escape(&m.subject(&settings.general.name)),
-                to = escape(&m.to),
-                st = m.state.as_str(),
-                e = escape(m.last_error.as_deref().unwrap_or("")),
-            );
-        }
-        b.push_str("</table>");
     }
 
     b.push_str("<h2>Interfaces</h2><table><tr><th>Name</th><th>Kind</th><th>Last execution</th></tr>");

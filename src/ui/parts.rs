@@ -90,3 +90,81 @@ pub(super) fn button(who: &Account, action: &str, label: &str, back: &str, extra
         escape(label)
     )
 }
+
+/// A form with text fields a person fills in (`name`, what to write), and
+/// one button per choice (a button may send a `name=value` of its own).
+pub(super) fn form_with(
+    who: &Account,
+    action: &str,
+    back: &str,
+    inputs: &[(&str, &str)],
+    buttons: &[(&str, Option<(&str, &str)>)],
+) -> String {
+    let mut b = format!(
+        "<form method=\"post\" action=\"{}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"back\" value=\"{}\">",
+        escape(action),
+        csrf(who),
+        escape(back)
+    );
+    for (name, placeholder) in inputs {
+        b.push_str(&format!(
+            "<input type=\"text\" name=\"{n}\" placeholder=\"{p}\" aria-label=\"{p}\" maxlength=\"500\">",
+            n = escape(name),
+            p = escape(placeholder)
+        ));
+    }
+    for (label, value) in buttons {
+        match value {
+            Some((k, v)) => b.push_str(&format!(
+                "<button name=\"{}\" value=\"{}\">{}</button>",
+                escape(k),
+                escape(v),
+                escape(label)
+            )),
+            None => b.push_str(&format!("<button>{}</button>", escape(label))),
+        }
+    }
+    b.push_str("</form>");
+    b
+}
+
+/// The buttons of a worklist step, as the page shows them.
+pub(super) fn step_buttons(who: &Account, step: &crate::worklist::Step, back: &str) -> String {
+    use crate::worklist::Step;
+    let path = step.ui_path();
+    let note = [("note", "note (optional)")];
+    match step {
+        Step::AcknowledgeExecution(_) | Step::AcknowledgeAction(_) => {
+            form_with(who, &path, back, &note, &[("Acknowledge", None)])
+        }
+        Step::Run(_) => button(who, &path, "Run now", back, &[]),
+        Step::Resolve(_) => form_with(
+            who,
+            &path,
+            back,
+            &note,
+            &[
+                ("Resolve: completed", Some(("resolution", "successfully_completed"))),
+                (
+                    "Resolve: not completed",
+                    Some(("resolution", "unsuccessfully_completed")),
+                ),
+            ],
+        ),
+        Step::Assign(_) => form_with(
+            who,
+            &path,
+            back,
+            &[("queue", "queue"), ("assignee", "person")],
+            &[("Assign", None)],
+        ),
+        Step::Retry(_) => button(who, &path, "Retry now", back, &[]),
+        Step::Reactivate(_) => format!(
+            "{}{}",
+            button(who, &path, "Reactivate and replay the buffer", back, &[("replay", "1")]),
+            button(who, &path, "Reactivate, discard the buffer", back, &[("replay", "0")])
+        ),
+        Step::ReactivateNotification(..) => button(who, &path, "Reactivate", back, &[]),
+    }
+}

@@ -26,20 +26,22 @@ fn attention_lists_each_problem_with_its_fix_and_the_fixes_work() {
     let (code, out, err) = cli(&d, &["attention"]);
     assert_eq!(code, Some(1), "something needs attention: {out}{err}");
     for needle in [
-        format!("ACTION    {action}"),
-        "attempt 1 of 5".into(),
-        format!("herald retry {action}"),
-        format!("WEBHOOK   {wh}"),
-        format!("herald reactivate-webhook {wh} --replay"),
-        "NOTIFY    erp/tick suspended".into(),
-        "herald reactivate-notification erp tick".into(),
+        format!("ACTION       {action} since 2026-12-01T10:00:00"),
+        "Action on crm retrying, attempt 1 of 5".into(),
+        format!("→ herald retry {action}"),
+        format!("WEBHOOK      {wh}"),
+        format!("→ herald reactivate-webhook {wh} --replay"),
+        "NOTIFICATION erp/tick since".into(),
+        "Notification erp/tick suspended after 1 unanswered pings".into(),
+        "→ herald reactivate-notification erp tick".into(),
     ] {
         assert!(out.contains(&needle), "{needle:?} in:\n{out}");
     }
     let (code, out, _) = cli(&d, &["attention", "--json"]);
     assert_eq!(code, Some(1));
     let v: Value = serde_json::from_str(&out).unwrap();
-    let kinds: Vec<&str> = v["attention"]
+    assert_eq!(v, json_of(&d, "/v1/attention"), "the API's list, as it is");
+    let kinds: Vec<&str> = v["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -79,7 +81,7 @@ fn attention_lists_each_problem_with_its_fix_and_the_fixes_work() {
     });
     // What was fixed is gone from the list; today's executions keep their errors.
     let (_, out, _) = cli(&d, &["attention"]);
-    for gone in ["ACTION", "WEBHOOK", "NOTIFY"] {
+    for gone in ["ACTION", "WEBHOOK", "NOTIFICATION"] {
         assert!(!out.contains(gone), "{gone} fixed:\n{out}");
     }
 
@@ -97,7 +99,7 @@ fn nothing_to_do_is_exit_0() {
     assert_eq!(out.trim(), "Nothing needs attention.");
     let (code, out, _) = cli(&d, &["attention", "--json"]);
     assert_eq!(code, Some(0));
-    assert_eq!(out.trim(), r#"{"attention":[]}"#);
+    assert_eq!(out.trim(), r#"{"items":[]}"#);
 }
 
 #[test]
@@ -120,7 +122,15 @@ fn logs_and_exports_of_an_execution() {
     });
     let (code, out, _) = cli(&d, &["attention"]);
     assert_eq!(code, Some(1), "a KO run needs attention: {out}");
-    assert!(out.contains(&format!("EXECUTION {exe} of shop KO: 1 error,")), "{out}");
+    for needle in [
+        format!("EXECUTION    {exe} since "),
+        "Run of schedule shop-sales (shop): KO, 1 error".into(),
+        "item 0 skipped".into(),
+        format!("→ herald acknowledge {exe} --note"),
+        "→ herald run shop-sales".into(),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} in:\n{out}");
+    }
     let (code, out, err) = cli(&d, &["logs", &exe]);
     assert_eq!(code, Some(0), "{err}");
     assert!(

@@ -24,7 +24,9 @@ fn failed_calls_are_logged_with_their_category() {
         executions(&d).into_iter().find(|e| e["errors"] == 3)
     });
     assert_eq!(exe["kind"], "daily");
-    assert_eq!(exe["status"], "running");
+    // KO from its first error line on, while still open.
+    assert_eq!(exe["status"], "ko");
+    assert!(exe.get("ended_at").is_none(), "{exe}");
     assert_eq!(exe["interface"], "api");
     let id = exe["id"].as_str().unwrap();
     let logs = d.get(&format!("/v1/executions/{id}/logs"), Some(TECHNICIAN)).json()["logs"]
@@ -67,19 +69,20 @@ fn daily_execution_rolls_at_local_midnight() {
         executions(&d).into_iter().next()
     });
     assert_eq!(before["day"], "2026-11-22");
-    assert_eq!(before["status"], "running");
+    assert_eq!(before["status"], "ko", "KO while open: it has an error line");
+    assert!(before.get("ended_at").is_none());
 
     // 30 s later nothing rolls yet.
     d.advance("30s");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(executions(&d)[0]["status"], "running");
+    assert!(executions(&d)[0].get("ended_at").is_none());
 
     // Past midnight the roll closes it as KO (it recorded an error), ended at midnight.
     d.advance("40s");
     let closed = d.eventually(Duration::from_secs(5), "the roll", || {
         executions(&d)
             .into_iter()
-            .find(|e| e["id"] == before["id"] && e["status"] != "running")
+            .find(|e| e["id"] == before["id"] && e.get("ended_at").is_some())
     });
     assert_eq!(closed["status"], "ko");
     assert_eq!(closed["ended_at"], "2026-11-22T23:00:00.000Z");
@@ -90,19 +93,21 @@ fn daily_execution_rolls_at_local_midnight() {
         executions(&d).into_iter().find(|e| e["id"] != before["id"])
     });
     assert_eq!(after["day"], "2026-11-23");
-    assert_eq!(after["status"], "running");
-    assert_eq!(
-        d.get("/v1/executions?status=ko", Some(ADMIN)).json()["executions"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(after["status"], "ko");
+    // `status=ko` finds both: the closed one and the one still open.
+    let ko = d.get("/v1/executions?status=ko&interface=api", Some(ADMIN)).json();
+    let open: Vec<&Value> = ko["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("ended_at").is_none())
+        .collect();
+    assert_eq!((ko["executions"].as_array().unwrap().len(), open.len()), (2, 1), "{ko}");
 
-    // The next roll is a day later, not sooner: 23 hours on, still running.
+    // The next roll is a day later, not sooner: 23 hours on, still open.
     d.advance("23h");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(executions(&d).iter().filter(|e| e["status"] == "running").count(), 1);
+    assert_eq!(executions(&d).iter().filter(|e| e.get("ended_at").is_none()).count(), 1);
 }
 
 #[test]

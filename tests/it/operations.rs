@@ -453,7 +453,8 @@ fn status_page_shows_what_needs_attention() {
     for needle in [
         "gw-page",
         "Needs attention",
-        "running, <span class=\"ko\">",
+        "api on ",
+        ": KO, 1 error</td>",
         "/ui/executions/",
     ] {
         assert!(page.body.contains(needle), "missing {needle:?} in:\n{}", page.body);
