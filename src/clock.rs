@@ -321,6 +321,24 @@ pub fn due_for_wall(wall: Timestamp) -> Timestamp {
     from_ms(to_ms(wall).saturating_sub(offset))
 }
 
+/// A ULID for a record made at `ms` (herald time), greater than every one
+/// this process made before: records made in the same millisecond keep
+/// the order they were made in (a later run is later, also by its id).
+pub fn ordered_ulid(ms: i64) -> ulid::Ulid {
+    static LAST: std::sync::Mutex<ulid::Ulid> = std::sync::Mutex::new(ulid::Ulid::nil());
+    let fresh = ulid::Ulid::from_parts(ms.max(0) as u64, rand::random());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let next = if fresh > *last {
+        fresh
+    } else {
+        // The same millisecond: one more than the last (a full one keeps
+        // the fresh, unordered id).
+        last.increment().unwrap_or(fresh)
+    };
+    *last = next;
+    next
+}
+
 /// Milliseconds since the Unix epoch: how the store keeps instants.
 pub fn to_ms(t: Timestamp) -> i64 {
     t.as_millisecond()

@@ -356,7 +356,7 @@ pub fn compute(app: &App) -> Result<Vec<Item>, StoreError> {
         Ok(())
     })?;
     // What stops everything first; within a kind, the newest first.
-    items.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.since.cmp(&a.since)));
+    items.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.since.cmp(&a.since)).then(b.id.cmp(&a.id)));
     Ok(items)
 }
 

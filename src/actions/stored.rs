@@ -88,7 +88,7 @@ pub fn create(txn: &mut Txn, new: NewAction, now: Timestamp) -> Result<Created, 
         }
     }
     let now_ms = clock::to_ms(now);
-    let ulid = ulid::Ulid::from_parts(now_ms.max(0) as u64, rand::random());
+    let ulid = clock::ordered_ulid(now_ms);
     let (token, callback_sha256) = record::new_callback_token();
     let action = Action {
         id: format!("act_{ulid}"),

@@ -217,7 +217,7 @@ fn start_of_next_day(day: Date, tz: &TimeZone) -> Timestamp {
 }
 
 fn new_id(now: Timestamp) -> String {
-    let ulid = ulid::Ulid::from_parts(clock::to_ms(now).max(0) as u64, rand::random());
+    let ulid = clock::ordered_ulid(clock::to_ms(now));
     format!("exe_{ulid}")
 }
 

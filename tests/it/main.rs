@@ -19,3 +19,4 @@ mod ui;
 mod upgrade;
 mod util;
 mod webhooks;
+mod worklist;

@@ -347,3 +347,90 @@ fn an_execution_page_shows_error_lines_red_with_what_to_do() {
         404
     );
 }
+
+#[test]
+fn acknowledge_and_resolve_are_buttons_with_a_note_and_the_row_leaves() {
+    let (d, sink, action, _wh, _receiver) = troubled();
+    // A KO run of shop-sales, and the action rejected: to do.
+    sink.set(Answer::Status(500));
+    let r = d.post("/v1/schedules/shop-sales/run", Some(TECHNICIAN), "{}");
+    let exe = r.json()["execution_id"].as_str().unwrap().to_string();
+    d.eventually(Duration::from_secs(10), "the KO run", || {
+        (json_of(&d, &format!("/v1/executions/{exe}"))["status"] == "ko").then_some(())
+    });
+    let html = page(&d, "/", &tech());
+    let all = buttons(&html);
+    let mut ack = find(&all, &format!("/ui/executions/{exe}/acknowledge"), "Acknowledge").clone();
+    for (k, v) in ack.fields.iter_mut() {
+        if k == "note" {
+            *v = "provider called".into();
+        }
+    }
+    let r = press(&d, &ack, &tech());
+    assert_eq!(r.status, 303, "{}", r.body);
+    let back = page(&d, r.header("location").unwrap(), &tech());
+    assert!(back.contains("Done: execution"), "{back}");
+    assert!(!back.contains(&format!("data-id=\"{exe}\"")), "the row left the list");
+    let e = json_of(&d, &format!("/v1/executions/{exe}"));
+    assert_eq!(e["acknowledged"]["note"], "provider called", "{e}");
+    assert_eq!(e["acknowledged"]["by"], "tech");
+
+    // The execution's own page offers Run now and says who acknowledged.
+    let own = page(&d, &format!("/ui/executions/{exe}"), &tech());
+    assert!(
+        own.contains("acknowledged by tech") && own.contains("provider called"),
+        "{own}"
+    );
+    find(&buttons(&own), "/ui/schedules/shop-sales/run", "Run now");
+
+    // The action, rejected by its callback once a call is accepted.
+    sink.set(Answer::Status(202));
+    let retry = find(
+        &buttons(&page(&d, "/", &tech())),
+        &format!("/ui/actions/{action}/retry"),
+        "Retry",
+    )
+    .clone();
+    assert_eq!(press(&d, &retry, &tech()).status, 303);
+    let token = sink.received().last().unwrap().json()["callback_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cb = request_with(
+        &format!("{}/v1/actions/{action}/callback", d.base),
+        "POST",
+        &[("x-herald-callback-token", &token)],
+        Some((
+            "application/json",
+            r#"{"success": false, "reason": "no such customer"}"#,
+        )),
+    );
+    assert_eq!(cb.status, 200, "{}", cb.body);
+    let html = page(&d, "/", &tech());
+    let all = buttons(&html);
+    let resolve: Vec<&Button> = all
+        .iter()
+        .filter(|b| b.action == format!("/ui/actions/{action}/resolve"))
+        .collect();
+    assert_eq!(resolve.len(), 1, "one form, two choices: {all:#?}");
+    let assign = find(&all, &format!("/ui/actions/{action}/assign"), "Assign").clone();
+    // Assign with nothing filled in: the page says what is missing.
+    let r = press(&d, &assign, &tech());
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Resolve, completed: the button's own name=value says which.
+    let mut done = resolve[0].clone();
+    done.fields.push(("resolution".into(), "successfully_completed".into()));
+    let r = press(&d, &done, &tech());
+    assert_eq!(r.status, 303, "{}", r.body);
+    let back = page(&d, r.header("location").unwrap(), &tech());
+    assert!(back.contains(&format!("Done: action {action} is completed")), "{back}");
+    assert!(
+        !back.contains(&format!("data-id=\"{action}\"")),
+        "the row left the list"
+    );
+    let a = json_of(&d, &format!("/v1/actions/{action}"));
+    assert_eq!(
+        (a["state"].as_str(), a["resolved_by"].as_str()),
+        (Some("completed"), Some("tech"))
+    );
+}
