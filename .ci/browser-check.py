@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """The technician's console in a real browser (Debian's chromium through
 chromium-driver and WebDriver): log in with Basic auth, see a KO line in red,
-press "Reactivate and replay" and see the buffer delivered, download the XLSX.
+acknowledge it with a note and resolve a to-do action and see both rows leave
+the worklist, press "Reactivate and replay" and see the buffer delivered,
+download the XLSX.
 
     /usr/bin/python3 .ci/browser-check.py target/debug/herald
 """
@@ -32,10 +34,15 @@ class Receiver(BaseHTTPRequestHandler):
 
     gone = True
     delivered = []
+    calls = []
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        if Receiver.gone:
+        if self.path.startswith("/crm"):
+            # The action interface: accepted; the answer comes by callback.
+            Receiver.calls.append(json.loads(body))
+            self.send_response(202)
+        elif Receiver.gone:
             self.send_response(410)
         else:
             Receiver.delivered.append(json.loads(body)["data"])
@@ -93,6 +100,7 @@ def main():
         f.write(
             f'[server]\nlisten = "127.0.0.1:0"\n\n[storage]\ndir = "{work}/data"\n\n'
             f'[[interfaces]]\nname = "shop"\nkind = "pull"\nurl = "{recv}/shop"\n\n'
+            f'[[interfaces]]\nname = "crm"\nkind = "action"\nurl = "{recv}/crm"\n\n'
             f'[[schedules]]\nname = "shop-sales"\ninterface = "shop"\nevery = "1d"\n\n{accounts}'
         )
     log = open(os.path.join(work, "herald.log"), "w+")
@@ -117,6 +125,15 @@ def main():
             api(base, "POST", "/v1/events", {"event": "tick", "data": n})
         exe = api(base, "POST", "/v1/schedules/shop-sales/run")["execution_id"]
         until("the KO run", lambda: api(base, "GET", f"/v1/executions/{exe}")["status"] == "ko")
+        # An action rejected by its callback: to do.
+        act = api(base, "POST", "/v1/actions", {"interface": "crm", "payload": {"order": 7}})["id"]
+        until("the action's call", lambda: api(base, "GET", f"/v1/actions/{act}")["state"] == "waiting")
+        token = [c for c in Receiver.calls if c["action_id"] == act][0]["callback_token"]
+        req = urllib.request.Request(f"{base}/v1/actions/{act}/callback", method="POST")
+        req.add_header("x-herald-callback-token", token)
+        req.add_header("content-type", "application/json")
+        urllib.request.urlopen(req, json.dumps({"success": False, "reason": "no such customer"}).encode()).read()
+        assert api(base, "GET", f"/v1/actions/{act}")["state"] == "todo"
 
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
@@ -137,15 +154,41 @@ def main():
         colour = red[0].find_element(By.TAG_NAME, "td").value_of_css_property("background-color")
         assert colour in ("rgba(253, 226, 226, 1)", "rgb(253, 226, 226)"), colour
 
+        def row(item):
+            rows = driver.find_elements(By.CSS_SELECTOR, f'#worklist tr[data-id="{item}"]')
+            return rows[0] if rows else None
+
+        def pressed(what):
+            try:
+                until(what, lambda: f"Done: {what}" in driver.page_source)
+            except SystemExit:
+                sys.stderr.write(driver.current_url + "\n" + driver.page_source[:3000] + "\n")
+                raise
+
+        # Acknowledge the KO run with a note: the row leaves the list.
+        ko = row(exe)
+        assert ko is not None, "the KO run on the worklist: " + driver.page_source[:2000]
+        ko.find_element(By.NAME, "note").send_keys("receiver restarted by the provider")
+        [b for b in ko.find_elements(By.TAG_NAME, "button") if b.text == "Acknowledge"][0].click()
+        pressed(f"execution {exe}")
+        assert row(exe) is None, "the acknowledged run left the list"
+        acked = api(base, "GET", f"/v1/executions/{exe}")["acknowledged"]
+        assert (acked["by"], acked["note"]) == ("tech", "receiver restarted by the provider"), acked
+
+        # Resolve the to-do action as completed: the row leaves the list.
+        todo = row(act)
+        assert todo is not None, "the to-do action on the worklist: " + driver.page_source[:2000]
+        [b for b in todo.find_elements(By.TAG_NAME, "button") if b.text == "Resolve: completed"][0].click()
+        pressed(f"action {act} is completed")
+        assert row(act) is None, "the resolved action left the list"
+        done = api(base, "GET", f"/v1/actions/{act}")
+        assert (done["state"], done["resolved_by"]) == ("completed", "tech"), done
+
         Receiver.gone = False
         buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.startswith("Reactivate and replay")]
         assert buttons, "a reactivate-and-replay button: " + driver.page_source[:2000]
         buttons[0].click()
-        try:
-            until("the page after the button", lambda: "Done:" in driver.page_source)
-        except SystemExit:
-            sys.stderr.write(driver.current_url + "\n" + driver.page_source[:3000] + "\n")
-            raise
+        pressed(f"webhook {wh}")
         until("the buffer delivered", lambda: Receiver.delivered[-2:] == [2, 3])
         assert Receiver.delivered == [1, 2, 3], Receiver.delivered
 
@@ -160,7 +203,10 @@ def main():
         with open(os.path.join(downloads, name), "rb") as f:
             assert f.read(2) == b"PK", "an XLSX (zip) file"
         assert name == f"herald-shop-{exe}.xlsx", name
-        print(f"browser check: OK (red KO line, replay delivered {Receiver.delivered}, downloaded {name})")
+        print(
+            f"browser check: OK (red KO line acknowledged, to-do action resolved, "
+            f"replay delivered {Receiver.delivered}, downloaded {name})"
+        )
     except BaseException:
         log.seek(0)
         sys.stderr.write("----- herald log -----\n" + log.read())
