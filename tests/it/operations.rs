@@ -242,6 +242,26 @@ fn storage_full_refuses_new_events_and_keeps_old_ones() {
     );
     let page = d.get("/", Some(ADMIN)).body;
     assert!(page.contains("The store is full"), "{page}");
+    // A worklist item, the same in the API and the CLI, counted in /metrics.
+    let items = d.get("/v1/attention", Some(ADMIN)).json();
+    let store = &items["items"][0];
+    assert_eq!(
+        (store["kind"].as_str(), store["id"].as_str()),
+        (Some("storage"), Some("store")),
+        "{items}"
+    );
+    assert!(
+        store["detail"].as_str().unwrap().contains("raise storage.max_size"),
+        "{items}"
+    );
+    let (code, out, _) = run_cli(&["attention", "--url", &d.base, "--token", ADMIN], None);
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("STORAGE      store since "), "{out}");
+    assert!(
+        d.get("/metrics", None)
+            .body
+            .contains("herald_worklist_items{kind=\"storage\"} 1")
+    );
     // One mail for the episode, with what to do.
     let mails = smtp.wait_for(1, Duration::from_secs(10));
     assert_eq!(mails[0].to, ["noc@example.com"]);
@@ -292,6 +312,11 @@ fn a_full_store_takes_work_again_once_retention_frees_room() {
     assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], false);
     let page = d.get("/", Some(ADMIN)).body;
     assert!(!page.contains("The store is"), "{page}");
+    let items = d.get("/v1/attention", Some(ADMIN)).json();
+    assert!(
+        !items.to_string().contains("\"storage\""),
+        "the store left the worklist: {items}"
+    );
 }
 
 /// `storage.max_size` of 8 MiB: work is taken until the data dir takes
