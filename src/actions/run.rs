@@ -253,7 +253,10 @@ async fn make_call(app: &App, action: &Action, token: &str, i: &Interface, publi
     };
     match app.http.send(req, i.timeout, RESPONSE_KEPT).await {
         Outcome::Response {
-            status, headers, body, ..
+            status,
+            headers,
+            body,
+            elapsed,
         } => {
             let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
             let (called, category) = call::answered(status.as_u16(), retry_after, now);
@@ -261,7 +264,13 @@ async fn make_call(app: &App, action: &Action, token: &str, i: &Interface, publi
             CallReport {
                 called,
                 category,
-                detail: format!("url: {}; answer: {}", redact::url(&i.url), answer.trim()),
+                detail: format!(
+                    "url: {}; answered {} in {}; answer: {}",
+                    redact::url(&i.url),
+                    status.as_u16(),
+                    executions::took(elapsed),
+                    answer.trim()
+                ),
             }
         }
         Outcome::Failed { error, timed_out, .. } => {
@@ -392,8 +401,8 @@ fn mail_owner(txn: &mut Txn, now: Timestamp, action: &Action, ctx: &Ctx) -> Resu
 }
 
 /// The line of a transition in the interface's daily execution: failures,
-/// closes, rejections, timeouts, conflicts and callbacks are lines; an
-/// accepted call is a counted success.
+/// closes, rejections, timeouts, conflicts and callbacks, and an accepted
+/// call (a success, counted).
 fn log(
     txn: &mut Txn,
     now: Timestamp,
@@ -407,7 +416,9 @@ fn log(
     let (id, name) = (&action.id, action.interface.as_str());
     let (level, category, message, detail) = match (input, effect) {
         (Input::Called(Called::Accepted), _) => {
-            return executions::count_success(txn, now, &ctx.tz, name, INTERFACE_KIND, 1);
+            let detail = call.map(|(_, d)| d).unwrap_or_default();
+            let line = format!("action {id}: attempt {} accepted; {detail}", p.attempts_made);
+            return executions::log_successes(txn, now, &ctx.tz, name, INTERFACE_KIND, [line]);
         }
         (Input::Called(Called::Failed { message, .. } | Called::Refused { message }), _) => {
             let (category, detail) = call.unwrap_or((Category::External, String::new()));

@@ -84,7 +84,7 @@ pub struct Execution {
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub errors: u32,
-    /// Exchanges that went well: counted, not logged line by line.
+    /// Exchanges that went well (each also an `info` line).
     pub successes: u64,
     /// Log lines written so far; the next line's number.
     pub lines: u32,
@@ -240,20 +240,69 @@ pub fn log_daily(
     Ok(exe.id)
 }
 
-/// Counts `n` successful exchanges in today's daily execution of `interface`.
-pub fn count_success(
+/// Successful exchanges in today's daily execution of `interface`: each
+/// an `info` line saying what it was, its answer and its duration, and
+/// counted (SecuTix: every exchange with an external system is logged in
+/// the execution).
+pub fn log_successes(
     txn: &mut Txn,
     now: Timestamp,
     tz: &TimeZone,
     interface: &str,
     interface_kind: &str,
-    n: u64,
+    messages: impl IntoIterator<Item = String>,
 ) -> Result<(), StoreError> {
     let mut exe = daily(txn, now, tz, interface, interface_kind)?;
-    exe.successes += n;
+    successes(txn, &mut exe, now, messages)
+}
+
+/// Successful exchanges of the execution `id` (a scheduled run), as
+/// [`log_successes`] writes them.
+pub fn log_successes_to(
+    txn: &mut Txn,
+    id: &str,
+    now: Timestamp,
+    messages: impl IntoIterator<Item = String>,
+) -> Result<(), StoreError> {
+    match get_in(txn, id)? {
+        Some(mut exe) => successes(txn, &mut exe, now, messages),
+        None => Ok(()),
+    }
+}
+
+fn successes(
+    txn: &mut Txn,
+    exe: &mut Execution,
+    now: Timestamp,
+    messages: impl IntoIterator<Item = String>,
+) -> Result<(), StoreError> {
+    let at = clock::to_ms(now);
+    {
+        let mut logs = txn.open(LOGS)?;
+        for message in messages {
+            let line = LogLine {
+                at,
+                level: Level::Info,
+                category: None,
+                message,
+                detail: None,
+            };
+            logs.insert((exe.id.as_str(), exe.lines), store::encode(&line).as_slice())?;
+            exe.lines += 1;
+            exe.successes += 1;
+        }
+    }
     txn.open(EXECUTIONS)?
-        .insert(exe.id.as_str(), store::encode(&exe).as_slice())?;
+        .insert(exe.id.as_str(), store::encode(&*exe).as_slice())?;
     Ok(())
+}
+
+/// How long an exchange took, as a line says it: "12 ms", "1.4 s".
+pub fn took(d: std::time::Duration) -> String {
+    match d.as_millis() {
+        ms @ 0..1000 => format!("{ms} ms"),
+        ms => format!("{:.1} s", ms as f64 / 1000.0),
+    }
 }
 
 fn daily(
@@ -376,16 +425,6 @@ pub fn log_to(txn: &mut Txn, id: &str, line: LogLine) -> Result<(), StoreError> 
         Some(mut exe) => append(txn, &mut exe, line),
         None => Ok(()),
     }
-}
-
-/// Counts `n` successful exchanges in the execution `id`.
-pub fn count_to(txn: &mut Txn, id: &str, n: u64) -> Result<(), StoreError> {
-    let mut executions = txn.open(EXECUTIONS)?;
-    if let Some(mut exe) = store::get::<&str, Execution>(&executions, "execution", id)? {
-        exe.successes += n;
-        executions.insert(id, store::encode(&exe).as_slice())?;
-    }
-    Ok(())
 }
 
 /// Ends a run: `ok` without error lines, else `ko`.

@@ -7,12 +7,14 @@
 //! local day (`general.timezone`), created on first use and closed by the
 //! midnight roll, a durable job, with status `ok` or `ko`.
 
+mod calls;
 pub mod export;
 mod log;
 mod routes;
 mod steps;
 pub mod xlsx;
 
+pub use self::calls::ApiCalls;
 pub use self::log::*;
 pub use self::routes::{acknowledge_as, note, routes};
 use std::sync::Arc;
@@ -27,8 +29,10 @@ pub const FEATURE: Feature = Feature {
     tables: TABLES,
     jobs: &[Runner::of::<RollDaily>()],
     routes,
+    state: Some(|_| Arc::new(ApiCalls::default())),
     start: Some(|app| {
         steps::watch(app);
+        calls::summarize(app);
         Box::pin(plan_roll(app))
     }),
     ..Feature::named("executions")

@@ -136,8 +136,21 @@ impl Router {
             params,
             max_body,
         };
+        let started = std::time::Instant::now();
         let response = match self.run(route, &mut call).await {
-            Ok(r) => r,
+            Ok(r) => {
+                // Successful calls of the API by an account: summed a minute at a time.
+                if let Some(who) = &call.account
+                    && r.status().is_success()
+                    && call.parts.uri.path().starts_with("/v1/")
+                    && !call.parts.uri.path().starts_with("/v1/test/")
+                {
+                    let now = crate::clock::to_ms(app.clock.now());
+                    app.state::<crate::executions::ApiCalls>()
+                        .count(now, &who.name, name, started.elapsed());
+                }
+                r
+            }
             Err(e) => {
                 (self.on_failure)(app, &call, &e);
                 e.response()

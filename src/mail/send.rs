@@ -193,6 +193,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
 
     let settings = app.settings();
     let subject = mail.subject(&settings.general.name);
+    let started = std::time::Instant::now();
     let outcome = match &settings.smtp {
         None => Err(SendError {
             category: Category::Configuration,
@@ -204,6 +205,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
             send_smtp(smtp, &smtp.from, &mail, subject.clone(), body).await
         }
     };
+    let outcome = outcome.map(|()| started.elapsed());
     let now = app.clock.now();
     let policy = settings.mail.clone();
     let tz = settings.general.timezone.clone();
@@ -226,7 +228,7 @@ fn record_attempt(
     job: &str,
     mut mail: Mail,
     subject: &str,
-    outcome: Result<(), SendError>,
+    outcome: Result<std::time::Duration, SendError>,
     now: Timestamp,
     policy: &MailPolicy,
     tz: &jiff::tz::TimeZone,
@@ -234,19 +236,21 @@ fn record_attempt(
     mail.attempts += 1;
     let attempt = mail.attempts;
     let line = match outcome {
-        Ok(()) => {
+        Ok(took) => {
             mail.state = State::Sent;
             mail.sent_at = Some(clock::to_ms(now));
             mail.last_error = None;
             jobs::cancel_named(txn, job)?;
-            executions::count_success(txn, now, tz, INTERFACE, INTERFACE, 1)?;
-            LogLine {
-                at: clock::to_ms(now),
-                level: Level::Info,
-                category: None,
-                message: format!("sent {} to {}: {subject}", mail.id, mail.to),
-                detail: Some(format!("attempt {attempt}, {} entries", mail.total)),
-            }
+            let line = format!(
+                "sent {} to {} in {} (attempt {attempt}, {} entries): {subject}",
+                mail.id,
+                mail.to,
+                executions::took(took),
+                mail.total
+            );
+            txn.open(MAILS)?
+                .insert(mail.id.as_str(), store::encode(&mail).as_slice())?;
+            return executions::log_successes(txn, now, tz, INTERFACE, INTERFACE, [line]);
         }
         Err(e) => {
             tracing::warn!(

@@ -43,10 +43,14 @@ pub async fn run(app: &App, _key: JobKey, system: String, event: String) -> Resu
         return Ok(Ran::Ok);
     };
     let settings = app.settings();
+    let mut answered_with = String::new();
     let failure = match request(&n.url) {
         Err(e) => Some((Category::Configuration, e)),
         Ok(req) => match app.http.send(req, settings.notifications.timeout, 1024).await {
-            Outcome::Response { status, .. } if status.is_success() => None,
+            Outcome::Response { status, elapsed, .. } if status.is_success() => {
+                answered_with = format!("{} in {}", status.as_u16(), executions::took(elapsed));
+                None
+            }
             Outcome::Response { status, .. } => {
                 let category = match status.as_u16() {
                     401 | 403 | 404 => Category::Configuration,
@@ -77,7 +81,12 @@ pub async fn run(app: &App, _key: JobKey, system: String, event: String) -> Resu
             apply(txn, &mut n, Input::Pinged { answered }, now, &settings)?;
             let tz = &settings.general.timezone;
             let Some((category, message)) = failure else {
-                return executions::count_success(txn, now, tz, &system, INTERFACE_KIND, 1);
+                let line = format!(
+                    "pinged {} for {event}: {answered_with}; unacked {}",
+                    redact::url(&n.url),
+                    n.ping.unacked
+                );
+                return executions::log_successes(txn, now, tz, &system, INTERFACE_KIND, [line]);
             };
             let next = match n.ping.next_send_at {
                 Some(at) => format!("next try at {}", clock::rfc3339(at)),

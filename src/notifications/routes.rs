@@ -272,11 +272,18 @@ async fn changes(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     };
     let last = rows.last().map(|(seq, _)| *seq);
     let (now, settings) = (app.clock.now(), app.settings());
+    let line = format!(
+        "change query by {}: 200, {} changes{}{}",
+        call.who().name,
+        rows.len(),
+        after.map(|a| format!(" after #{a}")).unwrap_or_default(),
+        if next.is_some() { ", more to read" } else { "" }
+    );
     app.store
         .write(Grows::No, move |txn| {
             super::plans::queried(txn, now, &settings, &system, last)?;
             let tz = &settings.general.timezone;
-            executions::count_success(txn, now, tz, &system, super::plans::INTERFACE_KIND, 1)
+            executions::log_successes(txn, now, tz, &system, super::plans::INTERFACE_KIND, [line])
         })
         .await?;
     Ok(http::with_type(

@@ -341,7 +341,13 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
         )
         .await;
     }
-    let Outcome::Response { headers, body, .. } = outcome else {
+    let Outcome::Response {
+        status,
+        headers,
+        body,
+        elapsed,
+    } = outcome
+    else {
         unreachable!("a failure is handled above")
     };
     let declared = headers
@@ -355,6 +361,20 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
         let detail = "raise max_response in the interface's configuration, or ask the provider to page".to_string();
         return log(app, exe, Level::Error, Some(Category::Configuration), message, detail).await;
     }
+    // The exchange itself, as it went.
+    let line = format!(
+        "GET {}: {} in {}, {} bytes",
+        redact::url(&i.url),
+        status.as_u16(),
+        executions::took(elapsed),
+        body.len()
+    );
+    let id = exe.to_string();
+    app.store
+        .write(Grows::No, move |txn| {
+            executions::log_successes_to(txn, &id, now, [line])
+        })
+        .await?;
     let Pulled { items, bad } = match rules::pulled(&body, settings.storage.max_event_size) {
         Ok(p) => p,
         Err(e) => return log(app, exe, Level::Error, Some(Category::Mapping), e, String::new()).await,
@@ -387,19 +407,13 @@ async fn pull(app: &App, i: &Interface, exe: &str, settings: &Config) -> Result<
     let mut items: Vec<NewEvent> = items.into_iter().map(|(_, e)| e).collect();
     while !items.is_empty() {
         let chunk: Vec<NewEvent> = items.drain(..items.len().min(PUBLISH_CHUNK)).collect();
-        let (publisher, settings, account, id) = (
-            app.state::<Publisher>().clone(),
-            app.settings(),
-            account.clone(),
-            exe.to_string(),
-        );
+        let (publisher, settings, account) = (app.state::<Publisher>().clone(), app.settings(), account.clone());
         let now = app.clock.now();
         let created = app
             .store
             .write(Grows::Yes, move |txn| {
                 let published = publisher.publish(txn, &account, now, chunk, &settings)?;
                 let created = published.iter().filter(|p| p.created).count() as u64;
-                executions::count_to(txn, &id, created)?;
                 Ok((created, published.len() as u64 - created))
             })
             .await?;
@@ -483,11 +497,20 @@ async fn push(app: &App, p: &Planned, i: &Interface, exe: &str) -> Result<(), St
         }
         position = next.unwrap_or(last).max(last);
         sent += rows.len() as u64;
-        let (name, id, n) = (p.name.clone(), exe.to_string(), rows.len() as u64);
+        let line = match &outcome {
+            Outcome::Response { status, elapsed, .. } => format!(
+                "POST of events #{first} to #{last} ({key}, {} events): {} in {}",
+                rows.len(),
+                status.as_u16(),
+                executions::took(*elapsed)
+            ),
+            Outcome::Failed { .. } => unreachable!("a failure is handled above"),
+        };
+        let (name, id, now) = (p.name.clone(), exe.to_string(), app.clock.now());
         app.store
             .write(Grows::No, move |txn| {
                 set_position(txn, &name, position)?;
-                executions::count_to(txn, &id, n)
+                executions::log_successes_to(txn, &id, now, [line])
             })
             .await?;
         if next.is_none() {

@@ -301,10 +301,18 @@ fn record(
         wh.last_error = None;
         wh.next_retry_at = None;
     }
-    let successes = delivered.len() as u64;
     add_attempts(txn, &mut wh, delivered.iter().map(|(_, a)| a))?;
-    if successes > 0 {
-        executions::count_success(txn, now, &ctx.tz, &wh.app, "webhook", successes)?;
+    if !delivered.is_empty() {
+        let lines = delivered.iter().map(|(seq, a)| {
+            format!(
+                "{} delivered {} (#{seq}): {} in {}",
+                wh.id,
+                a.event_id,
+                a.status_code.unwrap_or(200),
+                executions::took(Duration::from_millis(a.duration_ms))
+            )
+        });
+        executions::log_successes(txn, now, &ctx.tz, &wh.app, "webhook", lines)?;
     }
     match failed {
         None => {

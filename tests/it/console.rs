@@ -139,7 +139,8 @@ fn logs_and_exports_of_an_execution() {
     );
     let (_, out, _) = cli(&d, &["logs", &exe, "--level", "info", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["logs"].as_array().unwrap().len(), 1, "{v}");
+    // The GET and the summary.
+    assert_eq!(v["logs"].as_array().unwrap().len(), 2, "{v}");
 
     let dir = tempfile::tempdir().unwrap();
     let xlsx = dir.path().join("run.xlsx");

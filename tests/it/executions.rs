@@ -90,7 +90,9 @@ fn daily_execution_rolls_at_local_midnight() {
     // A new failure goes into the new day's execution.
     d.post("/v1/events", Some(ADMIN), r#"{"event":"after midnight!"}"#);
     let after = d.eventually(Duration::from_secs(5), "the second daily execution", || {
-        executions(&d).into_iter().find(|e| e["id"] != before["id"])
+        executions(&d)
+            .into_iter()
+            .find(|e| e["id"] != before["id"] && e["errors"] == 1)
     });
     assert_eq!(after["day"], "2026-11-23");
     assert_eq!(after["status"], "ko");
@@ -128,4 +130,124 @@ fn retention_sweep_deletes_old_events_and_frees_their_keys() {
     let again = d.post("/v1/events", Some(ADMIN), r#"{"event":"old","idempotency_key":"once"}"#);
     assert_eq!(again.status, 202);
     assert_ne!(again.json()["id"], r.json()["id"]);
+}
+
+/// The messages of the newest execution of `interface`, at `level`.
+fn messages(d: &Daemon, interface: &str, level: &str) -> Vec<String> {
+    let list = d
+        .get(&format!("/v1/executions?interface={interface}"), Some(ADMIN))
+        .json();
+    let Some(id) = list["executions"][0]["id"].as_str() else {
+        return Vec::new();
+    };
+    d.get(
+        &format!("/v1/executions/{id}/logs?level={level}&limit=1000"),
+        Some(ADMIN),
+    )
+    .json()["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_exchange_is_a_line_with_its_answer_and_duration() {
+    use crate::http_sink::{Answer, HttpSink};
+    let sink = HttpSink::start(Answer::Status(202));
+    let d = Daemon::start_with_clock(
+        &format!(
+            "[notifications]\ndelay = \"60s\"\n\n[[interfaces]]\nname = \"crm\"\nkind = \"action\"\nurl = \"{}\"\n\n{}",
+            sink.url("/crm"),
+            accounts()
+        ),
+        Some("2026-12-01T10:00:00Z"),
+    );
+    // A webhook delivery.
+    let wh = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &serde_json::json!({"app": "shop", "event": "tick", "url": sink.url("/hook")}).to_string(),
+    );
+    let wh = wh.json()["id"].as_str().unwrap().to_string();
+    // A notification and its ping.
+    let r = d.request(
+        "PUT",
+        "/v1/notifications/erp/tick",
+        Some(&format!("Bearer {ADMIN}")),
+        Some((
+            "application/json",
+            &serde_json::json!({"url": sink.url("/ping")}).to_string(),
+        )),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let published = d
+        .post("/v1/events", Some(INTEGRATION), r#"{"event":"tick","data":1}"#)
+        .json();
+    let event = published["id"].as_str().unwrap().to_string();
+    let delivered = d.eventually(Duration::from_secs(10), "the delivery line", || {
+        messages(&d, "shop", "info")
+            .into_iter()
+            .find(|m| m.contains("delivered"))
+    });
+    assert!(
+        delivered.starts_with(&format!("{wh} delivered {event} (#1): 202 in ")),
+        "{delivered}"
+    );
+    d.advance("60s");
+    let pinged = d.eventually(Duration::from_secs(10), "the ping line", || {
+        messages(&d, "erp", "info")
+            .into_iter()
+            .find(|m| m.starts_with("pinged"))
+    });
+    assert!(
+        pinged.contains("for tick: 202 in ") && pinged.contains("/ping"),
+        "{pinged}"
+    );
+    // The change query that answers it.
+    assert_eq!(d.get("/v1/changes?system=erp", Some(INTEGRATION)).status, 200);
+    let queried = messages(&d, "erp", "info");
+    assert!(
+        queried.iter().any(|m| m == "change query by erp: 200, 1 changes"),
+        "{queried:?}"
+    );
+    // An action's call, accepted.
+    let action = d.post("/v1/actions", Some(INTEGRATION), r#"{"interface":"crm","payload":{}}"#);
+    let action = action.json()["id"].as_str().unwrap().to_string();
+    let called = d.eventually(Duration::from_secs(10), "the call line", || {
+        messages(&d, "crm", "info").into_iter().find(|m| m.contains("accepted"))
+    });
+    assert!(
+        called.starts_with(&format!("action {action}: attempt 1 accepted; url: "))
+            && called.contains("answered 202 in "),
+        "{called}"
+    );
+    // Successful calls into the API: one line per account and minute.
+    d.advance("60s");
+    let summed = d.eventually(Duration::from_secs(10), "the API calls' lines", || {
+        let lines: Vec<String> = messages(&d, "api", "info")
+            .into_iter()
+            .filter(|m| m.starts_with("erp: "))
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    });
+    assert!(
+        summed[0].starts_with("erp: 1 call answered 2xx since 2026-12-01T10:00:00")
+            && summed[0].ends_with(": POST /v1/events 1"),
+        "the first minute: {summed:?}"
+    );
+    assert!(
+        summed[1].starts_with("erp: 2 calls answered 2xx since 2026-12-01T10:01:00")
+            && summed[1].ends_with(": GET /v1/changes 1, POST /v1/actions 1"),
+        "the second: {summed:?}"
+    );
+    // Each success is counted, and the export tells the whole story.
+    let shop = d.get("/v1/executions?interface=shop", Some(ADMIN)).json()["executions"][0].clone();
+    assert_eq!(shop["successes"], 1, "{shop}");
+    let csv = d.get(
+        &format!("/v1/executions/{}/export?format=csv", shop["id"].as_str().unwrap()),
+        Some(ADMIN),
+    );
+    assert!(csv.body.contains(&format!("{wh} delivered {event}")), "{}", csv.body);
 }

@@ -161,7 +161,7 @@ fn wrong_credentials_send_no_mail_but_are_logged() {
     });
     let logs = d
         .get(
-            &format!("/v1/executions/{}/logs", exe["id"].as_str().unwrap()),
+            &format!("/v1/executions/{}/logs?level=error", exe["id"].as_str().unwrap()),
             Some(ADMIN),
         )
         .json();

@@ -475,13 +475,7 @@ fn status_page_shows_what_needs_attention() {
     let page = d.request("GET", "/", Some(&format!("Basic {basic}")), None);
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
-    for needle in [
-        "gw-page",
-        "Needs attention",
-        "api on ",
-        ": KO, 1 error</td>",
-        "/ui/executions/",
-    ] {
+    for needle in ["gw-page", "Needs attention", "api on ", ": KO, ", "/ui/executions/"] {
         assert!(page.body.contains(needle), "missing {needle:?} in:\n{}", page.body);
     }
     assert!(!page.body.contains("bad <name>"), "everything shown is escaped");

@@ -188,7 +188,8 @@ fn a_pull_publishes_each_item_once_and_names_the_ones_that_do_not_fit() {
     let first = ended(&d, &run_now(&d, "shop-sales"));
     assert_eq!(first["status"], "ko", "{first}");
     assert_eq!(first["errors"], 2);
-    assert_eq!(first["successes"], 3);
+    // One exchange, the GET, a line of its own with its answer and duration.
+    assert_eq!(first["successes"], 1);
     let names = d.event_names();
     assert_eq!(names, ["sale.created"; 3], "{names:?}");
     let lines = logs(&d, first["id"].as_str().unwrap());
@@ -217,7 +218,8 @@ fn a_pull_publishes_each_item_once_and_names_the_ones_that_do_not_fit() {
 
     // A rerun: the same items, nothing published twice.
     let second = ended(&d, &run_now(&d, "shop-sales"));
-    assert_eq!(second["successes"], 0, "{second}");
+    // One exchange (the GET); nothing published again.
+    assert_eq!(second["successes"], 1, "{second}");
     assert_eq!(d.event_names().len(), 3);
     let info = logs(&d, second["id"].as_str().unwrap());
     assert!(
@@ -259,7 +261,22 @@ fn a_push_resends_the_same_batches_after_a_failure_and_then_moves_on() {
     sink.set(Answer::Status(200));
     let ok = ended(&d, &run_now(&d, "fnac-sales"));
     assert_eq!(ok["status"], "ok", "{ok}");
-    assert_eq!(ok["successes"], 3);
+    // Two batches (batch = 3): each a line with its answer.
+    assert_eq!(ok["successes"], 2);
+    let sent: Vec<String> = logs(&d, ok["id"].as_str().unwrap())
+        .iter()
+        .filter_map(|l| {
+            l["message"]
+                .as_str()
+                .filter(|m| m.starts_with("POST"))
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].starts_with("POST of events #1 to #3 (fnac-sales:1-3, ") && sent[1].contains(": 200 in "),
+        "{sent:?}"
+    );
     let got = sink.received();
     assert_eq!(keys(&got), ["fnac-sales:1-3", "fnac-sales:1-3", "fnac-sales:4-4"]);
     assert_eq!(got[0].body, got[1].body, "the same batch, byte for byte");
@@ -396,7 +413,16 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
     let id = run_now(&d, "shop-sales");
     let exe = ended(&d, &id);
     let lines = logs(&d, &id);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    // The GET, two skipped items, the summary: the whole story.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(lines[0]["message"].as_str().unwrap().contains(": 200 in "), "{lines:?}");
 
     let csv = d.request(
         "GET",
@@ -417,7 +443,7 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(header, ["#", "time", "level", "category", "message", "detail"]);
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     for (row, line) in rows.iter().zip(&lines) {
         assert_eq!(&row[2], line["level"].as_str().unwrap());
         assert_eq!(
@@ -460,7 +486,7 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
     let header = cells.iter().position(|r| r[0] == "#").expect("the header row");
     assert_eq!(cells[header], ["#", "time", "level", "category", "message", "detail"]);
     let body = &cells[header + 1..];
-    assert_eq!(body.len(), 3);
+    assert_eq!(body.len(), 4);
     for (row, line) in body.iter().zip(&lines) {
         assert_eq!(row[2], line["level"].as_str().unwrap());
         assert_eq!(row[4], line["message"].as_str().unwrap());
@@ -485,7 +511,7 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
         "{sheet_xml}"
     );
     assert!(
-        sheet_xml.contains(&format!("<autoFilter ref=\"A{}:F{}\"", header + 1, header + 4)),
+        sheet_xml.contains(&format!("<autoFilter ref=\"A{}:F{}\"", header + 1, header + 5)),
         "{sheet_xml}"
     );
     assert!(styles.contains("FFFFC7CE"), "a red fill: {styles}");
