@@ -199,14 +199,14 @@ pub fn sweep(
     Ok(more)
 }
 
-/// Actions a person should look at (retrying, closed, to do), newest
-/// first, at most `limit`, and how many there are in all.
+/// Actions a person should look at (retrying, closed and not acknowledged,
+/// to do), newest first, at most `limit`, and how many there are in all.
 pub fn attention(r: &ReadTransaction, limit: usize) -> Result<(Vec<Action>, u64), StoreError> {
     let mut found = Vec::new();
     let mut total = 0;
     for row in r.open_table(ACTIONS)?.iter()?.rev() {
         let a: Action = store::decode("action", row?.1.value())?;
-        if matches!(a.progress.state, State::Retrying | State::Closed | State::Todo) {
+        if crate::worklist::action_open(&a) {
             total += 1;
             if found.len() < limit {
                 found.push(a);

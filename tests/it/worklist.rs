@@ -567,3 +567,22 @@ fn the_worklist_is_the_same_in_the_api_the_page_and_the_cli() {
         .collect();
     assert_eq!(page, want);
 }
+
+#[test]
+fn a_ko_run_of_an_interface_removed_from_the_config_leaves_the_list() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = pulling(&sink, "");
+    let exe = run(&d);
+    assert_eq!(of_kind(&d, "execution").len(), 1);
+    let mut t: toml::Table = std::fs::read_to_string(d.config_path()).unwrap().parse().unwrap();
+    t.remove("schedules");
+    t.remove("interfaces");
+    std::fs::write(d.config_path(), toml::to_string(&t).unwrap()).unwrap();
+    d.signal("HUP");
+    d.eventually(Duration::from_secs(10), "the item gone", || {
+        of_kind(&d, "execution").is_empty().then_some(())
+    });
+    // Its history stays readable.
+    let kept = d.get(&format!("/v1/executions/{}", exe["id"].as_str().unwrap()), Some(ADMIN));
+    assert_eq!(kept.json()["status"], "ko");
+}
