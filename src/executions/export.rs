@@ -163,7 +163,7 @@ pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<Vec<u
             Cell::Text(exe.schedule.as_deref().unwrap_or("")),
             Style::Plain,
         ),
-        ("status", Cell::Text(exe.status.as_str()), Style::Plain),
+        ("status", Cell::Text(exe.state().as_str()), Style::Plain),
         ("start", time(Some(exe.started_at)), Style::Time),
         ("end", time(exe.ended_at), Style::Time),
         ("errors", Cell::Number(f64::from(exe.errors)), Style::Plain),

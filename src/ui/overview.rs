@@ -101,7 +101,7 @@ fn execution_link(e: &Execution, now: Timestamp) -> String {
 }
 
 fn status_cell(e: &Execution) -> String {
-    match (e.status, e.errors) {
+    match (e.state(), e.errors) {
         (Status::Ko, n) => format!("<span class=\"ko\">KO</span> ({})", executions::errors_text(n.into())),
         (Status::Ok, _) => "<span class=\"ok\">OK</span>".into(),
         (Status::Running, 0) => "running".into(),
