@@ -90,7 +90,7 @@ async fn metrics(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         .read(|r| Ok((webhooks::backlog(r)?, mail::count_queued(r)?)))?;
     m.mails_queued.set(queued as i64);
     // Every kind, zeros included: an alert rule sees the series exist.
-    for (kind, n) in crate::worklist::sizes(&crate::worklist::compute(app)?) {
+    for (kind, n) in crate::worklist::sizes(app)? {
         m.worklist
             .get_or_create(&vec![("kind", kind.as_str().to_string())])
             .set(n as i64);

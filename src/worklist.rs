@@ -23,7 +23,7 @@ use crate::app::App;
 use crate::auth::{Access, READERS};
 use crate::clock;
 use crate::config::Config;
-use crate::executions::{self, Execution, Kind as ExecutionKind, LaterOk, Level, Status};
+use crate::executions::{self, Execution, Kind as ExecutionKind, LaterOk, Status};
 use crate::feature::Feature;
 use crate::http::{self, ApiError, Call, Resp, Route};
 use crate::mail;
@@ -323,6 +323,20 @@ pub fn action_open(a: &Action) -> bool {
 
 /// The worklist now.
 pub fn compute(app: &App) -> Result<Vec<Item>, StoreError> {
+    compute_with(app, true)
+}
+
+/// How many items of each kind (what `/metrics` shows): the list without
+/// reading log lines for the details.
+pub fn sizes(app: &App) -> Result<Vec<(Kind, usize)>, StoreError> {
+    let items = compute_with(app, false)?;
+    Ok(Kind::ALL
+        .iter()
+        .map(|k| (*k, items.iter().filter(|i| i.kind == *k).count()))
+        .collect())
+}
+
+fn compute_with(app: &App, details: bool) -> Result<Vec<Item>, StoreError> {
     let settings = app.settings();
     let now = app.clock.now();
     let mut items = Vec::new();
@@ -349,7 +363,7 @@ pub fn compute(app: &App) -> Result<Vec<Item>, StoreError> {
             &r.open_table(notifications::NOTIFICATIONS)?,
         )?;
         mails(r, &mut items, &settings.general.name)?;
-        executions_of(r, &known, now, &mut items)?;
+        executions_of(r, &known, now, details, &mut items)?;
         actions_of(r, &known, &mut items)?;
         hooks_of(r, &mut items)?;
         notifications_of(r, &mut items)?;
@@ -358,14 +372,6 @@ pub fn compute(app: &App) -> Result<Vec<Item>, StoreError> {
     // What stops everything first; within a kind, the newest first.
     items.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.since.cmp(&a.since)).then(b.id.cmp(&a.id)));
     Ok(items)
-}
-
-/// How many items of each kind: what `/metrics` shows.
-pub fn sizes(items: &[Item]) -> Vec<(Kind, usize)> {
-    Kind::ALL
-        .iter()
-        .map(|k| (*k, items.iter().filter(|i| i.kind == *k).count()))
-        .collect()
 }
 
 /// The outbox, while a mail cannot be sent: one item for it.
@@ -407,7 +413,16 @@ fn mails(r: &ReadTransaction, items: &mut Vec<Item>, gateway: &str) -> Result<()
     Ok(())
 }
 
-fn executions_of(r: &ReadTransaction, known: &Known, now: Timestamp, items: &mut Vec<Item>) -> Result<(), StoreError> {
+/// How many of an execution's last lines are read for its last error.
+const DETAIL_SCAN: u32 = 2000;
+
+fn executions_of(
+    r: &ReadTransaction,
+    known: &Known,
+    now: Timestamp,
+    details: bool,
+    items: &mut Vec<Item>,
+) -> Result<(), StoreError> {
     let table = r.open_table(executions::EXECUTIONS)?;
     let later = executions::later_ok(&table)?;
     let kinds = executions::interface_kinds(&r.open_table(executions::INTERFACES)?)?;
@@ -444,19 +459,11 @@ fn executions_of(r: &ReadTransaction, known: &Known, now: Timestamp, items: &mut
             )
         };
         // The last error line says what went wrong.
-        let detail = executions::logs(
-            r,
-            &exe,
-            &executions::LogFilter {
-                level: Some(Level::Error),
-                category: None,
-                after: None,
-                limit: usize::MAX,
-            },
-        )?
-        .0
-        .pop()
-        .map(|l| l.message);
+        let detail = if details {
+            executions::last_error(r, &exe, DETAIL_SCAN)?.map(|l| l.message)
+        } else {
+            None
+        };
         let mut steps = Vec::new();
         if exe.unacknowledged() {
             steps.push(Step::AcknowledgeExecution(exe.id.clone()));

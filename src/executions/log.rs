@@ -668,6 +668,19 @@ pub fn logs(r: &ReadTransaction, exe: &Execution, f: &LogFilter) -> Result<(Vec<
     Ok((out, None))
 }
 
+/// The last error line of `exe`, among its last `scan` lines.
+pub fn last_error(r: &ReadTransaction, exe: &Execution, scan: u32) -> Result<Option<LogLine>, StoreError> {
+    let table = r.open_table(LOGS)?;
+    let from = exe.lines.saturating_sub(scan);
+    for row in table.range((exe.id.as_str(), from)..(exe.id.as_str(), exe.lines))?.rev() {
+        let line: LogLine = store::decode("log line", row?.1.value())?;
+        if line.level == Level::Error {
+            return Ok(Some(line));
+        }
+    }
+    Ok(None)
+}
+
 /// Executions that ended KO, and running ones that already recorded errors.
 pub fn count_troubled(r: &ReadTransaction) -> Result<(u64, u64), StoreError> {
     let table = r.open_table(EXECUTIONS)?;
