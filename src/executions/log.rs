@@ -672,7 +672,10 @@ pub fn logs(r: &ReadTransaction, exe: &Execution, f: &LogFilter) -> Result<(Vec<
 pub fn last_error(r: &ReadTransaction, exe: &Execution, scan: u32) -> Result<Option<LogLine>, StoreError> {
     let table = r.open_table(LOGS)?;
     let from = exe.lines.saturating_sub(scan);
-    for row in table.range((exe.id.as_str(), from)..(exe.id.as_str(), exe.lines))?.rev() {
+    for row in table
+        .range((exe.id.as_str(), from)..(exe.id.as_str(), exe.lines))?
+        .rev()
+    {
         let line: LogLine = store::decode("log line", row?.1.value())?;
         if line.level == Level::Error {
             return Ok(Some(line));

@@ -39,7 +39,14 @@ pub struct SendError {
     pub message: String,
 }
 
-async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: String) -> Result<(), SendError> {
+async fn send_smtp(
+    smtp: &Smtp,
+    from: &str,
+    mail: &Mail,
+    subject: String,
+    body: String,
+    now: jiff::Timestamp,
+) -> Result<(), SendError> {
     let config_error = |message: String| SendError {
         category: Category::Configuration,
         message,
@@ -54,6 +61,17 @@ async fn send_smtp(smtp: &Smtp, from: &str, mail: &Mail, subject: String, body: 
             message: format!("recipient {:?}: {e}", mail.to),
         })?)
         .subject(subject)
+        // The same id at every attempt: a server that took it once drops a repeat.
+        .message_id(Some(format!(
+            "<{}@{}>",
+            mail.id,
+            from.rsplit_once('@').map_or("herald.invalid", |(_, domain)| domain.trim_end_matches('>'))
+        )))
+        // Herald's wall clock, as the log lines show it.
+        .date(std::time::SystemTime::from(clock::wall_of(now)))
+        // MIME 1.0, text/plain in UTF-8 with the transfer encoding that fits
+        // the text (7bit, quoted-printable or base64), as mail systems expect.
+        .header(lettre::message::header::MIME_VERSION_1_0)
         .header(lettre::message::header::ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(|e| SendError {
@@ -202,7 +220,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
         }),
         Some(smtp) => {
             let body = mail.body(&settings.general.name, &settings.server.public_url);
-            send_smtp(smtp, &smtp.from, &mail, subject.clone(), body).await
+            send_smtp(smtp, &smtp.from, &mail, subject.clone(), body, app.clock.now()).await
         }
     };
     let outcome = outcome.map(|()| started.elapsed());

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use mailparse::MailHeaderMap;
+
 use crate::smtp_sink::SmtpSink;
 use crate::util::*;
 
@@ -360,4 +362,44 @@ fn a_conflict_answered_to_a_person_is_no_failed_call() {
         .filter(|l| l.contains("request failed") && l.contains("status=409"))
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[test]
+fn a_mail_carries_the_headers_mail_systems_expect() {
+    let sink = SmtpSink::start();
+    let d = Daemon::start_with_clock(
+        &config(sink.port).replace("name = \"gw-test\"", "name = \"gw-Zürich\""),
+        Some(START),
+    );
+    d.post(
+        "/v1/events",
+        Some(INTEGRATION),
+        r#"{"event":"bad name","data":{"city":"Genève"}}"#,
+    );
+    wait_entries(&d, "erp@example.com", 1);
+    d.advance("60s");
+    let got = sink.wait_for(1, Duration::from_secs(5));
+    let m = &got[0];
+    // Read back by a mail parser (mailparse), not by substring.
+    let parsed = mailparse::parse_mail(&m.raw).unwrap();
+    let header = |name: &str| parsed.headers.get_first_value(name);
+    let id = header("Message-ID").expect("a Message-ID");
+    assert!(id.starts_with('<') && id.ends_with('>') && id.contains('@'), "{id}");
+    let date = mailparse::dateparse(&header("Date").expect("a Date")).unwrap();
+    assert_eq!(date, 1_795_341_660, "herald's wall clock when it sent (10:01:00)");
+    assert_eq!(header("MIME-Version").as_deref(), Some("1.0"));
+    assert_eq!(parsed.ctype.mimetype, "text/plain");
+    assert_eq!(parsed.ctype.charset, "utf-8");
+    let encoding = header("Content-Transfer-Encoding").expect("a transfer encoding");
+    assert!(
+        ["7bit", "8bit", "quoted-printable", "base64"].contains(&encoding.to_ascii_lowercase().as_str()),
+        "{encoding}"
+    );
+    assert!(m.subject.contains("gw-Zürich"), "the subject decodes: {}", m.subject);
+    let body = parsed.get_body().unwrap();
+    assert!(body.contains("gw-Zürich") || body.contains("Genève"), "{body}");
+    assert!(
+        !m.raw.iter().any(|b| *b >= 0x80) || encoding.eq_ignore_ascii_case("8bit"),
+        "raw 8-bit only when declared"
+    );
 }

@@ -14,6 +14,10 @@ pub struct Received {
     pub to: Vec<String>,
     pub subject: String,
     pub body: String,
+    /// Every header as sent (name, decoded value), in order.
+    pub headers: Vec<(String, String)>,
+    /// The message as it came (dot-unstuffed).
+    pub raw: Vec<u8>,
 }
 
 pub struct SmtpSink {
@@ -187,11 +191,14 @@ fn session(stream: TcpStream, mails: &Mutex<Vec<Received>>, refuse_auth: bool, t
                 .find(|h| h.get_key().eq_ignore_ascii_case("subject"))
                 .map(|h| h.get_value());
             let body = parsed.get_body().unwrap_or_default();
+            let headers = parsed.headers.iter().map(|h| (h.get_key(), h.get_value())).collect();
             mails.lock().unwrap().push(Received {
                 from: from.clone(),
                 to: to.clone(),
                 subject: subject.unwrap_or_default(),
                 body,
+                headers,
+                raw: data.clone(),
             });
             reply(&mut lines, b"250 OK queued\r\n")?;
         } else if upper.starts_with("QUIT") {
