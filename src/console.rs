@@ -14,10 +14,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-/// Where the daemon is and how to authenticate to it.
+/// Where the daemon is, how to authenticate to it, and the time zone its
+/// times are shown in: the daemon's `general.timezone`, as on the page
+/// (the local config's until the daemon said).
 pub struct Daemon {
     pub url: String,
     pub token: String,
+    pub tz: jiff::tz::TimeZone,
 }
 
 /// What the daemon answered.
@@ -94,11 +97,101 @@ impl Daemon {
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call("GET", path, None).await?.ok(&format!("GET {path}"))
     }
+
+    /// Takes the daemon's time zone (from its status), for [`Daemon::local`].
+    async fn zone(&mut self) -> anyhow::Result<Value> {
+        let s = self.get("/v1/status").await?;
+        if let Some(tz) = s["timezone"].as_str().and_then(|n| jiff::tz::TimeZone::get(n).ok()) {
+            self.tz = tz;
+        }
+        Ok(s)
+    }
+
+    /// An instant of the API (RFC 3339) as the page shows it: local time
+    /// in `general.timezone`, to the second.
+    pub fn local(&self, rfc3339: &str) -> String {
+        match rfc3339.parse::<jiff::Timestamp>() {
+            Ok(t) => t.to_zoned(self.tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string(),
+            Err(_) => rfc3339.to_string(),
+        }
+    }
+
+    /// `value`'s string field `key` as a local time ("-" when absent).
+    fn time_of(&self, value: &Value, key: &str) -> String {
+        value[key].as_str().map_or_else(|| "-".to_string(), |t| self.local(t))
+    }
+}
+
+/// The daemon's summary (`herald status`); whether it is ready.
+pub async fn status(d: &mut Daemon) -> anyhow::Result<bool> {
+    let s = d.zone().await?;
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    let ready = s["ready"].as_bool().unwrap_or(false);
+    println!(
+        "herald {} on {}: {}",
+        s["version"].as_str().unwrap_or("?"),
+        s["gateway"].as_str().unwrap_or("?"),
+        if s["draining"].as_bool() == Some(true) {
+            "draining"
+        } else if ready {
+            "healthy, ready"
+        } else {
+            "healthy, not ready"
+        }
+    );
+    println!("now:               {}", d.time_of(&s, "now"));
+    println!("events stored:     {}", n("events_stored"));
+    println!(
+        "jobs due:          {} ({} scheduled)",
+        n("jobs_due"),
+        n("jobs_scheduled")
+    );
+    println!(
+        "executions in KO:  {} ({} running with errors)",
+        n("executions_ko"),
+        n("executions_running_with_errors")
+    );
+    println!(
+        "store:             {}{}",
+        bytesize::ByteSize(n("store_bytes")).display().iec_short(),
+        if s["storage_full"].as_bool() == Some(true) {
+            " (FULL: new events are refused)"
+        } else {
+            ""
+        }
+    );
+    println!("actions to look at: {}", n("actions_attention"));
+    for a in s["actions"].as_array().into_iter().flatten() {
+        let text = |k: &str| a[k].as_str().unwrap_or("");
+        let mut line = format!(
+            "  {} {:<9} {}, {}",
+            text("id"),
+            text("state"),
+            text("interface"),
+            text("attempts")
+        );
+        match text("state") {
+            "retrying" => line.push_str(&format!("; next try {}", d.time_of(a, "next_retry_at"))),
+            "todo" => line.push_str(&format!(
+                "; to do: {}{}",
+                text("reason"),
+                a["queue"].as_str().map(|q| format!(" (queue {q})")).unwrap_or_default()
+            )),
+            _ => {}
+        }
+        if let Some(e) = a["last_error"]["message"].as_str() {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        println!("{line}");
+    }
+    println!("(the worklist: herald attention)");
+    Ok(ready)
 }
 
 /// The worklist, as the page shows it (`GET /v1/attention`); whether
 /// anything needs attention.
-pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
+pub async fn attention(d: &mut Daemon, as_json: bool) -> anyhow::Result<bool> {
+    d.zone().await?;
     let v = d.get("/v1/attention").await?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     if as_json {
@@ -112,7 +205,7 @@ pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
                 "{:<12} {} since {}: {}",
                 text("kind").to_uppercase(),
                 text("id"),
-                text("since"),
+                d.local(text("since")),
                 text("title")
             );
             if let Some(detail) = i["detail"].as_str() {
@@ -132,12 +225,13 @@ pub async fn attention(d: &Daemon, as_json: bool) -> anyhow::Result<bool> {
 
 /// An execution's log lines.
 pub async fn logs(
-    d: &Daemon,
+    d: &mut Daemon,
     id: &str,
     level: Option<&str>,
     category: Option<&str>,
     as_json: bool,
 ) -> anyhow::Result<()> {
+    d.zone().await?;
     let exe = d.get(&format!("/v1/executions/{id}")).await?;
     let mut lines = Vec::new();
     let mut after: Option<u64> = None;
@@ -174,16 +268,16 @@ pub async fn logs(
             .unwrap_or_default(),
         exe["status"].as_str().unwrap_or("").to_uppercase(),
         crate::executions::errors_text(exe["errors"].as_u64().unwrap_or(0)),
-        exe["started_at"].as_str().unwrap_or(""),
+        d.time_of(&exe, "started_at"),
         exe["ended_at"]
             .as_str()
-            .map(|t| format!(", ended {t}"))
+            .map(|t| format!(", ended {}", d.local(t)))
             .unwrap_or_default(),
     );
     for l in &lines {
         println!(
             "{} {:<5} {:<13} {}",
-            l["at"].as_str().unwrap_or(""),
+            d.time_of(l, "at"),
             l["level"].as_str().unwrap_or(""),
             l["category"].as_str().unwrap_or("-"),
             l["message"].as_str().unwrap_or("")
@@ -197,11 +291,29 @@ pub async fn logs(
     Ok(())
 }
 
-/// Writes an execution's export to `out`.
-pub async fn export(d: &Daemon, id: &str, format: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    if !matches!(format, "csv" | "xlsx") {
-        bail!("--format must be csv or xlsx");
-    }
+/// Writes an execution's export to `out`, in the format its name says
+/// (or `--format`, which must then agree with it).
+pub async fn export(d: &Daemon, id: &str, format: Option<&str>, out: &std::path::Path) -> anyhow::Result<()> {
+    let named = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| matches!(e.as_str(), "csv" | "xlsx"));
+    let format = match (format, named.as_deref()) {
+        (Some(f), _) if !matches!(f, "csv" | "xlsx") => bail!("--format must be csv or xlsx"),
+        (Some(f), Some(n)) if f != n => {
+            bail!(
+                "--format {f} does not match the file name {}; name it .{f}, or drop --format",
+                out.display()
+            )
+        }
+        (Some(f), _) => f,
+        (None, Some(n)) => n,
+        (None, None) => bail!(
+            "say the format: name the file .csv or .xlsx, or give --format csv|xlsx ({})",
+            out.display()
+        ),
+    };
     let answer = d
         .call("GET", &format!("/v1/executions/{id}/export?format={format}"), None)
         .await?;
@@ -258,6 +370,11 @@ pub async fn run(d: &Daemon, schedule: &str, as_json: bool) -> anyhow::Result<()
 }
 
 pub async fn reactivate_webhook(d: &Daemon, id: &str, replay: bool, as_json: bool) -> anyhow::Result<()> {
+    let wh = d.get(&format!("/v1/webhooks/{}", crate::http::segment(id))).await?;
+    if wh["state"] == "active" {
+        report(&wh, as_json, format!("webhook {id} is active: nothing to reactivate"));
+        return Ok(());
+    }
     let v = d
         .call(
             "POST",

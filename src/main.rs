@@ -127,10 +127,10 @@ client_command! {
         /// the execution (exe_...)
         #[argh(positional)]
         execution: [String],
-        /// csv or xlsx
-        #[argh(option, default = "String::from(\"xlsx\")")]
-        format: [String],
-        /// the file to write
+        /// csv or xlsx; else what the file's name ends with
+        #[argh(option)]
+        format: [Option<String>],
+        /// the file to write (FILE.csv or FILE.xlsx)
         #[argh(option, short = 'o')]
         output: [PathBuf],
     }
@@ -323,36 +323,25 @@ fn main() -> ExitCode {
             println!("token_sha256 = \"{}\"", herald::auth::sha256_hex(&token));
             ExitCode::SUCCESS
         }
-        Command::Status(Status { url, token, config }) => {
-            let token = token.or_else(|| std::env::var("HERALD_TOKEN").ok().filter(|t| !t.is_empty()));
-            let config = match load(config_arg(config)) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match status(&config, url, token) {
-                Ok(healthy) => {
-                    if healthy {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("herald: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        // 0 ready, 1 up but not ready (starting, draining, store full), 2
+        // refused or unreachable, as every console command.
+        Command::Status(st) => console(st.url, st.token, st.config, |d| async move {
+            let mut d = d;
+            let ready = herald::console::status(&mut d).await?;
+            Ok(if ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }),
         Command::Attention(a) => console(a.url, a.token, a.config, |d| async move {
-            let needs = herald::console::attention(&d, a.json).await?;
+            let mut d = d;
+            let needs = herald::console::attention(&mut d, a.json).await?;
             Ok(if needs { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }),
         Command::Logs(l) => console(l.url, l.token, l.config, |d| async move {
-            herald::console::logs(&d, &l.execution, l.level.as_deref(), l.category.as_deref(), l.json).await?;
+            let mut d = d;
+            herald::console::logs(&mut d, &l.execution, l.level.as_deref(), l.category.as_deref(), l.json).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Export(e) => console(e.url, e.token, e.config, |d| async move {
-            herald::console::export(&d, &e.execution, &e.format, &e.output).await?;
+            herald::console::export(&d, &e.execution, e.format.as_deref(), &e.output).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Retry(r) => console(r.url, r.token, r.config, |d| async move {
@@ -438,7 +427,11 @@ fn daemon(config: &Config, url: Option<String>, token: Option<String>) -> anyhow
                 })?
         }
     };
-    Ok(herald::console::Daemon { url, token })
+    Ok(herald::console::Daemon {
+        url,
+        token,
+        tz: config.general.timezone.clone(),
+    })
 }
 
 fn system_config() -> Option<PathBuf> {
@@ -560,79 +553,4 @@ fn clock() -> anyhow::Result<Clock> {
         .with_context(|| format!("HERALD_TEST_CLOCK={start:?} is not an RFC 3339 time"))?;
     tracing::warn!(%start, "manual clock for tests: time moves only through POST /v1/test/clock");
     Ok(Clock::manual(start))
-}
-
-/// Prints a short summary; returns whether the daemon is healthy and ready.
-fn status(config: &Config, url: Option<String>, token: Option<String>) -> anyhow::Result<bool> {
-    let d = daemon(config, url, token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(d.call("GET", "/v1/status", None))?;
-    if answer.status != 200 {
-        bail!(
-            "{}/v1/status answered {}: {}",
-            d.url,
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
-    }
-    let s = answer.json()?;
-    let n = |k: &str| s[k].as_u64().unwrap_or(0);
-    let ready = s["ready"].as_bool().unwrap_or(false);
-    println!(
-        "herald {} on {}: {}",
-        s["version"].as_str().unwrap_or("?"),
-        s["gateway"].as_str().unwrap_or("?"),
-        if s["draining"].as_bool() == Some(true) {
-            "draining"
-        } else if ready {
-            "healthy, ready"
-        } else {
-            "healthy, not ready"
-        }
-    );
-    println!("events stored:     {}", n("events_stored"));
-    println!(
-        "jobs due:          {} ({} scheduled)",
-        n("jobs_due"),
-        n("jobs_scheduled")
-    );
-    println!(
-        "executions in KO:  {} ({} running with errors)",
-        n("executions_ko"),
-        n("executions_running_with_errors")
-    );
-    println!(
-        "store:             {}{}",
-        bytesize::ByteSize(n("store_bytes")).display().iec_short(),
-        if s["storage_full"].as_bool() == Some(true) {
-            " (FULL: new events are refused)"
-        } else {
-            ""
-        }
-    );
-    println!("actions to look at: {}", n("actions_attention"));
-    for a in s["actions"].as_array().into_iter().flatten() {
-        let text = |k: &str| a[k].as_str().unwrap_or("");
-        let mut line = format!(
-            "  {} {:<9} {}, {}",
-            text("id"),
-            text("state"),
-            text("interface"),
-            text("attempts")
-        );
-        match text("state") {
-            "retrying" => line.push_str(&format!("; next try {}", text("next_retry_at"))),
-            "todo" => line.push_str(&format!(
-                "; to do: {}{}",
-                text("reason"),
-                a["queue"].as_str().map(|q| format!(" (queue {q})")).unwrap_or_default()
-            )),
-            _ => {}
-        }
-        if let Some(e) = a["last_error"]["message"].as_str() {
-            line.push_str(&format!("; last error: {e}"));
-        }
-        println!("{line}");
-    }
-    Ok(ready)
 }

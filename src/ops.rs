@@ -148,6 +148,8 @@ async fn status(app: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
             "gateway": settings.general.name,
+            // What the pages and the CLI show times in.
+            "timezone": settings.general.timezone.iana_name().unwrap_or("UTC"),
             "now": clock::fmt(now),
             "health": "ok",
             "ready": app.ready.load(Ordering::Relaxed),

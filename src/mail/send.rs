@@ -65,7 +65,8 @@ async fn send_smtp(
         .message_id(Some(format!(
             "<{}@{}>",
             mail.id,
-            from.rsplit_once('@').map_or("herald.invalid", |(_, domain)| domain.trim_end_matches('>'))
+            from.rsplit_once('@')
+                .map_or("herald.invalid", |(_, domain)| domain.trim_end_matches('>'))
         )))
         // Herald's wall clock, as the log lines show it.
         .date(std::time::SystemTime::from(clock::wall_of(now)))

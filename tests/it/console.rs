@@ -26,7 +26,7 @@ fn attention_lists_each_problem_with_its_fix_and_the_fixes_work() {
     let (code, out, err) = cli(&d, &["attention"]);
     assert_eq!(code, Some(1), "something needs attention: {out}{err}");
     for needle in [
-        format!("ACTION       {action} since 2026-12-01T10:00:00"),
+        format!("ACTION       {action} since 2026-12-01 10:00:00 UTC"),
         "Action on crm retrying, attempt 1 of 5".into(),
         format!("→ herald retry {action}"),
         format!("WEBHOOK      {wh}"),
@@ -147,8 +147,16 @@ fn logs_and_exports_of_an_execution() {
     let (code, _, err) = cli(&d, &["export", &exe, "--format", "xlsx", "-o", xlsx.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     assert!(std::fs::read(&xlsx).unwrap().starts_with(b"PK"), "a zip file");
+    // The format follows the file's name; a --format that says otherwise is refused.
     let csv = dir.path().join("run.csv");
-    let (code, _, err) = cli(&d, &["export", &exe, "--format", "csv", "-o", csv.to_str().unwrap()]);
+    let (code, _, err) = cli(&d, &["export", &exe, "--format", "xlsx", "-o", csv.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not match the file name"), "{err}");
+    assert!(!csv.exists(), "nothing written");
+    let (code, _, err) = cli(&d, &["export", &exe, "-o", dir.path().join("run").to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("name the file .csv or .xlsx"), "{err}");
+    let (code, _, err) = cli(&d, &["export", &exe, "-o", csv.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         std::fs::read_to_string(&csv)
@@ -158,4 +166,52 @@ fn logs_and_exports_of_an_execution() {
     let (code, _, err) = cli(&d, &["logs", "exe_nope"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn status_and_refusals_exit_2_with_the_reason_and_times_are_local() {
+    let d = Daemon::start_with_clock(
+        &format!("[general]\ntimezone = \"Europe/Zurich\"\n{}", accounts()),
+        Some("2026-12-01T10:00:00Z"),
+    );
+    let (code, out, err) = cli(&d, &["status"]);
+    assert_eq!(code, Some(0), "ready: {out}{err}");
+    assert!(
+        out.contains("now:               2026-12-01 11:00:00 CET"),
+        "general.timezone: {out}"
+    );
+    // A wrong token: exit 2, the daemon's reason, no raw JSON.
+    let (code, out, err) = run_cli(&["status", "--url", &d.base, "--token", "wrong"], None);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("401 missing or wrong credentials") && !err.contains("{\""),
+        "{err}"
+    );
+    // Nobody listening: exit 2.
+    let (code, _, err) = run_cli(&["status", "--url", "http://127.0.0.1:9", "--token", ADMIN], None);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is herald running?"), "{err}");
+    let (code, _, err) = run_cli(&["attention", "--url", "http://127.0.0.1:9", "--token", ADMIN], None);
+    assert_eq!(code, Some(2), "{err}");
+
+    // Reactivating an active webhook: nothing to do, said so.
+    let sink = HttpSink::start(Answer::Status(200));
+    let wh = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &serde_json::json!({"app": "erp", "event": "tick", "url": sink.url("/hook")}).to_string(),
+    );
+    let wh = wh.json()["id"].as_str().unwrap().to_string();
+    let (code, out, err) = cli(&d, &["reactivate-webhook", &wh, "--replay"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("webhook {wh} is active: nothing to reactivate"));
+    // Times in the log, local as on the page.
+    d.post("/v1/events", Some(INTEGRATION), r#"{"event":"bad name"}"#);
+    let exe = d.eventually(Duration::from_secs(5), "the failed call logged", || {
+        let list = json_of(&d, "/v1/executions?interface=api&status=ko");
+        list["executions"][0]["id"].as_str().map(String::from)
+    });
+    let (_, out, _) = cli(&d, &["logs", &exe]);
+    assert!(out.contains("started 2026-12-01 11:00:00 CET"), "{out}");
+    assert!(out.contains("\n2026-12-01 11:00:00 CET error"), "{out}");
 }
