@@ -123,6 +123,8 @@ pub(super) struct Writer {
     /// the pages it freed (and counts them free) only after a durable
     /// commit, so the next recheck that finds no room checkpoints first.
     freed: bool,
+    /// When a checkpoint last ran to release pages before a refusal.
+    released_at: Option<Instant>,
 }
 
 struct Broken {
@@ -162,6 +164,7 @@ impl Writer {
             closing: false,
             flush_due: false,
             freed: false,
+            released_at: None,
         }
     }
 
@@ -631,6 +634,24 @@ impl Writer {
             };
             if let Some(used) = used {
                 room = sizes.room(used);
+                // Before a refusal starts an episode: the pages that
+                // non-durable commits released (replaced records, removed
+                // jobs) count as in use until a durable commit. A checkpoint
+                // now frees them, so that the refusal is not undone by the
+                // next checkpoint a second later (one a second at most; not
+                // when the disk is short, as it writes pages).
+                if self.full.is_none()
+                    && room.short_of(wanted) == Some(Limit::MaxSize)
+                    && self.released_at.is_none_or(|t| t.elapsed() >= RECHECK_EVERY)
+                {
+                    self.released_at = Some(Instant::now());
+                    let released = db.begin_write().map_err(StoreError::from).and_then(|t| self.checkpoint(t));
+                    if released.is_ok()
+                        && let Some(used) = self.measure(db)
+                    {
+                        room = self.sizes().room(used);
+                    }
+                }
                 // Pages in redb's write buffer that will take much of what
                 // is free: a checkpoint writes them, so that the disk shows
                 // what the store takes before anyone fills it.
