@@ -23,9 +23,13 @@ const HEADER: [&str; 6] = ["#", "time", "level", "category", "message", "detail"
 /// The file name: `herald-INTERFACE-EXECUTION_ID.EXT`, with anything but
 /// `[A-Za-z0-9._-]` in the interface's name replaced.
 pub fn file_name(exe: &Execution, ext: &str) -> String {
-    let interface: String = exe
-        .interface
-        .chars()
+    format!("herald-{}-{}.{ext}", safe_name(&exe.interface), exe.id)
+}
+
+/// `text` as part of a file name: what is not a letter, a digit or
+/// `. _ -` becomes `_` (a name from a header must not hold a path or a quote).
+pub fn safe_name(text: &str) -> String {
+    text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c
@@ -33,8 +37,7 @@ pub fn file_name(exe: &Execution, ext: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("herald-{interface}-{}.{ext}", exe.id)
+        .collect()
 }
 
 /// Calls `each` with every log line of `exe`, in order, with its number.

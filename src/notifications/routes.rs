@@ -172,7 +172,20 @@ async fn list(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
             })
             .collect();
         let body = Bytes::from(records::export(&rows));
-        return Ok(http::with_type(StatusCode::OK, body, "text/csv; charset=utf-8"));
+        let mut resp = http::with_type(StatusCode::OK, body, "text/csv; charset=utf-8");
+        // A file to save, named for the gateway (and the system asked for).
+        let gateway = crate::executions::export::safe_name(&app.settings().general.name);
+        let name = match system {
+            Some(s) => format!(
+                "herald-{gateway}-notifications-{}.csv",
+                crate::executions::export::safe_name(s)
+            ),
+            None => format!("herald-{gateway}-notifications.csv"),
+        };
+        if let Ok(v) = hyper::header::HeaderValue::try_from(format!("attachment; filename=\"{name}\"")) {
+            resp.headers_mut().insert(hyper::header::CONTENT_DISPOSITION, v);
+        }
+        return Ok(resp);
     }
     let out: Vec<Value> = mine.into_iter().map(notification_json).collect();
     Ok(http::json(StatusCode::OK, &json!({ "notifications": out })))

@@ -645,7 +645,10 @@ impl Writer {
                     && self.released_at.is_none_or(|t| t.elapsed() >= RECHECK_EVERY)
                 {
                     self.released_at = Some(Instant::now());
-                    let released = db.begin_write().map_err(StoreError::from).and_then(|t| self.checkpoint(t));
+                    let released = db
+                        .begin_write()
+                        .map_err(StoreError::from)
+                        .and_then(|t| self.checkpoint(t));
                     if released.is_ok()
                         && let Some(used) = self.measure(db)
                     {

@@ -246,6 +246,31 @@ fn import_is_all_or_nothing_reads_latin1_and_round_trips_through_the_export() {
     let export = d.get("/v1/notifications?format=csv", Some(ADMIN));
     assert_eq!(export.status, 200);
     assert_eq!(export.header("content-type"), Some("text/csv; charset=utf-8"));
+    // The gateway's name (the host's by default) names the file.
+    let gateway = d.get("/v1/status", Some(ADMIN)).json()["gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let safe: String = gateway
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    assert_eq!(
+        export.header("content-disposition"),
+        Some(format!("attachment; filename=\"herald-{safe}-notifications.csv\"").as_str()),
+        "a file to save, with a name"
+    );
+    let one = d.get("/v1/notifications?format=csv&system=Shop%20B%2F1", Some(ADMIN));
+    assert_eq!(
+        one.header("content-disposition"),
+        Some(format!("attachment; filename=\"herald-{safe}-notifications-Shop_B_1.csv\"").as_str())
+    );
     assert_eq!(
         d.get("/v1/notifications?format=csv", Some(TECHNICIAN)).status,
         403,
