@@ -89,7 +89,11 @@ fn csv_row(out: &mut String, fields: &[&str]) {
 pub fn csv(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<String, StoreError> {
     let mut out = String::with_capacity(64 + exe.lines as usize * 160);
     out.push('\u{feff}');
-    csv_row(&mut out, &HEADER);
+    // The times' zone is named in their column's header: "time (Europe/Zurich)".
+    let time_header = zoned_header(tz);
+    let mut header = HEADER;
+    header[1] = &time_header;
+    csv_row(&mut out, &header);
     for_each_line(r, exe, |n, line| {
         let number = (n + 1).to_string();
         let time = local(line.at, tz);
@@ -102,6 +106,16 @@ pub fn csv(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<String
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The time column's header, naming the zone its times are in.
+fn zoned_header(tz: &TimeZone) -> String {
+    format!("time ({})", zone_name(tz))
+}
+
+/// `general.timezone` as people name it.
+pub fn zone_name(tz: &TimeZone) -> String {
+    tz.iana_name().map_or_else(|| "UTC".to_string(), String::from)
 }
 
 /// Local time, for a time cell.
@@ -154,8 +168,9 @@ fn fitting_widths(r: &ReadTransaction, exe: &Execution) -> Result<[f64; 6], Stor
 /// The XLSX: the execution's fields first, then the header row (frozen,
 /// with an autofilter) and one row per log line, error rows filled red.
 pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<Vec<u8>, ExportError> {
-    // interface, schedule, status, start, end, errors; a blank row; the header.
-    const HEADER_ROW: u32 = 8;
+    // interface, schedule, status, start, end, errors, time zone; a blank
+    // row; the header.
+    const HEADER_ROW: u32 = 9;
     let widths = fitting_widths(r, exe)?;
     let mut sheet = Sheet::new("log", &widths, HEADER_ROW)?;
     let time = |ms: Option<i64>| ms.map_or(Cell::Empty, |ms| Cell::Time(civil(ms, tz)));
@@ -171,26 +186,37 @@ pub fn xlsx(r: &ReadTransaction, exe: &Execution, tz: &TimeZone) -> Result<Vec<u
         ("end", time(exe.ended_at), Style::Time),
         ("errors", Cell::Number(f64::from(exe.errors)), Style::Plain),
     ];
+    let zone = zone_name(tz);
     for (name, value, style) in facts {
         sheet.row(&[(Cell::Text(name), Style::Bold), (value, style)])?;
     }
+    // Every time of the sheet is local time in this zone.
+    sheet.row(&[
+        (Cell::Text("time zone"), Style::Bold),
+        (Cell::Text(&zone), Style::Plain),
+    ])?;
     sheet.skip();
-    let header: Vec<(Cell<'_>, Style)> = HEADER.iter().map(|h| (Cell::Text(h), Style::Header)).collect();
+    let time_header = zoned_header(tz);
+    let header: Vec<(Cell<'_>, Style)> = HEADER
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (Cell::Text(if i == 1 { time_header.as_str() } else { h }), Style::Header))
+        .collect();
     sheet.row(&header)?;
     let mut failed = None;
     for_each_line(r, exe, |n, line| {
-        let (plain, at) = if line.level == Level::Error {
-            (Style::Red, Style::RedTime)
+        let (plain, at, wrap) = if line.level == Level::Error {
+            (Style::Red, Style::RedTime, Style::RedWrap)
         } else {
-            (Style::Plain, Style::Time)
+            (Style::Plain, Style::Time, Style::Wrap)
         };
         let written = sheet.row(&[
             (Cell::Number(f64::from(n + 1)), plain),
             (Cell::Time(civil(line.at, tz)), at),
             (Cell::Text(line.level.as_str()), plain),
             (Cell::Text(line.category.map_or("", |c| c.as_str())), plain),
-            (Cell::Text(&line.message), plain),
-            (Cell::Text(line.detail.as_deref().unwrap_or("")), plain),
+            (Cell::Text(&line.message), wrap),
+            (Cell::Text(line.detail.as_deref().unwrap_or("")), wrap),
         ]);
         if let Err(e) = written {
             failed.get_or_insert(e);

@@ -24,7 +24,15 @@ pub enum Style {
     Time = 3,
     Red = 4,
     RedTime = 5,
+    /// Long text: wrapped at the column's width, from the top.
+    Wrap = 6,
+    RedWrap = 7,
 }
+
+/// Points per line of text (Calibri 11, as the default row height).
+const LINE_HEIGHT: f64 = 15.0;
+/// Rows grow to show at most this many lines; the cell keeps the rest.
+const MAX_LINES: usize = 27;
 
 pub enum Cell<'a> {
     Text(&'a str),
@@ -44,7 +52,8 @@ pub struct Sheet {
     next: u32,
     /// The header row (1-based): frozen, and where the autofilter starts.
     header: u32,
-    columns: usize,
+    /// Each column's width, in characters.
+    widths: Vec<f64>,
     buf: String,
 }
 
@@ -70,6 +79,15 @@ fn escape(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// How many lines `text` takes in a column `width` characters wide.
+fn wrapped_lines(text: &str, width: f64) -> usize {
+    // A little narrower than the width: proportional fonts, word breaks.
+    let per_line = (width * 0.9).max(1.0) as usize;
+    text.split('\n')
+        .map(|l| l.chars().count().div_ceil(per_line).max(1))
+        .sum()
 }
 
 /// The column letter of a 0-based column (the export uses six).
@@ -103,7 +121,7 @@ impl Sheet {
         }
         zip.start_file("xl/worksheets/sheet1.xml", options()).map_err(io)?;
         let mut head = format!(
-            "{XML}<worksheet xmlns=\"{MAIN}\" xmlns:r=\"{REL}\"><sheetViews><sheetView workbookViewId=\"0\">\
+            "{XML}<worksheet xmlns=\"{MAIN}\" xmlns:r=\"{REL}\"><sheetPr><pageSetUpPr fitToPage=\"1\"/></sheetPr><sheetViews><sheetView workbookViewId=\"0\">\
              <pane ySplit=\"{header}\" topLeftCell=\"A{below}\" activePane=\"bottomLeft\" state=\"frozen\"/>\
              <selection pane=\"bottomLeft\"/></sheetView></sheetViews>\
              <sheetFormatPr defaultRowHeight=\"15\"/><cols>",
@@ -124,7 +142,7 @@ impl Sheet {
             name: escaped,
             next: 1,
             header,
-            columns: widths.len(),
+            widths: widths.to_vec(),
             buf: String::with_capacity(1024),
         })
     }
@@ -133,9 +151,28 @@ impl Sheet {
     pub fn row(&mut self, cells: &[(Cell<'_>, Style)]) -> std::io::Result<()> {
         let r = self.next;
         self.next += 1;
+        // A wrapped cell's lines: its own, each folded at the column's width.
+        let lines = cells
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, style))| matches!(style, Style::Wrap | Style::RedWrap))
+            .map(|(i, (cell, _))| match cell {
+                Cell::Text(t) => wrapped_lines(t, self.widths.get(i).copied().unwrap_or(10.0)),
+                _ => 1,
+            })
+            .max()
+            .unwrap_or(1)
+            .min(MAX_LINES);
         let b = &mut self.buf;
         b.clear();
-        b.push_str(&format!("<row r=\"{r}\">"));
+        if lines > 1 {
+            b.push_str(&format!(
+                "<row r=\"{r}\" ht=\"{}\" customHeight=\"1\">",
+                lines as f64 * LINE_HEIGHT
+            ));
+        } else {
+            b.push_str(&format!("<row r=\"{r}\">"));
+        }
         for (i, (cell, style)) in cells.iter().enumerate() {
             let at = format!("{}{r}", column(i));
             let s = *style as u8;
@@ -164,12 +201,18 @@ impl Sheet {
     /// Ends the sheet (the autofilter over the header and the rows under
     /// it) and the workbook; the file's bytes.
     pub fn finish(mut self) -> std::io::Result<Vec<u8>> {
-        let last_col = column(self.columns.saturating_sub(1));
+        let last_col = column(self.widths.len().saturating_sub(1));
         let last_row = (self.next - 1).max(self.header);
         let range = format!("A{}:{last_col}{last_row}", self.header);
         self.zip.write_all(
-            format!("</sheetData><autoFilter ref=\"{range}\"/><pageMargins left=\"0.7\" right=\"0.7\" top=\"0.75\" bottom=\"0.75\" header=\"0.3\" footer=\"0.3\"/></worksheet>")
-                .as_bytes(),
+            // Printed landscape, one page wide (as many long as it takes),
+            // the header row on every page.
+            format!(
+                "</sheetData><autoFilter ref=\"{range}\"/><pageMargins left=\"0.5\" right=\"0.5\" top=\"0.75\" \
+                 bottom=\"0.75\" header=\"0.3\" footer=\"0.3\"/><pageSetup paperSize=\"9\" orientation=\"landscape\" \
+                 fitToWidth=\"1\" fitToHeight=\"0\"/></worksheet>"
+            )
+            .as_bytes(),
         )?;
         // The autofilter's hidden name, as Excel writes it.
         let absolute = format!("$A${}:${last_col}${last_row}", self.header);
@@ -177,8 +220,10 @@ impl Sheet {
             "{XML}<workbook xmlns=\"{MAIN}\" xmlns:r=\"{REL}\"><bookViews><workbookView/></bookViews>\
              <sheets><sheet name=\"{name}\" sheetId=\"1\" r:id=\"rId1\"/></sheets><definedNames>\
              <definedName name=\"_xlnm._FilterDatabase\" localSheetId=\"0\" hidden=\"1\">'{name}'!{absolute}</definedName>\
+             <definedName name=\"_xlnm.Print_Titles\" localSheetId=\"0\">'{name}'!${h}:${h}</definedName>\
              </definedNames></workbook>",
-            name = self.name
+            name = self.name,
+            h = self.header
         );
         self.zip.start_file("xl/workbook.xml", options()).map_err(io)?;
         self.zip.write_all(workbook.as_bytes())?;
@@ -224,19 +269,31 @@ const STYLES: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\
 <borders count=\"2\"><border><left/><right/><top/><bottom/><diagonal/></border>\
 <border><left/><right/><top/><bottom style=\"thin\"><color auto=\"1\"/></bottom><diagonal/></border></borders>\
 <cellStyleXfs count=\"1\"><xf numFmtId=\"0\" fontId=\"0\" fillId=\"0\" borderId=\"0\"/></cellStyleXfs>\
-<cellXfs count=\"6\">\
-<xf numFmtId=\"0\" fontId=\"0\" fillId=\"0\" borderId=\"0\" xfId=\"0\"/>\
+<cellXfs count=\"8\">\
+<xf numFmtId=\"0\" fontId=\"0\" fillId=\"0\" borderId=\"0\" xfId=\"0\" applyAlignment=\"1\"><alignment vertical=\"top\"/></xf>\
 <xf numFmtId=\"0\" fontId=\"1\" fillId=\"0\" borderId=\"0\" xfId=\"0\" applyFont=\"1\"/>\
 <xf numFmtId=\"0\" fontId=\"1\" fillId=\"2\" borderId=\"1\" xfId=\"0\" applyFont=\"1\" applyFill=\"1\" applyBorder=\"1\"/>\
-<xf numFmtId=\"164\" fontId=\"0\" fillId=\"0\" borderId=\"0\" xfId=\"0\" applyNumberFormat=\"1\"/>\
-<xf numFmtId=\"0\" fontId=\"2\" fillId=\"3\" borderId=\"0\" xfId=\"0\" applyFont=\"1\" applyFill=\"1\"/>\
-<xf numFmtId=\"164\" fontId=\"2\" fillId=\"3\" borderId=\"0\" xfId=\"0\" applyNumberFormat=\"1\" applyFont=\"1\" applyFill=\"1\"/>\
+<xf numFmtId=\"164\" fontId=\"0\" fillId=\"0\" borderId=\"0\" xfId=\"0\" applyNumberFormat=\"1\" applyAlignment=\"1\"><alignment vertical=\"top\"/></xf>\
+<xf numFmtId=\"0\" fontId=\"2\" fillId=\"3\" borderId=\"0\" xfId=\"0\" applyFont=\"1\" applyFill=\"1\" applyAlignment=\"1\"><alignment vertical=\"top\"/></xf>\
+<xf numFmtId=\"164\" fontId=\"2\" fillId=\"3\" borderId=\"0\" xfId=\"0\" applyNumberFormat=\"1\" applyFont=\"1\" applyFill=\"1\" applyAlignment=\"1\"><alignment vertical=\"top\"/></xf>\
+<xf numFmtId=\"0\" fontId=\"0\" fillId=\"0\" borderId=\"0\" xfId=\"0\" applyAlignment=\"1\"><alignment wrapText=\"1\" vertical=\"top\"/></xf>\
+<xf numFmtId=\"0\" fontId=\"2\" fillId=\"3\" borderId=\"0\" xfId=\"0\" applyFont=\"1\" applyFill=\"1\" applyAlignment=\"1\"><alignment wrapText=\"1\" vertical=\"top\"/></xf>\
 </cellXfs><cellStyles count=\"1\"><cellStyle name=\"Normal\" xfId=\"0\" builtinId=\"0\"/></cellStyles>\
 </styleSheet>";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapped_text_counts_its_lines_and_the_folds_of_long_ones() {
+        assert_eq!(wrapped_lines("short", 20.0), 1);
+        assert_eq!(wrapped_lines("", 20.0), 1);
+        assert_eq!(wrapped_lines("one\ntwo\nthree", 20.0), 3);
+        // 18 characters a line in a column 20 wide: 40 take 3.
+        assert_eq!(wrapped_lines(&"x".repeat(40), 20.0), 3);
+        assert_eq!(wrapped_lines(&format!("{}\nend", "é".repeat(36)), 20.0), 3);
+    }
 
     #[test]
     fn serial_dates_count_days_from_1899_12_30() {

@@ -441,7 +441,11 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
         .delimiter(b';')
         .from_reader(csv.body.trim_start_matches('\u{feff}').as_bytes());
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(header, ["#", "time", "level", "category", "message", "detail"]);
+    // The times' zone is named in their column's header.
+    assert_eq!(
+        header,
+        ["#", "time (Europe/Zurich)", "level", "category", "message", "detail"]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 4);
     for (row, line) in rows.iter().zip(&lines) {
@@ -484,7 +488,11 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
     );
     assert_eq!(cells[5][..2], ["errors".to_string(), "2".to_string()]);
     let header = cells.iter().position(|r| r[0] == "#").expect("the header row");
-    assert_eq!(cells[header], ["#", "time", "level", "category", "message", "detail"]);
+    assert_eq!(cells[6][..2], ["time zone".to_string(), "Europe/Zurich".to_string()]);
+    assert_eq!(
+        cells[header],
+        ["#", "time (Europe/Zurich)", "level", "category", "message", "detail"]
+    );
     let body = &cells[header + 1..];
     assert_eq!(body.len(), 4);
     for (row, line) in body.iter().zip(&lines) {
@@ -527,6 +535,48 @@ fn an_execution_exports_as_csv_and_xlsx_that_other_programs_read() {
     assert!(
         width >= longest.min(100) as f64 && width <= 104.0,
         "{width} for {longest}"
+    );
+    // Long and multi-line text wraps, in rows tall enough for it (LibreOffice
+    // drew a detail's second line over the frozen header), and the sheet
+    // prints one page wide with the header on every page.
+    let xfs = &styles[styles.find("<cellXfs").unwrap()..styles.find("</cellXfs>").unwrap()];
+    let wrapping: Vec<usize> = xfs
+        .split("<xf ")
+        .skip(1)
+        .enumerate()
+        .filter(|(_, x)| x.contains("wrapText=\"1\""))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(wrapping.len(), 2, "plain and red: {styles}");
+    let long = lines
+        .iter()
+        .position(|l| l["message"].as_str().unwrap().chars().count() > 100)
+        .expect("a message longer than its column");
+    let long_row = row_of(&sheet_xml, header + 2 + long);
+    assert!(
+        long_row.contains("ht=\"30\" customHeight=\"1\""),
+        "two lines high: {long_row}"
+    );
+    let message_cell = &long_row[long_row.find(&format!("r=\"E{}\"", header + 2 + long)).unwrap()..];
+    assert!(
+        wrapping
+            .iter()
+            .any(|i| message_cell.starts_with(&format!("r=\"E{}\" s=\"{i}\"", header + 2 + long))),
+        "the message wraps: {message_cell}"
+    );
+    assert!(sheet_xml.contains("<pageSetUpPr fitToPage=\"1\"/>"), "{sheet_xml}");
+    assert!(sheet_xml.contains("fitToWidth=\"1\" fitToHeight=\"0\""), "{sheet_xml}");
+    let mut workbook = String::new();
+    zip.by_name("xl/workbook.xml")
+        .unwrap()
+        .read_to_string(&mut workbook)
+        .unwrap();
+    assert!(
+        workbook.contains(&format!(
+            "_xlnm.Print_Titles\" localSheetId=\"0\">'log'!${h}:${h}<",
+            h = header + 1
+        )),
+        "{workbook}"
     );
     let red_xf = red_style_index(&styles);
     for (i, line) in lines.iter().enumerate() {
