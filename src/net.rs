@@ -122,21 +122,111 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 }
 
 /// The outbound client's TLS: the public web PKI roots, plus the PEM roots
-/// of `ca_file` for receivers behind an on-premise CA.
+/// of `ca_file` for receivers behind an on-premise CA (see [`Trust`]).
 pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        for cert in load_roots(path)? {
-            roots.add(cert).map_err(|e| format!("webhooks.ca_file: {e}"))?;
-        }
-    }
+    let extra = match ca_file {
+        Some(path) => load_roots(path)?,
+        None => Vec::new(),
+    };
+    let trust = Trust::new(&extra).map_err(|e| format!("webhooks.ca_file: {e}"))?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(trust))
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Whom herald trusts as a server: certificates that chain to the public
+/// web PKI or to a root of `ca_file`, and a certificate `ca_file` holds
+/// itself. The last is how an on-site server with a self-signed
+/// certificate is trusted: one made the usual way (`openssl req -x509`)
+/// marks itself CA:TRUE, which the web PKI's rules refuse for a server
+/// (`CaUsedAsEndEntity`). Such a certificate is taken only when it is,
+/// byte for byte, one the operator put in `ca_file`, and still only for
+/// the names it holds, and the handshake proves the server has its key.
+#[derive(Debug)]
+pub struct Trust {
+    chains: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Trust {
+    /// The web PKI and `extra` (the PEM certificates of a `ca_file`).
+    pub fn new(extra: &[CertificateDer<'static>]) -> Result<Trust, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in extra {
+            roots.add(cert.clone()).map_err(|e| e.to_string())?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chains = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Trust {
+            chains,
+            pinned: extra.to_vec(),
+            provider,
+        })
+    }
+
+    /// Whether the chain a server presented (its own certificate first)
+    /// is trusted for `name`.
+    pub fn check(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let Some((end, intermediates)) = chain.split_first() else {
+            return Err(rustls::Error::NoCertificatesPresented);
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        match self.chains.verify_server_cert(end, intermediates, name, &[], now) {
+            Ok(_) => Ok(()),
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end.as_ref()) => {
+                let cert = rustls::server::ParsedCertificate::try_from(end)?;
+                rustls::client::verify_server_name(&cert, name)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Trust {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        self.check(&chain, server_name)?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The server side of a handshake, within [`HANDSHAKE_TIMEOUT`].

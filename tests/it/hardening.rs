@@ -407,6 +407,69 @@ fn smtp_over_starttls_and_implicit_tls_with_a_private_ca() {
     }
 }
 
+/// A self-signed server certificate made the usual way (`openssl req
+/// -x509` marks it CA:TRUE): its PEM and the server's TLS config.
+fn self_signed_server() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (cert.pem(), std::sync::Arc::new(config))
+}
+
+/// A self-signed mail server certificate in `smtp.ca_file` (one that marks
+/// itself CA:TRUE, as `openssl req -x509` makes them) is trusted, over
+/// STARTTLS and implicit TLS; another self-signed one is not, and the error
+/// says what `smtp.ca_file` must hold.
+#[test]
+fn a_self_signed_mail_server_certificate_in_smtp_ca_file_is_trusted() {
+    use crate::smtp_sink::{SmtpSink, Tls};
+    let (pem, server) = self_signed_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("mail.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let ca_line = format!("ca_file = \"{}\"", ca.display());
+    for (tls, security) in [
+        (Tls::RequireStarttls(server.clone()), "starttls"),
+        (Tls::Implicit(server.clone()), "tls"),
+    ] {
+        let sink = SmtpSink::start_tls(tls);
+        let d = mailing_daemon(sink.port, security, &ca_line);
+        trigger_mail(&d);
+        let got = sink.wait_for(1, Duration::from_secs(10));
+        assert_eq!(got[0].to, ["erp@example.com"], "{security}");
+    }
+    // Another server's self-signed certificate: not this one.
+    let (_, impostor) = self_signed_server();
+    let sink = SmtpSink::start_tls(Tls::Implicit(impostor));
+    let d = mailing_daemon(sink.port, "tls", &ca_line);
+    trigger_mail(&d);
+    let error = last_mail_error(&d);
+    assert!(
+        error.contains("not trusted") && error.contains("smtp.ca_file"),
+        "{error}"
+    );
+    assert!(sink.mails().is_empty());
+    let (_, impostor) = self_signed_server();
+    let sink = SmtpSink::start_tls(Tls::RequireStarttls(impostor));
+    let d = mailing_daemon(sink.port, "starttls", &ca_line);
+    trigger_mail(&d);
+    let error = last_mail_error(&d);
+    assert!(error.contains("not trusted"), "{error}");
+    assert!(sink.mails().is_empty(), "nothing said to an untrusted server");
+}
+
 /// Finding 8: without the CA, a certificate failure is a configuration
 /// error that names smtp.ca_file, and herald's own log says so.
 #[test]
