@@ -1,6 +1,7 @@
 //! The daemon's own endpoints: liveness (`/healthz`), readiness
 //! (`/readyz`), Prometheus metrics (`/metrics`), the status summary
-//! (`/v1/status`, what `herald status` prints) and, for tests only, the
+//! (`/v1/status`, what `herald status` prints), the API's reference
+//! (`/openapi.json`, kept in `src/openapi.json`) and, for tests only, the
 //! driven clock (`/v1/test/clock`).
 
 use std::sync::Arc;
@@ -38,6 +39,15 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/v1/status", Access::Roles(READERS), |app, call| {
             Box::pin(status(app, call))
         }),
+        Route::new(Method::GET, "/openapi.json", Access::Public, |_, _| {
+            Box::pin(async {
+                Ok(http::with_type(
+                    StatusCode::OK,
+                    Bytes::from_static(OPENAPI.as_bytes()),
+                    "application/json",
+                ))
+            })
+        }),
         Route::new(Method::POST, "/v1/test/clock", Access::Roles(ADMIN), |app, call| {
             Box::pin(test_clock(app, call))
         }),
@@ -53,6 +63,10 @@ pub fn routes() -> Vec<Route> {
     }
     routes
 }
+
+/// The HTTP API's reference, OpenAPI 3.1: every route of the router, with
+/// the roles that may call it (a test holds the two together).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     Ok(text(StatusCode::OK, "ok\n"))
@@ -228,4 +242,60 @@ async fn test_clock(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         StatusCode::OK,
         &json!({ "now": clock::fmt(now), "herald_time": now.to_string() }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::OPENAPI;
+    use crate::auth::Access;
+    use crate::feature::Features;
+
+    /// Every route of the router is in the document with the roles that may
+    /// call it, and the document has no operation the router lacks (the
+    /// test-only routes aside).
+    #[test]
+    fn the_document_describes_every_route_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("src/openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeMap::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let roles: Vec<String> = op["x-roles"]
+                    .as_array()
+                    .map(|r| r.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                documented.insert(format!("{} {path}", method.to_uppercase()), roles);
+            }
+        }
+        let mut routed = BTreeMap::new();
+        for route in Features::new(crate::FEATURES).unwrap().routes() {
+            if route.name().contains(" /v1/test/") {
+                continue;
+            }
+            let mut roles: Vec<String> = match route.access() {
+                Access::Roles(r) | Access::RolesOrLink(r) => r.iter().map(|r| r.as_str().to_string()).collect(),
+                Access::Public | Access::Metrics => Vec::new(),
+            };
+            roles.sort();
+            routed.insert(route.name().to_string(), roles);
+        }
+        for roles in documented.values_mut() {
+            roles.sort();
+        }
+        let missing: Vec<&String> = routed.keys().filter(|k| !documented.contains_key(*k)).collect();
+        let extra: Vec<&String> = documented.keys().filter(|k| !routed.contains_key(*k)).collect();
+        assert!(missing.is_empty(), "routes missing from src/openapi.json: {missing:?}");
+        assert!(
+            extra.is_empty(),
+            "operations in src/openapi.json that no route serves: {extra:?}"
+        );
+        assert_eq!(
+            documented, routed,
+            "x-roles in src/openapi.json against the routes' access"
+        );
+    }
 }

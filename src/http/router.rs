@@ -49,6 +49,16 @@ impl Route {
         }
     }
 
+    /// `METHOD /path/{id}`, as declared.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Who may call it.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
     /// The values of the `{…}` segments when `path` fits the pattern.
     fn matches(&self, path: &[&str]) -> Option<Vec<String>> {
         let pairs = || self.pattern.iter().zip(path);
