@@ -75,7 +75,9 @@ pub enum AuthError {
     RateLimited(Duration),
 }
 
-/// Wrong credentials from one address within [`WINDOW`] before it is refused.
+/// Wrong credentials from one address within [`WINDOW`] before it is
+/// refused, unless `server.wrong_credentials` says otherwise.
+#[cfg(test)]
 const MAX_FAILURES: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(60);
 const LOCKOUT: Duration = Duration::from_secs(60);
@@ -114,23 +116,25 @@ impl Auth {
     /// Checks an `Authorization` header value from `ip`. Correct credentials
     /// always pass: local programs share 127.0.0.1, and one of them with a
     /// wrong token must not lock the others out.
-    pub fn authenticate(&self, header: Option<&str>, ip: IpAddr) -> Result<Account, AuthError> {
+    /// The account `header` names; `max_wrong` wrong credentials a minute
+    /// from `ip` lock it out for a while.
+    pub fn authenticate(&self, header: Option<&str>, ip: IpAddr, max_wrong: u32) -> Result<Account, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let found = match credentials(header) {
             Some((name, token)) => self.find(name.as_deref(), &token),
             None => None,
         };
-        found.ok_or_else(|| self.wrong(ip))
+        found.ok_or_else(|| self.wrong(ip, max_wrong))
     }
 
     /// Counts a wrong credential from `ip` (a token, or the token of a link):
     /// `Wrong`, or `RateLimited` once too many came from there lately.
-    pub fn wrong(&self, ip: IpAddr) -> AuthError {
+    pub fn wrong(&self, ip: IpAddr, max_wrong: u32) -> AuthError {
         let now = Instant::now();
         match self.locked(ip, now) {
             Some(left) => AuthError::RateLimited(left),
             None => {
-                self.fail(ip, now);
+                self.fail(ip, now, max_wrong);
                 AuthError::Wrong
             }
         }
@@ -158,7 +162,7 @@ impl Auth {
         (now < until).then(|| until - now)
     }
 
-    fn fail(&self, ip: IpAddr, now: Instant) {
+    fn fail(&self, ip: IpAddr, now: Instant, max_wrong: u32) {
         let mut failures = self.failures.lock().unwrap();
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, f| f.locked_until.is_some_and(|u| now < u) || now.duration_since(f.since) < WINDOW);
@@ -176,7 +180,7 @@ impl Auth {
             };
         }
         f.count += 1;
-        if f.count >= MAX_FAILURES {
+        if f.count >= max_wrong {
             f.locked_until = Some(now + LOCKOUT);
             tracing::warn!(
                 %ip,
@@ -284,18 +288,23 @@ mod tests {
             account("erp", "other", Role::Integration),
         ]);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(auth.authenticate(Some("Bearer s3cret"), ip).unwrap().name, "ops");
+        assert_eq!(
+            auth.authenticate(Some("Bearer s3cret"), ip, MAX_FAILURES).unwrap().name,
+            "ops"
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode("erp:other");
         assert_eq!(
-            auth.authenticate(Some(&format!("Basic {basic}")), ip).unwrap().name,
+            auth.authenticate(Some(&format!("Basic {basic}")), ip, MAX_FAILURES)
+                .unwrap()
+                .name,
             "erp"
         );
         let wrong_name = base64::engine::general_purpose::STANDARD.encode("ops:other");
         assert_eq!(
-            auth.authenticate(Some(&format!("Basic {wrong_name}")), ip),
+            auth.authenticate(Some(&format!("Basic {wrong_name}")), ip, MAX_FAILURES),
             Err(AuthError::Wrong)
         );
-        assert_eq!(auth.authenticate(None, ip), Err(AuthError::Missing));
+        assert_eq!(auth.authenticate(None, ip, MAX_FAILURES), Err(AuthError::Missing));
     }
 
     #[test]
@@ -303,22 +312,28 @@ mod tests {
         let auth = Auth::new(vec![account("ops", "s3cret", Role::Admin)]);
         let bad: IpAddr = "127.0.0.9".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert_eq!(auth.authenticate(Some("Bearer nope"), bad), Err(AuthError::Wrong));
+            assert_eq!(
+                auth.authenticate(Some("Bearer nope"), bad, MAX_FAILURES),
+                Err(AuthError::Wrong)
+            );
         }
         assert!(matches!(
-            auth.authenticate(Some("Bearer nope"), bad),
+            auth.authenticate(Some("Bearer nope"), bad, MAX_FAILURES),
             Err(AuthError::RateLimited(left)) if left <= LOCKOUT && left > LOCKOUT / 2
         ));
         assert!(
-            matches!(auth.wrong(bad), AuthError::RateLimited(_)),
+            matches!(auth.wrong(bad, MAX_FAILURES), AuthError::RateLimited(_)),
             "a link's token counts too"
         );
         assert!(
-            auth.authenticate(Some("Bearer s3cret"), bad).is_ok(),
+            auth.authenticate(Some("Bearer s3cret"), bad, MAX_FAILURES).is_ok(),
             "correct credentials always pass"
         );
         let other: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(auth.authenticate(Some("Bearer nope"), other), Err(AuthError::Wrong));
+        assert_eq!(
+            auth.authenticate(Some("Bearer nope"), other, MAX_FAILURES),
+            Err(AuthError::Wrong)
+        );
     }
 
     #[test]

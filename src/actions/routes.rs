@@ -290,10 +290,12 @@ async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         return Err(wrong_token());
     };
     if !action.token_matches(&token) {
-        return Err(match app.auth.wrong(call.peer.ip()) {
-            AuthError::RateLimited(left) => ApiError::rate_limited(left),
-            _ => wrong_token(),
-        });
+        return Err(
+            match app.auth.wrong(call.peer.ip(), app.settings().server.wrong_credentials) {
+                AuthError::RateLimited(left) => ApiError::rate_limited(left),
+                _ => wrong_token(),
+            },
+        );
     }
     let v = fields(call, &["success", "data", "reason"]).await?;
     let success = match v.get("success").map(|r| r.get()) {

@@ -64,6 +64,9 @@ pub struct Server {
     pub body_timeout: Duration,
     /// Open connections at most (a few more get a short deadline).
     pub max_connections: usize,
+    /// Wrong credentials from one address within a minute before its wrong
+    /// ones are refused with 429 for a while.
+    pub wrong_credentials: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +252,13 @@ impl Config {
                 format!("{} is out of range; use 16 to 65536", s.max_connections),
             ));
         }
+        if !(1..=1_000_000).contains(&s.wrong_credentials) {
+            return Err(err(
+                "server",
+                "wrong_credentials",
+                format!("{} is out of range; use 1 to 1000000", s.wrong_credentials),
+            ));
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = match s.public_url {
             Some(url) => url.0.trim_end_matches('/').to_string(),
@@ -432,6 +442,7 @@ impl Config {
                 public_url,
                 body_timeout: s.body_timeout.0,
                 max_connections: s.max_connections,
+                wrong_credentials: s.wrong_credentials,
             },
             storage: Storage {
                 dir,

@@ -148,6 +148,7 @@ pub(super) struct RawServer {
     pub(super) public_url: Option<PublicUrl>,
     pub(super) body_timeout: Dur,
     pub(super) max_connections: usize,
+    pub(super) wrong_credentials: u32,
 }
 
 impl Default for RawServer {
@@ -162,6 +163,7 @@ impl Default for RawServer {
             public_url: None,
             body_timeout: Dur(Duration::from_secs(30)),
             max_connections: 1024,
+            wrong_credentials: 10,
         }
     }
 }

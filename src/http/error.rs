@@ -24,6 +24,9 @@ pub struct ApiError {
     /// Seconds for `Retry-After`, when waiting helps.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// The methods a path takes, for the `Allow` of a 405.
+    #[serde(skip)]
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             field: None,
             lines: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -72,7 +76,9 @@ impl ApiError {
 
     pub fn method_not_allowed(allowed: &str) -> ApiError {
         let message = format!("this path accepts {allowed}");
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        let mut e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message);
+        e.allow = Some(allowed.to_string());
+        e
     }
 
     pub fn payload_too_large(max: u64) -> ApiError {
@@ -124,6 +130,9 @@ impl ApiError {
         }
         if let Some(secs) = self.retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(v) = self.allow.as_deref().and_then(|a| HeaderValue::try_from(a).ok()) {
+            r.headers_mut().insert(header::ALLOW, v);
         }
         r
     }

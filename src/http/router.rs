@@ -189,10 +189,11 @@ impl Router {
             Access::Roles(roles) | Access::RolesOrLink(roles) => Some(roles),
         };
         if let Some(roles) = roles {
-            let who = match app
-                .auth
-                .authenticate(call.header(header::AUTHORIZATION), call.peer.ip())
-            {
+            let who = match app.auth.authenticate(
+                call.header(header::AUTHORIZATION),
+                call.peer.ip(),
+                app.settings().server.wrong_credentials,
+            ) {
                 Ok(a) => call.account.insert(a),
                 Err(AuthError::RateLimited(left)) => return Err(ApiError::rate_limited(left)),
                 Err(AuthError::Missing | AuthError::Wrong) => return Err(ApiError::unauthorized()),

@@ -327,7 +327,7 @@ fn has_body(call: &Call) -> bool {
 /// A link's token is a credential: a wrong one counts toward the
 /// failed-login limit of the caller's address.
 fn bad_link(app: &App, call: &Call) -> ApiError {
-    if let AuthError::RateLimited(left) = app.auth.wrong(call.peer.ip()) {
+    if let AuthError::RateLimited(left) = app.auth.wrong(call.peer.ip(), app.settings().server.wrong_credentials) {
         return ApiError::rate_limited(left);
     }
     let mut e = ApiError::forbidden("link");

@@ -144,10 +144,12 @@ fn every_error_code_has_the_json_shape() {
     let r = d.get("/v1/events?after=yesterday", Some(ADMIN));
     check(&r, 422, "invalid_field");
     assert_eq!(r.json()["error"]["field"], "after");
-    check(
-        &d.request("DELETE", "/v1/events", Some(&format!("Bearer {ADMIN}")), None),
-        405,
-        "method_not_allowed",
+    let not_allowed = d.request("DELETE", "/v1/events", Some(&format!("Bearer {ADMIN}")), None);
+    check(&not_allowed, 405, "method_not_allowed");
+    assert_eq!(
+        not_allowed.header("allow"),
+        Some("GET, POST"),
+        "RFC 9110: a 405 says what is allowed"
     );
 
     // Nothing of the refused calls was stored.
@@ -276,4 +278,29 @@ fn metrics_can_require_auth() {
     assert_eq!(d.get("/metrics", None).status, 401);
     assert_eq!(d.get("/metrics", Some(TECHNICIAN)).status, 200);
     assert_eq!(d.get("/healthz", None).status, 200);
+}
+
+#[test]
+fn the_wrong_credentials_limit_is_server_wrong_credentials() {
+    let d = Daemon::start(&format!("[server]\nwrong_credentials = 3\n{}", accounts()));
+    for _ in 0..3 {
+        assert_eq!(d.get("/v1/events", Some("guess")).status, 401);
+    }
+    assert_eq!(
+        d.get("/v1/events", Some("guess")).status,
+        429,
+        "after 3 within a minute"
+    );
+    assert_eq!(d.get("/v1/events", Some(ADMIN)).status, 200);
+    let bad = run_cli(&["check-config", "--config", "/dev/null"], None);
+    assert_eq!(bad.0, Some(0), "an empty config is the defaults");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, "[server]\nwrong_credentials = 0\n").unwrap();
+    let (code, _, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains("wrong_credentials") && err.contains("use 1 to 1000000"),
+        "{err}"
+    );
 }
