@@ -20,7 +20,7 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Every bad line of an imported file.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lines: Option<serde_json::Value>,
+    pub lines: Option<Box<serde_json::Value>>,
     /// Seconds for `Retry-After`, when waiting helps.
     #[serde(skip)]
     pub retry_after: Option<u64>,

@@ -234,7 +234,7 @@ async fn import(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
                 ),
             );
             e.field = None;
-            e.lines = Some(Value::Array(lines));
+            e.lines = Some(Box::new(Value::Array(lines)));
             return Err(e);
         }
     };
