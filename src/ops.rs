@@ -39,14 +39,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/v1/status", Access::Roles(READERS), |app, call| {
             Box::pin(status(app, call))
         }),
-        Route::new(Method::GET, "/openapi.json", Access::Public, |_, _| {
-            Box::pin(async {
-                Ok(http::with_type(
-                    StatusCode::OK,
-                    Bytes::from_static(OPENAPI.as_bytes()),
-                    "application/json",
-                ))
-            })
+        Route::new(Method::GET, "/openapi.json", Access::Public, |app, _| {
+            Box::pin(async move { Ok(openapi(&app.settings())) })
         }),
         Route::new(Method::POST, "/v1/test/clock", Access::Roles(ADMIN), |app, call| {
             Box::pin(test_clock(app, call))
@@ -67,6 +61,25 @@ pub fn routes() -> Vec<Route> {
 /// The HTTP API's reference, OpenAPI 3.1: every route of the router, with
 /// the roles that may call it (a test holds the two together).
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The reference as this gateway serves it: the interfaces an action may
+/// name are the configured ones.
+fn openapi(settings: &config::Config) -> Resp {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let mut doc = DOC
+        .get_or_init(|| serde_json::from_str(OPENAPI).expect("src/openapi.json is JSON (a test reads it)"))
+        .clone();
+    let actions: Vec<&str> = settings
+        .interfaces
+        .iter()
+        .filter(|i| i.kind == config::InterfaceKind::Action)
+        .map(|i| i.name.as_str())
+        .collect();
+    if !actions.is_empty() {
+        doc["components"]["schemas"]["ActionIn"]["properties"]["interface"]["enum"] = json!(actions);
+    }
+    http::json(StatusCode::OK, &doc)
+}
 
 async fn healthz(_: &Arc<App>, _: &mut Call) -> Result<Resp, ApiError> {
     Ok(text(StatusCode::OK, "ok\n"))

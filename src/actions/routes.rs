@@ -207,11 +207,11 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     }
     let idempotency_key = text("idempotency_key")?;
     if let Some(k) = &idempotency_key
-        && (k.is_empty() || k.len() > MAX_KEY || k.chars().any(char::is_control))
+        && (k.is_empty() || k.chars().count() > MAX_KEY || k.chars().any(char::is_control))
     {
         return Err(ApiError::invalid_field(
             "idempotency_key",
-            format!("must be 1 to {MAX_KEY} bytes of printable text"),
+            format!("must be 1 to {MAX_KEY} characters of printable text"),
         ));
     }
     let new = NewAction {
@@ -304,8 +304,11 @@ async fn callback(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         _ => return Err(ApiError::invalid_field("success", "must be true or false")),
     };
     let reason = text(&v, "reason")?;
-    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
-        return Err(ApiError::invalid_field("reason", format!("is over {MAX_REASON} bytes")));
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+        return Err(ApiError::invalid_field(
+            "reason",
+            format!("is over {MAX_REASON} characters"),
+        ));
     }
     let data = v
         .get("data")

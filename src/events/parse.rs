@@ -158,11 +158,11 @@ pub fn parse_item(raw: &RawValue, prefix: &str, max_data: u64) -> Result<NewEven
     }
     let idempotency_key = match item.idempotency_key {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if (1..=MAX_IDEMPOTENCY_KEY).contains(&s.len()) => Some(s),
+        Some(serde_json::Value::String(s)) if (1..=MAX_IDEMPOTENCY_KEY).contains(&s.chars().count()) => Some(s),
         Some(serde_json::Value::String(_)) => {
             return Err(FieldError {
                 field: field("idempotency_key"),
-                message: format!("must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+                message: format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
             });
         }
         Some(_) => {

@@ -120,7 +120,8 @@ async fn put(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
         }
         Some(_) => return Err(ApiError::invalid_field("url", "must be a string")),
     };
-    if inactive != 2
+    // A URL given is checked, also with a deletion (where none is needed).
+    if (inactive != 2 || !url.is_empty())
         && let Some(problem) = records::url_problem(&url)
     {
         return Err(ApiError::invalid_field("url", problem));

@@ -1,0 +1,82 @@
+#!/bin/bash
+# The API against its reference: schemathesis (PyPI) runs every operation of
+# the served /openapi.json with all its checks against a real daemon, with
+# an admin's credentials and without any. Daemon and tool run in a network
+# namespace of their own with only loopback (as root, as CI runs), so that
+# nothing the fuzzer makes (a webhook to a random host) leaves the machine.
+#
+#   bash .ci/schemathesis.sh target/release/herald
+set -euo pipefail
+
+binary=$(realpath "${1:-target/release/herald}")
+if ! unshare --net true 2>/dev/null; then
+    echo "schemathesis.sh: needs root (a network namespace with only loopback, so nothing the fuzzer makes leaves the machine)" >&2
+    exit 1
+fi
+venv=${SCHEMATHESIS_VENV:-/tmp/herald-schemathesis-venv}
+if [ ! -x "$venv/bin/schemathesis" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==4.*" "openapi-spec-validator==0.*"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+token=schemathesis-admin-token-0123456789abcdef
+sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+cat > "$work/herald.toml" <<EOF
+[server]
+listen = "127.0.0.1:18470"
+# The fuzzer sends wrong credentials on purpose, many a minute.
+wrong_credentials = 1000000
+
+[storage]
+dir = "$work/data"
+
+[[interfaces]]
+name = "crm"
+kind = "action"
+url = "http://127.0.0.1:9/crm"
+
+[[interfaces]]
+name = "shop"
+kind = "pull"
+url = "http://127.0.0.1:9/shop"
+
+[[schedules]]
+name = "shop-sales"
+interface = "shop"
+every = "1d"
+
+[[accounts]]
+name = "ops"
+email = "ops@example.com"
+role = "admin"
+token_sha256 = "$sha"
+EOF
+
+unshare --net bash -s "$binary" "$work" "$venv" "$token" <<'INNER'
+set -euo pipefail
+binary=$1 work=$2 venv=$3 token=$4
+ip link set lo up
+"$binary" serve --config "$work/herald.toml" > "$work/herald.log" 2>&1 &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    curl -sf http://127.0.0.1:18470/readyz >/dev/null && break
+    sleep 0.1
+done
+curl -sf http://127.0.0.1:18470/openapi.json > "$work/openapi.json"
+"$venv/bin/python" -c "import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('openapi.json: a valid OpenAPI 3.1 document')" "$work/openapi.json"
+status=0
+for who in admin nobody; do
+    auth=()
+    [ "$who" = admin ] && auth=(-H "Authorization: Bearer $token")
+    echo "schemathesis, as $who:"
+    "$venv/bin/schemathesis" run http://127.0.0.1:18470/openapi.json --checks all "${auth[@]}" \
+        --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --no-color --seed 1 || status=1
+done
+if [ $status -ne 0 ]; then
+    echo "----- herald log (tail) -----"; tail -50 "$work/herald.log"
+fi
+exit $status
+INNER
