@@ -73,7 +73,7 @@ for who in admin nobody; do
     [ "$who" = admin ] && auth=(-H "Authorization: Bearer $token")
     echo "schemathesis, as $who:"
     "$venv/bin/schemathesis" run http://127.0.0.1:18470/openapi.json --checks all "${auth[@]}" \
-        --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --no-color --seed 1 || status=1
+        --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --no-color --seed "${SCHEMATHESIS_SEED:-1}" || status=1
 done
 if [ $status -ne 0 ]; then
     echo "----- herald log (tail) -----"; tail -50 "$work/herald.log"

@@ -82,6 +82,18 @@ impl Origin {
     }
 }
 
+/// Whether `host` (as a URL names it, port aside) can be connected to: a
+/// name, an IPv4 address, or an IPv6 address in brackets (`[zz]` parses as
+/// a URI's host, but names nothing).
+pub fn valid_host(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(rest) => rest
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !host.is_empty() && !host.contains([']', '[']),
+    }
+}
+
 /// A client must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -404,5 +416,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_host;
+
+    #[test]
+    fn a_host_is_a_name_or_an_ipv6_address_in_brackets() {
+        for ok in ["erp.example.com", "10.0.0.7", "[::1]", "[fe80::1]", "@"] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "[zz]", "[::1", "a]b", "[]"] {
+            assert!(!valid_host(bad), "{bad}");
+        }
     }
 }

@@ -75,7 +75,15 @@ pub fn url_problem(url: &str) -> Option<String> {
     }
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-    if !host.is_some_and(|h| !h.is_empty() && h.is_ascii()) {
+    // Brackets only around an IPv6 address (`[::1]`, `[::1]:8080`).
+    let bracketed = |h: &str| {
+        let name = h
+            .rsplit_once(':')
+            .filter(|(_, port)| !port.contains(']'))
+            .map_or(h, |(n, _)| n);
+        !h.contains(['[', ']']) || crate::net::valid_host(name)
+    };
+    if !host.is_some_and(|h| !h.is_empty() && h.is_ascii() && bracketed(h)) {
         return Some("must be an http(s) URL with a host, like https://erp.example.com/ping".into());
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -304,6 +312,11 @@ mod tests {
 
     #[test]
     fn every_bad_line_is_named_with_its_field() {
+        assert!(url_problem("http://[::1]:8080/p").is_none());
+        assert!(
+            url_problem("http://[zz]/p").is_some(),
+            "brackets only around an IPv6 address"
+        );
         let text = "API_NOTIFICATION;shop;1;https://x.io/p;0\n\
                     \n\
                     API_NOTE;shop;1;https://x.io/p;0\n\

@@ -194,7 +194,7 @@ async fn create(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let parsed = url.parse::<hyper::Uri>().ok();
     let url_ok = url.len() <= MAX_URL
         && parsed.as_ref().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(crate::net::valid_host)
         });
     if !url_ok {
         return Err(ApiError::invalid_field(
