@@ -112,12 +112,15 @@ fn status_cell(e: &Execution) -> String {
     }
 }
 
+/// Items the page shows; the rest are in `herald attention` and the API.
+const WORKLIST_ROWS: usize = 100;
+
 /// The worklist: one row per item, with its buttons.
 fn worklist_table(items: &[worklist::Item], tz: &jiff::tz::TimeZone, who: &Account) -> String {
     let mut b = String::from(
         "<table id=\"worklist\"><tr><th>What</th><th>Since</th><th>Problem</th><th>Detail</th><th></th></tr>",
     );
-    for item in items {
+    for item in items.iter().take(WORKLIST_ROWS) {
         let what = match item.kind {
             worklist::Kind::Execution => format!(
                 "execution <a href=\"/ui/executions/{}\">{}</a>",
@@ -146,6 +149,14 @@ fn worklist_table(items: &[worklist::Item], tz: &jiff::tz::TimeZone, who: &Accou
             since = local(item.since, tz),
             title = escape(&item.title),
             detail = escape(item.detail.as_deref().unwrap_or("")),
+        );
+    }
+    if items.len() > WORKLIST_ROWS {
+        let _ = write!(
+            b,
+            "<tr><td colspan=\"5\">and {} more: all of them with <code>herald attention</code> or in \
+             <a href=\"/v1/attention\">/v1/attention</a></td></tr>",
+            items.len() - WORKLIST_ROWS
         );
     }
     b.push_str("</table>");

@@ -586,3 +586,23 @@ fn a_ko_run_of_an_interface_removed_from_the_config_leaves_the_list() {
     let kept = d.get(&format!("/v1/executions/{}", exe["id"].as_str().unwrap()), Some(ADMIN));
     assert_eq!(kept.json()["status"], "ko");
 }
+
+#[test]
+fn the_page_shows_a_hundred_items_and_says_how_many_more() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = pulling(&sink, "");
+    for _ in 0..102 {
+        run(&d);
+    }
+    assert_eq!(of_kind(&d, "execution").len(), 102, "the API lists all");
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("tech:{TECHNICIAN}"));
+    let html = d.request("GET", "/", Some(&format!("Basic {basic}")), None).body;
+    let doc = Html::parse_document(&html);
+    let rows = Selector::parse("#worklist tr[data-id]").unwrap();
+    assert_eq!(doc.select(&rows).count(), 100);
+    assert!(
+        html.contains("and 2 more: all of them with <code>herald attention</code>"),
+        "{html}"
+    );
+}
