@@ -219,22 +219,26 @@ async fn retry_action(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError>
     }
 }
 
-/// A form's `note`, checked as the API checks it.
-fn note_of(f: &Form) -> Result<Option<String>, ApiError> {
+/// A button's form with its `note`, checked as the API checks it; `Err`
+/// is the page to answer.
+async fn form_with_note(call: &mut Call) -> Result<Result<(Form, Option<String>), Resp>, ApiError> {
+    let f = match form(call).await? {
+        Ok(f) => f,
+        Err(page) => return Ok(Err(page)),
+    };
     let v = serde_json::json!({ "note": f.fields.get("note") });
-    crate::executions::note(&v)
+    match crate::executions::note(&v) {
+        Ok(note) => Ok(Ok((f, note))),
+        Err(e) => api_refused(e, &f.back).map(Err),
+    }
 }
 
 async fn acknowledge_execution(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
-    let f = match form(call).await? {
+    let (f, note) = match form_with_note(call).await? {
         Ok(f) => f,
         Err(page) => return Ok(page),
     };
     let id = call.param().to_string();
-    let note = match note_of(&f) {
-        Ok(n) => n,
-        Err(e) => return api_refused(e, &f.back),
-    };
     match crate::executions::acknowledge_as(app, &id, &call.who().name, note).await {
         Ok(exe) => Ok(done(
             app,
@@ -253,15 +257,11 @@ async fn acknowledge_execution(app: &Arc<App>, call: &mut Call) -> Result<Resp, 
 /// Resolve, assign or acknowledge a to-do or closed action.
 async fn handle_action(app: &Arc<App>, call: &mut Call, what: &str) -> Result<Resp, ApiError> {
     use crate::actions::handle::{Handling, handle};
-    let f = match form(call).await? {
+    let (f, note) = match form_with_note(call).await? {
         Ok(f) => f,
         Err(page) => return Ok(page),
     };
     let id = call.param().to_string();
-    let note = match note_of(&f) {
-        Ok(n) => n,
-        Err(e) => return api_refused(e, &f.back),
-    };
     let field = |name: &str| {
         f.fields
             .get(name)

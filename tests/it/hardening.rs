@@ -389,18 +389,29 @@ fn last_mail_error(d: &Daemon) -> String {
 /// certificate comes from a private CA, trusted through `smtp.ca_file`.
 #[test]
 fn smtp_over_starttls_and_implicit_tls_with_a_private_ca() {
-    use crate::smtp_sink::{SmtpSink, Tls};
     let (ca_pem, server) = private_ca_server();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("mail-ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
-    let ca_line = format!("ca_file = \"{}\"", ca.display());
+    let ca_line = trusted(dir.path(), &ca_pem);
+    mail_over_starttls_and_implicit_tls(&server, &ca_line);
+}
+
+/// `smtp.ca_file = "…"` naming a file in `dir` that holds `pem`.
+fn trusted(dir: &std::path::Path, pem: &str) -> String {
+    let ca = dir.join("mail-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    format!("ca_file = \"{}\"", ca.display())
+}
+
+/// A mail reaches a server speaking with `server`'s TLS, over STARTTLS and
+/// over implicit TLS, with `extra` in `[smtp]`.
+fn mail_over_starttls_and_implicit_tls(server: &std::sync::Arc<rustls::ServerConfig>, extra: &str) {
+    use crate::smtp_sink::{SmtpSink, Tls};
     for (tls, security) in [
         (Tls::RequireStarttls(server.clone()), "starttls"),
         (Tls::Implicit(server.clone()), "tls"),
     ] {
         let sink = SmtpSink::start_tls(tls);
-        let d = mailing_daemon(sink.port, security, &ca_line);
+        let d = mailing_daemon(sink.port, security, extra);
         trigger_mail(&d);
         let got = sink.wait_for(1, Duration::from_secs(10));
         assert_eq!(got[0].to, ["erp@example.com"], "{security}");
@@ -437,19 +448,8 @@ fn a_self_signed_mail_server_certificate_in_smtp_ca_file_is_trusted() {
     use crate::smtp_sink::{SmtpSink, Tls};
     let (pem, server) = self_signed_server();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("mail.pem");
-    std::fs::write(&ca, &pem).unwrap();
-    let ca_line = format!("ca_file = \"{}\"", ca.display());
-    for (tls, security) in [
-        (Tls::RequireStarttls(server.clone()), "starttls"),
-        (Tls::Implicit(server.clone()), "tls"),
-    ] {
-        let sink = SmtpSink::start_tls(tls);
-        let d = mailing_daemon(sink.port, security, &ca_line);
-        trigger_mail(&d);
-        let got = sink.wait_for(1, Duration::from_secs(10));
-        assert_eq!(got[0].to, ["erp@example.com"], "{security}");
-    }
+    let ca_line = trusted(dir.path(), &pem);
+    mail_over_starttls_and_implicit_tls(&server, &ca_line);
     // Another server's self-signed certificate: not this one.
     let (_, impostor) = self_signed_server();
     let sink = SmtpSink::start_tls(Tls::Implicit(impostor));
