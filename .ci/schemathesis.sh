@@ -1,9 +1,10 @@
 #!/bin/bash
 # The API against its reference: schemathesis (PyPI) runs every operation of
 # the served /openapi.json with all its checks against a real daemon, with
-# an admin's credentials and without any. Daemon and tool run in a network
-# namespace of their own with only loopback (as root, as CI runs), so that
-# nothing the fuzzer makes (a webhook to a random host) leaves the machine.
+# the credentials of each role (admin, integration, technician) and without.
+# Daemon and tool run in a network namespace of their own with only loopback
+# (as root, as CI runs), so that nothing the fuzzer makes (a webhook to a
+# random host) leaves the machine.
 #
 #   bash .ci/schemathesis.sh target/release/herald
 set -euo pipefail
@@ -22,7 +23,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 token=schemathesis-admin-token-0123456789abcdef
-sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
 cat > "$work/herald.toml" <<EOF
 [server]
 listen = "127.0.0.1:18470"
@@ -51,7 +52,19 @@ every = "1d"
 name = "ops"
 email = "ops@example.com"
 role = "admin"
-token_sha256 = "$sha"
+token_sha256 = "$(sha "$token")"
+
+[[accounts]]
+name = "erp"
+email = "erp@example.com"
+role = "integration"
+token_sha256 = "$(sha "$token-erp")"
+
+[[accounts]]
+name = "tech"
+email = "tech@example.com"
+role = "technician"
+token_sha256 = "$(sha "$token-tech")"
 EOF
 
 unshare --net bash -s "$binary" "$work" "$venv" "$token" <<'INNER'
@@ -68,9 +81,14 @@ done
 curl -sf http://127.0.0.1:18470/openapi.json > "$work/openapi.json"
 "$venv/bin/python" -c "import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('openapi.json: a valid OpenAPI 3.1 document')" "$work/openapi.json"
 status=0
-for who in admin nobody; do
+# Each role (what it may not do must be answered as documented too), and nobody.
+for who in admin integration technician nobody; do
     auth=()
-    [ "$who" = admin ] && auth=(-H "Authorization: Bearer $token")
+    case $who in
+        admin) auth=(-H "Authorization: Bearer $token") ;;
+        integration) auth=(-H "Authorization: Bearer $token-erp") ;;
+        technician) auth=(-H "Authorization: Bearer $token-tech") ;;
+    esac
     echo "schemathesis, as $who:"
     "$venv/bin/schemathesis" run http://127.0.0.1:18470/openapi.json --checks all "${auth[@]}" \
         --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --no-color --seed "${SCHEMATHESIS_SEED:-1}" || status=1
