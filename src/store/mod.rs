@@ -66,6 +66,7 @@ mod journal;
 mod open;
 #[cfg(test)]
 mod power;
+mod queue;
 mod redo;
 mod tables;
 mod txn;
@@ -78,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 pub use self::error::{Limit, StoreError, decode, encode};
 pub use self::health::Health;
@@ -103,7 +104,7 @@ struct Shared {
     /// after an I/O error, and `None` for the moment that takes.
     db: Slot,
     path: PathBuf,
-    ops: mpsc::Sender<Op>,
+    ops: Arc<queue::Queue>,
     /// Set by the writer thread, read by `/readyz` and the status summary.
     health: HealthCell,
     /// The bytes the store's files take on the disk (see `writer.rs`).
@@ -130,6 +131,13 @@ impl WriterGuard {
         } else {
             tracing::warn!("store writer still busy at exit; the database will be checked at next start");
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last `Store` is gone: the writer ends once it has done what is queued.
+        self.ops.close();
     }
 }
 
@@ -171,7 +179,7 @@ impl Store {
         let (db, journal) = open_and_replay(&media, &opts)?;
         let path = media.db_path();
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
-        let (tx, rx) = mpsc::channel(4096);
+        let queue = Arc::new(queue::Queue::new());
         let health = Arc::new(tokio::sync::watch::Sender::new(Health::Ok));
         let on_disk = Arc::new(AtomicU64::new(open::file_size(&path).1 + journal.capacity()));
         let room_left = Arc::new(AtomicU64::new(u64::MAX));
@@ -190,13 +198,16 @@ impl Store {
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn({
+                let queue = queue.clone();
+                move || writer.run(queue)
+            })
             .expect("spawning the writer thread");
         let store = Store {
             shared: Arc::new(Shared {
                 db,
                 path,
-                ops: tx,
+                ops: queue,
                 health,
                 on_disk,
                 room_left,
@@ -242,7 +253,7 @@ impl Store {
         });
         self.shared
             .ops
-            .send(Op { grows, durable, apply })
+            .push(Op { grows, durable, apply })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

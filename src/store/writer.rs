@@ -37,12 +37,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::Database;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::crash;
 use super::error::{Limit, StoreError};
 use super::health::{Health, HealthCell, Slot};
 use super::journal::Journal;
+use super::queue::Queue;
 use super::open::{JOURNAL_GENERATION, Media, Options, file_size, free_space, new_generation, open_and_replay};
 use super::tables::META;
 use super::txn::{Grows, Txn};
@@ -63,8 +64,13 @@ pub(super) struct Op {
 
 /// Most writes that one commit carries; bounds the latency of the first.
 const MAX_BATCH: usize = 512;
-/// How long the writer waits for more writes when the last commit was shared.
-const LINGER: Duration = Duration::from_micros(250);
+/// How many writes one journal sync should serve when that many come
+/// together: the journal's page then costs the flash at most 512 bytes an
+/// event (4 KiB / 8).
+const GATHER: usize = 8;
+/// How long the writer waits at most for them. It bounds what a
+/// concurrent writer's answer is delayed; a lone write never waits.
+const LINGER: Duration = Duration::from_millis(2);
 /// Free space the disk must keep: new work that would leave less is
 /// refused, so that updates, deliveries and checkpoints always find room;
 /// a database broken by a full disk is reopened once this much is free.
@@ -179,49 +185,40 @@ impl Writer {
         sync.into_iter().chain(checkpoint).chain(recheck).min()
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        // A timer for waiting on the queue with a deadline: the journal's
-        // unsynced tail, the checkpoint and a broken store's recovery are
-        // due even when no write comes.
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("the writer's timer");
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut last_batch = 0;
-        loop {
-            let first = match self.next_due() {
-                None => match rx.blocking_recv() {
-                    Some(op) => op,
-                    None => break,
-                },
-                Some(due) => {
-                    let wait = due.saturating_duration_since(Instant::now());
-                    match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                        Ok(Some(op)) => op,
-                        Ok(None) => break,
-                        Err(_) => {
-                            // Nothing came: an empty batch syncs, checkpoints or recovers.
-                            self.commit(&mut batch);
-                            continue;
-                        }
-                    }
-                }
-            };
-            batch.push(first);
-            // Under concurrent load (the last commit carried several writes),
-            // wait a moment for the writers that are on their way: one fsync
-            // then serves them all. A lone write is committed at once.
-            let linger = if last_batch > 1 { LINGER } else { Duration::ZERO };
-            let deadline = Instant::now() + linger;
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) if Instant::now() < deadline => std::thread::yield_now(),
-                    Err(_) => break,
-                }
+    pub(super) fn run(mut self, queue: Arc<Queue>) {
+        // A panic must not leave writers waiting for a commit that never comes.
+        struct Abandon(Arc<Queue>);
+        impl Drop for Abandon {
+            fn drop(&mut self) {
+                self.0.abandon();
             }
-            last_batch = batch.len();
+        }
+        let _abandon = Abandon(queue.clone());
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // How many writes come together under the current load: the
+        // largest recent batch, forgotten a write per commit.
+        let mut together = 1usize;
+        loop {
+            // The journal's unsynced tail, the checkpoint and a broken
+            // store's recovery are due even when no write comes.
+            if !queue.take(&mut batch, 1, self.next_due(), MAX_BATCH) {
+                break;
+            }
+            if batch.is_empty() {
+                // Nothing came: an empty batch syncs, checkpoints or recovers.
+                self.commit(&mut batch);
+                continue;
+            }
+            // Under concurrent load, wait a moment for the writers that are
+            // on their way: one fsync then serves them all, and the flash
+            // takes one journal page for them all. A lone write, or writes
+            // that need no sync, are committed at once.
+            let want = together.min(GATHER);
+            if batch.len() < want && batch.iter().any(|op| op.durable) {
+                let (more, until) = (want - batch.len(), Instant::now() + LINGER);
+                queue.take(&mut batch, more, Some(until), MAX_BATCH);
+            }
+            together = batch.len().max(together - 1).max(1);
             self.commit(&mut batch);
         }
         // Closing: a last checkpoint, so that the next start has nothing to replay.
