@@ -1,6 +1,6 @@
 //! `POST /v1/events` and `GET /v1/events`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hyper::{Method, StatusCode};
 use serde::Serialize;
@@ -49,12 +49,17 @@ async fn publish(app: &Arc<App>, call: &mut Call) -> Result<Resp, ApiError> {
     let account = call.who().name.clone();
     let now = app.clock.now();
     let (publisher, settings) = (app.state::<Publisher>().clone(), app.settings());
-    let published = app
+    let ticket = app
         .store
         .write(Grows::By(body.len() as u64), move |txn| {
-            publisher.publish(txn, &account, now, events, &settings)
+            Ok(publisher.publish_gathered(txn, account, now, events, settings))
         })
         .await?;
+    // The commit is made: its gathered work filled every ticket.
+    let published = Arc::try_unwrap(ticket)
+        .ok()
+        .and_then(OnceLock::into_inner)
+        .ok_or_else(|| ApiError::internal("the commit kept no answer for this request"))?;
     let created = published.iter().filter(|p| p.created).count();
     app.metrics.events_ingested.inc_by(created as u64);
     let status = if created > 0 {

@@ -1,7 +1,7 @@
 //! Storing, reading and deleting events: the `EVENTS` and `IDEMPOTENCY`
 //! tables, publishing with idempotency keys, paging, and the sweep.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::parse::NewEvent;
 use crate::clock;
@@ -65,59 +65,123 @@ impl Publisher {
         events: Vec<NewEvent>,
         settings: &Config,
     ) -> Result<Vec<Published>, StoreError> {
-        let published = store_new(txn, account, now, events)?;
-        for tell in self.subscribers.iter() {
-            tell(txn, &published, settings)?;
-        }
+        let published = store_new(txn, [(account, now, events)])?;
+        self.tell(txn, &published, settings)?;
         Ok(published)
+    }
+
+    /// Publishes like [`Publisher::publish`], together with the other
+    /// publishes of the commit: their events are stored and told to the
+    /// subscribers once for all of them (`Txn::gather`), which is what a
+    /// commit of concurrent requests mostly does. The ticket holds this
+    /// request's events once the commit is made.
+    pub fn publish_gathered(
+        &self,
+        txn: &mut Txn,
+        account: String,
+        now: Timestamp,
+        events: Vec<NewEvent>,
+        settings: Arc<Config>,
+    ) -> Ticket {
+        let ticket = Ticket::default();
+        let gathered = txn.gather::<Gathered>(publish_gathered);
+        gathered.by.get_or_insert_with(|| (self.clone(), settings));
+        gathered.requests.push((account, now, events, ticket.clone()));
+        ticket
+    }
+
+    fn tell(&self, txn: &mut Txn, published: &[Published], settings: &Config) -> Result<(), StoreError> {
+        for tell in self.subscribers.iter() {
+            tell(txn, published, settings)?;
+        }
+        Ok(())
     }
 }
 
-fn store_new(
-    txn: &mut Txn,
-    account: &str,
-    now: Timestamp,
-    events: Vec<NewEvent>,
+/// Where a gathered publish finds its events once its commit is made.
+pub type Ticket = Arc<OnceLock<Vec<Published>>>;
+
+/// The publishes gathered in one commit, in the order they came.
+#[derive(Default)]
+struct Gathered {
+    by: Option<(Publisher, Arc<Config>)>,
+    requests: Vec<(String, Timestamp, Vec<NewEvent>, Ticket)>,
+}
+
+fn publish_gathered(txn: &mut Txn, mut g: Gathered) -> Result<(), StoreError> {
+    let Some((publisher, settings)) = g.by else {
+        return Ok(());
+    };
+    let counts: Vec<usize> = g.requests.iter().map(|(_, _, events, _)| events.len()).collect();
+    let published = store_new(
+        txn,
+        g.requests
+            .iter_mut()
+            .map(|(account, now, events, _)| (account.as_str(), *now, std::mem::take(events))),
+    )?;
+    publisher.tell(txn, &published, &settings)?;
+    let mut published = published.into_iter();
+    for ((_, _, _, ticket), n) in g.requests.into_iter().zip(counts) {
+        let _ = ticket.set(published.by_ref().take(n).collect());
+    }
+    Ok(())
+}
+
+/// Stores the events of each request (who, when, what), in order, and
+/// returns one `Published` for each event given.
+fn store_new<'a>(
+    txn: &Txn,
+    requests: impl IntoIterator<Item = (&'a str, Timestamp, Vec<NewEvent>)>,
 ) -> Result<Vec<Published>, StoreError> {
-    let created_at = clock::to_ms(now);
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        if let Some(key) = &e.idempotency_key {
-            let first = txn
-                .open(IDEMPOTENCY)?
-                .get(idempotency_row(account, key).as_str())?
-                .map(|v| v.value());
-            if let Some(seq) = first
-                && let Some(event) = store::get::<u64, StoredEvent>(&txn.open(EVENTS)?, "event", seq)?
-            {
-                out.push(Published {
-                    seq,
-                    event,
-                    created: false,
-                });
-                continue;
+    // Opened once for every request: a commit carries many.
+    let mut table = txn.open(EVENTS)?;
+    let mut keys = None;
+    let mut out = Vec::new();
+    for (account, now, events) in requests {
+        let created_at = clock::to_ms(now);
+        out.reserve(events.len());
+        for e in events {
+            if let Some(key) = &e.idempotency_key {
+                let keys = match &mut keys {
+                    Some(k) => k,
+                    None => keys.insert(txn.open(IDEMPOTENCY)?),
+                };
+                let first = keys.get(idempotency_row(account, key).as_str())?.map(|v| v.value());
+                if let Some(seq) = first
+                    && let Some(event) = store::get::<u64, StoredEvent>(&table, "event", seq)?
+                {
+                    out.push(Published {
+                        seq,
+                        event,
+                        created: false,
+                    });
+                    continue;
+                }
             }
+            let seq = txn.next_id("events.next_seq")?;
+            let ulid = ulid::Ulid::from_parts(created_at.max(0) as u64, rand::random());
+            let stored = StoredEvent {
+                id: format!("evt_{ulid}"),
+                event: e.event,
+                data: e.data,
+                created_at,
+                account: account.to_string(),
+                idempotency_key: e.idempotency_key,
+            };
+            table.insert(seq, store::encode(&stored).as_slice())?;
+            if let Some(key) = &stored.idempotency_key {
+                let keys = match &mut keys {
+                    Some(k) => k,
+                    None => keys.insert(txn.open(IDEMPOTENCY)?),
+                };
+                keys.insert(idempotency_row(account, key).as_str(), seq)?;
+            }
+            out.push(Published {
+                seq,
+                event: stored,
+                created: true,
+            });
         }
-        let seq = txn.next_id("events.next_seq")?;
-        let ulid = ulid::Ulid::from_parts(created_at.max(0) as u64, rand::random());
-        let stored = StoredEvent {
-            id: format!("evt_{ulid}"),
-            event: e.event,
-            data: e.data,
-            created_at,
-            account: account.to_string(),
-            idempotency_key: e.idempotency_key,
-        };
-        txn.open(EVENTS)?.insert(seq, store::encode(&stored).as_slice())?;
-        if let Some(key) = &stored.idempotency_key {
-            txn.open(IDEMPOTENCY)?
-                .insert(idempotency_row(account, key).as_str(), seq)?;
-        }
-        out.push(Published {
-            seq,
-            event: stored,
-            created: true,
-        });
     }
     Ok(out)
 }
@@ -169,8 +233,7 @@ pub fn list(r: &ReadTransaction, f: &Filter<'_>) -> Result<Page, StoreError> {
 
 /// The sequence number of the last event published so far (0: none yet).
 pub fn last_seq(txn: &Txn) -> Result<u64, StoreError> {
-    let next = txn.open(store::META)?.get("events.next_seq")?.map_or(1, |v| v.value());
-    Ok(next - 1)
+    Ok(txn.peek_id("events.next_seq")? - 1)
 }
 
 /// The events with these sequence numbers, in the same order; `None` for

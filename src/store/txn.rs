@@ -1,6 +1,7 @@
 //! The write transaction as the writer hands it to one operation, and what
 //! an operation says of the room it needs.
 
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -17,7 +18,22 @@ pub struct Txn {
     pub(super) wake_jobs: bool,
     /// Every change the batch made, for the journal.
     pub(super) log: RefCell<Vec<u8>>,
+    /// The counters the batch took from, with their next values: written
+    /// to `META` once, before the commit ([`Txn::write_counters`]), not at
+    /// every id (a batch of 16 events took 16 updates of one row).
+    counters: RefCell<Vec<(&'static str, u64)>>,
+    /// What operations of the batch gathered for work done once for all
+    /// of them ([`Txn::gather`]).
+    gathered: Vec<Gathered>,
 }
+
+struct Gathered {
+    ty: TypeId,
+    value: Box<dyn Any>,
+    finish: Finish,
+}
+
+type Finish = Box<dyn FnOnce(&mut Txn, Box<dyn Any>) -> Result<(), StoreError>>;
 
 impl Txn {
     pub(super) fn new(inner: WriteTransaction, tables: Arc<Tables>) -> Txn {
@@ -26,6 +42,8 @@ impl Txn {
             tables,
             wake_jobs: false,
             log: RefCell::new(Vec::new()),
+            counters: RefCell::new(Vec::new()),
+            gathered: Vec::new(),
         }
     }
 
@@ -47,11 +65,74 @@ impl Txn {
     }
 
     /// Takes the next value of a counter in `META`, starting at 1.
-    pub fn next_id(&self, counter: &str) -> Result<u64, StoreError> {
-        let mut meta = self.open(META)?;
-        let next = meta.get(counter)?.map_or(1, |v| v.value());
-        meta.insert(counter, next + 1)?;
+    pub fn next_id(&self, counter: &'static str) -> Result<u64, StoreError> {
+        let next = self.peek_id(counter)?;
+        let mut counters = self.counters.borrow_mut();
+        match counters.iter_mut().find(|(c, _)| *c == counter) {
+            Some((_, n)) => *n = next + 1,
+            None => counters.push((counter, next + 1)),
+        }
         Ok(next)
+    }
+
+    /// The value `next_id` would take next, without taking it.
+    pub fn peek_id(&self, counter: &'static str) -> Result<u64, StoreError> {
+        if let Some((_, n)) = self.counters.borrow().iter().find(|(c, _)| *c == counter) {
+            return Ok(*n);
+        }
+        Ok(self.open(META)?.get(counter)?.map_or(1, |v| v.value()))
+    }
+
+    /// What the operations of this batch gather of type `T`, for work done
+    /// once for all of them: `finish` takes it after the batch's last
+    /// operation ran, before the commit, in the same transaction. Work
+    /// that costs the same for one item as for many (opening tables,
+    /// reading every webhook) is then paid once a commit, not once an
+    /// operation. Operations of one batch are concurrent, so doing their
+    /// gathered parts after the others' is one of the orders they could
+    /// have run in.
+    pub fn gather<T: Default + 'static>(&mut self, finish: fn(&mut Txn, T) -> Result<(), StoreError>) -> &mut T {
+        let ty = TypeId::of::<T>();
+        let i = match self.gathered.iter().position(|g| g.ty == ty) {
+            Some(i) => i,
+            None => {
+                self.gathered.push(Gathered {
+                    ty,
+                    value: Box::new(T::default()),
+                    finish: Box::new(move |txn, value| {
+                        finish(txn, *value.downcast::<T>().expect("gathered by its type"))
+                    }),
+                });
+                self.gathered.len() - 1
+            }
+        };
+        self.gathered[i].value.downcast_mut().expect("gathered by its type")
+    }
+
+    /// Does the gathered work, then writes the counters: the writer calls
+    /// it once all of a batch's operations ran, before it commits.
+    pub(super) fn finish_batch(&mut self) -> Result<(), StoreError> {
+        // Gathered work may gather more (an event published by it).
+        while !self.gathered.is_empty() {
+            for g in std::mem::take(&mut self.gathered) {
+                (g.finish)(self, g.value)?;
+            }
+        }
+        self.write_counters()
+    }
+
+    /// Writes the counters taken from to `META`: the writer does it once
+    /// all of a batch's operations ran, before it commits.
+    fn write_counters(&self) -> Result<(), StoreError> {
+        let counters = std::mem::take(&mut *self.counters.borrow_mut());
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let mut meta = self.open(META)?;
+        for (counter, next) in counters {
+            meta.insert(counter, next)?;
+        }
+        Ok(())
     }
 }
 

@@ -43,8 +43,8 @@ use super::crash;
 use super::error::{Limit, StoreError};
 use super::health::{Health, HealthCell, Slot};
 use super::journal::Journal;
-use super::queue::Queue;
 use super::open::{JOURNAL_GENERATION, Media, Options, file_size, free_space, new_generation, open_and_replay};
+use super::queue::Queue;
 use super::tables::META;
 use super::txn::{Grows, Txn};
 use crate::metrics::Metrics;
@@ -320,6 +320,10 @@ impl Writer {
             let (ok, completion) = (op.apply)(Ok(&mut txn));
             all_ok &= ok;
             done.push(completion);
+        }
+        if all_ok && let Err(e) = txn.finish_batch() {
+            self.log_error("cannot finish a batch's gathered work", &e);
+            all_ok = false;
         }
         let wake = txn.wake_jobs;
         // One failed operation may have written half of its change: abort the
