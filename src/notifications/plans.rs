@@ -224,15 +224,19 @@ pub fn reactivate(
 /// notification whose ping is planned, none for those that join one; one
 /// lookup when none of them is idle).
 pub fn plan(txn: &mut Txn, published: &[Published], config: &Config) -> Result<(), StoreError> {
-    for p in published.iter().filter(|p| p.created) {
-        // Most events: no notification of their name waits for one.
-        let waiting = txn
-            .open(NOTIF_IDLE)?
-            .get(p.event.event.as_str())?
-            .map_or(0, |v| v.value());
-        if waiting == 0 {
-            continue;
+    // Most events: no notification of their name waits for one. Looked up
+    // with the table opened once: a commit carries many events.
+    let waiting: Vec<&Published> = {
+        let idle = txn.open(NOTIF_IDLE)?;
+        let mut out = Vec::new();
+        for p in published.iter().filter(|p| p.created) {
+            if idle.get(p.event.event.as_str())?.is_some_and(|v| v.value() > 0) {
+                out.push(p);
+            }
         }
+        out
+    };
+    for p in waiting {
         let systems: Vec<String> = {
             let index = txn.open(NOTIF_BY_EVENT)?;
             let name = p.event.event.as_str();
