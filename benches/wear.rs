@@ -7,7 +7,9 @@
 //!
 //! 1. publish only, one event at a time every 10 ms;
 //! 2. publish + one webhook delivery, the same pacing;
-//! 3. 32 concurrent publishers, publish only;
+//! 3. 32 concurrent publishers, publish only; then, as a user checks it
+//!    from outside, a burst of `HERALD_BENCH_BURST` (2,000) events from 32
+//!    clients counted until the daemon has been idle 2 s, without a stop;
 //! 4. batches of 50 events every 500 ms (100 events a second);
 //! 5. the replay of a buffer of `HERALD_BENCH_REPLAY` events (default 20,000;
 //!    issue 15 names 1,000,000);
@@ -221,6 +223,36 @@ fn show_floor(label: &str, per: &Per) {
     }
 }
 
+/// Publishes `total` events from 32 keep-alive clients as fast as they go.
+async fn concurrent(addr: &str, total: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (addr, next) = (addr.to_string(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&addr).await;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let req = api(
+                    &addr,
+                    "POST",
+                    "/v1/events",
+                    json!({"event": "tick", "data": {"n": n}}).to_string(),
+                );
+                let resp = sender.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 202);
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -327,38 +359,52 @@ fn main() {
         // 3. 32 concurrent publishers.
         let mut part = Part::new();
         let total = events * 32;
-        let next = Arc::new(AtomicU64::new(0));
         part.count().await;
-        let mut tasks = Vec::new();
-        for _ in 0..32 {
-            let (addr, next) = (part.addr.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut sender = connect(&addr).await;
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        break;
-                    }
-                    let req = api(
-                        &addr,
-                        "POST",
-                        "/v1/events",
-                        json!({"event": "tick", "data": {"n": n}}).to_string(),
-                    );
-                    let resp = sender.send_request(req).await.unwrap();
-                    assert_eq!(resp.status(), 202);
-                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        concurrent(&part.addr, total).await;
         show(
             "32 concurrent publishers, publish only",
             &part.stop(total).await,
             &floor,
         );
+
+        // 3b. The same as a user checks it from outside (issue 25): a burst
+        // of `HERALD_BENCH_BURST` events from 32 clients, counted at the
+        // block device from before the first event until the daemon has
+        // written nothing for 2 s, plus a sync; the daemon keeps running,
+        // so whatever it left for the kernel to flush is counted, and no
+        // clean stop's checkpoint is.
+        let burst: u64 = env_or("HERALD_BENCH_BURST", 2000);
+        let mut part = Part::new();
+        part.count().await;
+        concurrent(&part.addr, burst).await;
+        let (mut last, mut quiet) = (proc_written(&part.pid), Instant::now());
+        while quiet.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = proc_written(&part.pid);
+            if now != last {
+                (last, quiet) = (now, Instant::now());
+            }
+        }
+        let per = part.counters.as_ref().expect("counting").per(burst);
+        let (syncs, _) = store_counts(&part.addr).await;
+        let per = Per {
+            syncs: (syncs - part.store0.0) / burst as f64,
+            ..per
+        };
+        match per.device {
+            Some(d) => println!(
+                "  {:<40} {:>7.0} B/event (process) {d:>7.0} B (device)  goal <= 1024 at the device  {:.2} syncs/event",
+                format!("{burst} events from 32 clients, idle 2 s"),
+                per.process,
+                per.syncs
+            ),
+            None => println!(
+                "  {:<40} {:>7.0} B/event (process; the device is not readable here)",
+                format!("{burst} events from 32 clients, idle 2 s"),
+                per.process
+            ),
+        }
+        drop(part);
 
         // 4. Batches of 50 events every 500 ms.
         let mut part = Part::new();

@@ -242,6 +242,36 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
     {
+        self.queue(grows, durable, f).await?.await
+    }
+
+    /// Queues a write of progress like [`Store::write_progress`] and
+    /// returns once it is queued, with what resolves once it is committed:
+    /// the caller goes on meanwhile (a delivery run posts its next events
+    /// while the last ones are recorded). Writes are applied in the order
+    /// they were queued.
+    pub async fn queue_progress<R, F>(
+        &self,
+        grows: Grows,
+        f: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<R, F>, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.queue(grows, false, f).await
+    }
+
+    async fn queue<R, F>(
+        &self,
+        grows: Grows,
+        durable: bool,
+        f: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<R, F>, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let apply: Apply = Box::new(move |txn| {
             let result = txn.and_then(f);
@@ -256,7 +286,7 @@ impl Store {
             .push(Op { grows, durable, apply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// A consistent snapshot for reads; never blocks the writer.

@@ -2,6 +2,7 @@
 //! events behind it in order, then commits what happened (attempts, the
 //! next retry, or the deactivation) with the job's next step.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -47,6 +48,9 @@ const ATTEMPTS_KEPT: u64 = 1000;
 /// amortise the commit and the dispatch, few enough that a crash repeats
 /// little (deliveries are at least once; receivers dedupe on webhook-id).
 const BATCH: usize = 500;
+/// Events one run delivers at most (in batches) before it makes way for
+/// the other jobs.
+const RUN_MAX: usize = 8 * BATCH;
 /// The part of a receiver's answer that is kept.
 const RESPONSE_KEPT: usize = 1024;
 
@@ -62,29 +66,22 @@ struct Ctx {
 }
 
 /// The delivery job of one webhook: posts the head of its queue and the
-/// events behind it, then commits what happened and what comes next.
+/// events behind it, a batch at a time, and commits what happened and what
+/// comes next after each batch. The commit of a batch runs while the next
+/// one is posted: a replay of a long buffer goes at the receiver's pace,
+/// not in steps of post, then wait for the store.
 pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     let name = job_name(&id);
-    let (wh, heads) = app.store.read(|r| {
-        let Some(wh) = get(r, &id)? else {
-            return Ok((None, Vec::new()));
-        };
-        let queue = r.open_table(WH_QUEUE)?;
-        let mut seqs = Vec::new();
-        for row in queue.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.take(BATCH) {
-            seqs.push(row?.0.value().1);
-        }
-        Ok((Some(wh), events::get_many(r, &seqs)?))
-    })?;
+    let (wh, mut heads) = queue_head(app, &id, 0)?;
     let settings = app.settings();
-    let ctx = Ctx {
+    let ctx = Arc::new(Ctx {
         settings: settings.webhooks.clone(),
         tz: settings.general.timezone.clone(),
         public_url: settings.server.public_url.clone(),
         alerts: settings.alerts.clone(),
         publisher: app.state::<Publisher>().clone(),
         config: settings.clone(),
-    };
+    });
     let Some(wh) = wh.filter(|w| w.state == State::Active) else {
         app.store
             .write(Grows::No, move |txn| jobs::cancel_named(txn, &name))
@@ -93,35 +90,90 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     };
 
     let poster = Poster::new(app, &wh, ctx.settings.timeout);
-    let mut delivered: Vec<(u64, Attempt)> = Vec::new();
-    let mut missing: Vec<u64> = Vec::new();
-    let mut failed: Option<(u64, Attempt, Failure)> = None;
-    for (seq, event) in heads {
-        let Some(event) = event else {
-            missing.push(seq);
-            continue;
-        };
-        let (attempt, verdict) = poster.post(&event, delivered.is_empty() && missing.is_empty()).await;
-        match verdict {
-            Ok(()) => delivered.push((seq, attempt)),
-            Err(f) => {
-                failed = Some((seq, attempt, f));
-                break;
+    let (mut started, mut handled) = (false, 0);
+    let (mut successes, mut failures) = (0, 0);
+    // The commit of the batch before, while this one is posted.
+    let mut recording = None;
+    loop {
+        let mut delivered: Vec<(u64, Attempt)> = Vec::new();
+        let mut missing: Vec<u64> = Vec::new();
+        let mut failed: Option<(u64, Attempt, Failure)> = None;
+        let (full, last) = (heads.len() == BATCH, heads.last().map(|(seq, _)| *seq));
+        for (seq, event) in heads {
+            let Some(event) = event else {
+                missing.push(seq);
+                started = true;
+                continue;
+            };
+            let (attempt, verdict) = poster.post(&event, !started).await;
+            started = true;
+            match verdict {
+                Ok(()) => delivered.push((seq, attempt)),
+                Err(f) => {
+                    failed = Some((seq, attempt, f));
+                    break;
+                }
             }
         }
+        let now = app.clock.now();
+        let jitter = rand::random::<f64>() * 2.0 - 1.0;
+        successes += delivered.len() as u64;
+        failures += u64::from(failed.is_some());
+        handled += delivered.len() + missing.len();
+        // The next batch, unless this run ends here. The webhook as it is
+        // now: changed or stopped, the next run takes it.
+        let mut next = Vec::new();
+        if let Some(last) = last.filter(|_| failed.is_none() && full && handled < RUN_MAX) {
+            let (now_wh, after) = queue_head(app, &wh.id, last + 1)?;
+            if now_wh.is_some_and(|w| w.state == State::Active && w.url == wh.url && w.secret == wh.secret) {
+                next = after;
+            }
+        }
+        // The last commit of the run says what comes next (the job again,
+        // or not): before it, the run still holds the queue's head.
+        let ends = next.is_empty();
+        // Redone safely after a crash (deliveries are at least once, receivers
+        // dedupe on webhook-id): no fsync of its own.
+        let (id, ctx) = (id.clone(), ctx.clone());
+        let record = app
+            .store
+            .queue_progress(Grows::No, move |txn| {
+                record(txn, &id, delivered, missing, failed, now, jitter, ends, &ctx)
+            })
+            .await?;
+        if let Some(before) = recording.replace(record) {
+            before.await?;
+        }
+        if ends {
+            break;
+        }
+        heads = next;
     }
-    let now = app.clock.now();
-    let jitter = rand::random::<f64>() * 2.0 - 1.0;
-    let (successes, failures) = (delivered.len() as u64, u64::from(failed.is_some()));
-    // Redone safely after a crash (deliveries are at least once, receivers
-    // dedupe on webhook-id): no fsync of its own.
-    app.store
-        .write_progress(Grows::No, move |txn| {
-            record(txn, &id, delivered, missing, failed, now, jitter, &ctx)
-        })
-        .await?;
+    if let Some(record) = recording {
+        record.await?;
+    }
     app.metrics.deliveries(&wh.id, successes, failures);
     Ok(if failures > 0 { jobs::Ran::Failed } else { jobs::Ran::Ok })
+}
+
+/// The webhook, and up to a batch of its queue from `from` on, with the events.
+#[allow(clippy::type_complexity)]
+fn queue_head(
+    app: &App,
+    id: &str,
+    from: u64,
+) -> Result<(Option<Webhook>, Vec<(u64, Option<StoredEvent>)>), StoreError> {
+    app.store.read(|r| {
+        let Some(wh) = get(r, id)? else {
+            return Ok((None, Vec::new()));
+        };
+        let queue = r.open_table(WH_QUEUE)?;
+        let mut seqs = Vec::new();
+        for row in queue.range((id, from)..=(id, u64::MAX))?.take(BATCH) {
+            seqs.push(row?.0.value().1);
+        }
+        Ok((Some(wh), events::get_many(r, &seqs)?))
+    })
 }
 
 /// The delivery body, `{"id","event","app","created_at","data"}`, with
@@ -268,6 +320,7 @@ fn record(
     failed: Option<(u64, Attempt, Failure)>,
     now: Timestamp,
     jitter: f64,
+    ends_run: bool,
     ctx: &Ctx,
 ) -> Result<(), StoreError> {
     let name = job_name(id);
@@ -315,6 +368,8 @@ fn record(
         executions::log_successes(txn, now, &ctx.tz, &wh.app, "webhook", lines)?;
     }
     match failed {
+        // The run goes on with the next batch: it is the job still.
+        None if !ends_run => {}
         None => {
             if wh.state == State::Active && wh.queued > 0 {
                 jobs::schedule_named(txn, &name, now, &wh.job())?;

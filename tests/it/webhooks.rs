@@ -190,6 +190,64 @@ fn deliveries_are_signed_per_standard_webhooks_and_in_order() {
 }
 
 #[test]
+fn a_long_queue_is_delivered_in_order_once_each_across_batches() {
+    // More than a run's batches (500 events each): each batch's progress is
+    // committed while the next is posted, and nothing is sent twice or skipped.
+    let sink = HttpSink::start(Answer::Status(200));
+    let d = Daemon::start(&accounts());
+    let wh = create(
+        &d,
+        ADMIN,
+        json!({"app": "erp", "event": "tick", "url": sink.url("/hook")}),
+    );
+    let id = wh["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for chunk in 0..3 {
+        let batch: Vec<Value> = (0..700)
+            .map(|i| json!({"event": "tick", "data": {"i": chunk * 700 + i}}))
+            .collect();
+        let r = d.post("/v1/events", Some(ADMIN), &Value::Array(batch).to_string());
+        assert_eq!(r.status, 202, "{}", r.body);
+        ids.extend(
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string()),
+        );
+    }
+    let got = sink.wait_for(ids.len(), Duration::from_secs(30));
+    let seen: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen.len(), ids.len(), "each event once");
+    assert!(seen == ids, "in order");
+    let wh = d.eventually(Duration::from_secs(10), "the queue empty", || {
+        let wh = d.get(&format!("/v1/webhooks/{id}"), Some(ADMIN)).json();
+        (wh["pending"] == 0).then_some(wh)
+    });
+    assert_eq!(wh["state"], "active");
+    let attempts = d
+        .get(&format!("/v1/webhooks/{id}/attempts?limit=3"), Some(ADMIN))
+        .json();
+    let newest: Vec<&str> = attempts["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["event_id"].as_str().unwrap())
+        .collect();
+    let last3: Vec<&str> = ids.iter().rev().take(3).map(String::as_str).collect();
+    assert_eq!(newest, last3, "the attempt log ends with the last events, newest first");
+    d.eventually(Duration::from_secs(5), "2,100 successes", || {
+        let list = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
+        list["executions"][0]["successes"].as_u64().filter(|n| *n == 2100)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.received().len(), ids.len(), "nothing sent again");
+}
+
+#[test]
 fn deliveries_share_pooled_keep_alive_connections() {
     let sink = HttpSink::start(Answer::Status(200));
     let d = Daemon::start(&accounts());
