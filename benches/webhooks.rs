@@ -211,7 +211,7 @@ fn main() {
                 );
             }
             println!(
-                "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.5)",
+                "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.7)",
                 median(ratios)
             );
             if !wrk_ratios.is_empty() {
@@ -292,7 +292,7 @@ fn main() {
             replay_rate
         );
         println!(
-            "  one request at a time, 1 connection, other thread {:>7.0} req/s  (replay / that: {:.2})",
+            "  one request at a time, 1 connection, other thread {:>7.0} req/s  (replay / that: {:.2}, goal >= 0.95)",
             single.per_sec,
             replay_rate / single.per_sec
         );
