@@ -222,7 +222,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(grows, true, f).await
+        self.queue(grows, true, f).await?.await
     }
 
     /// A write of progress that is redone safely after a crash (a
@@ -234,15 +234,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(grows, false, f).await
-    }
-
-    async fn submit<R, F>(&self, grows: Grows, durable: bool, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Txn) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.queue(grows, durable, f).await?.await
+        self.queue(grows, false, f).await?.await
     }
 
     /// Queues a write of progress like [`Store::write_progress`] and

@@ -123,3 +123,70 @@ impl Queue {
         drop(ops);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::txn::Grows;
+
+    fn op() -> Op {
+        Op {
+            grows: Grows::No,
+            durable: true,
+            apply: Box::new(|_| (true, Box::new(|_| {}))),
+        }
+    }
+
+    fn push(q: &Queue) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(q.push(op())).is_ok());
+    }
+
+    #[test]
+    fn the_writer_wakes_when_the_writes_it_waits_for_are_queued() {
+        let q = Arc::new(Queue::new());
+        let pusher = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    push(&q);
+                }
+            })
+        };
+        // Waits for three, not for the deadline.
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch, 3, Some(started + Duration::from_secs(10)), 512));
+        assert_eq!(batch.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        pusher.join().unwrap();
+
+        // Fewer than it wants: what there is, at the deadline.
+        push(&q);
+        let (at, mut batch) = (Instant::now(), Vec::new());
+        assert!(q.take(&mut batch, 8, Some(at + Duration::from_millis(50)), 512));
+        assert_eq!(batch.len(), 1);
+        assert!(at.elapsed() >= Duration::from_millis(50));
+
+        // At most `max` in a batch; the rest stays for the next.
+        for _ in 0..5 {
+            push(&q);
+        }
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch, 1, None, 2));
+        assert_eq!(batch.len(), 2);
+
+        // Closed: what is queued is still taken, then the writer is done.
+        q.close();
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch, 1, None, 512));
+        assert_eq!(batch.len(), 3);
+        assert!(!q.take(&mut Vec::new(), 1, None, 512));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(q.push(op())).is_err(), "a closed queue takes no write");
+    }
+}

@@ -19,7 +19,7 @@ pub struct Txn {
     /// Every change the batch made, for the journal.
     pub(super) log: RefCell<Vec<u8>>,
     /// The counters the batch took from, with their next values: written
-    /// to `META` once, before the commit ([`Txn::write_counters`]), not at
+    /// to `META` once, before the commit ([`Txn::finish_batch`]), not at
     /// every id (a batch of 16 events took 16 updates of one row).
     counters: RefCell<Vec<(&'static str, u64)>>,
     /// What operations of the batch gathered for work done once for all
@@ -112,7 +112,7 @@ impl Txn {
     /// Does the gathered work, then writes the counters: the writer calls
     /// it once all of a batch's operations ran, before it commits.
     pub(super) fn finish_batch(&mut self) -> Result<(), StoreError> {
-        // Gathered work may gather more (an event published by it).
+        // Gathered work may itself gather more: done until none is left.
         while !self.gathered.is_empty() {
             for g in std::mem::take(&mut self.gathered) {
                 (g.finish)(self, g.value)?;
