@@ -75,6 +75,7 @@ mod golden;
 pub mod html;
 pub mod http;
 pub mod jobs;
+pub mod journald;
 pub mod mail;
 pub mod metrics;
 pub mod net;

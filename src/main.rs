@@ -283,6 +283,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(config::EX_CONFIG as u8);
                 }
             };
+            journal(&config);
             match serve(config, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -478,6 +479,27 @@ fn init_tracing() {
     }
     if let (Some(value), Some(Err(e))) = (wanted, parsed) {
         tracing::warn!("RUST_LOG={value:?} is not a list like warn,herald=debug ({e}); logging at info");
+    }
+}
+
+/// Execution log lines also go to the systemd journal when systemd runs
+/// us (or `HERALD_JOURNAL_SOCKET` names a socket), from `general.journal` up.
+fn journal(config: &Config) {
+    let Some(socket) = herald::journald::socket_from_env() else {
+        return;
+    };
+    let level = config.general.journal;
+    match herald::journald::start(socket.clone(), level, &config.general.name) {
+        Ok(true) => tracing::info!(
+            "execution log lines from {} up also go to the journal ({})",
+            format!("{level:?}").to_lowercase(),
+            socket.display()
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            "execution log lines cannot go to the journal ({}): {e}",
+            socket.display()
+        ),
     }
 }
 

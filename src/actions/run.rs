@@ -260,7 +260,7 @@ async fn make_call(app: &App, action: &Action, token: &str, i: &Interface, publi
         } => {
             let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
             let (called, category) = call::answered(status.as_u16(), retry_after, now);
-            let answer = String::from_utf8_lossy(&body);
+            let (answer, _) = redact::excerpt(&body);
             CallReport {
                 called,
                 category,

@@ -22,7 +22,7 @@ pub use self::error::ConfigError;
 pub use self::interfaces::{Interface, InterfaceKind, Schedule, valid_secret};
 use self::lines::{key_at, line_of, line_of_nth};
 use self::raw::{RawConfig, RawSmtp, default_mail_retention, default_retry_schedule};
-pub use self::values::{Role, Security, parse_duration};
+pub use self::values::{JournalLevel, Role, Security, parse_duration};
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG). The unit file
 /// lists it in `RestartPreventExitStatus=` so systemd does not restart-loop.
@@ -88,6 +88,9 @@ pub struct Storage {
 pub struct General {
     pub name: String,
     pub timezone: jiff::tz::TimeZone,
+    /// Execution log lines of this level and above are also journal
+    /// entries (under systemd); read at start.
+    pub journal: JournalLevel,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -451,7 +454,11 @@ impl Config {
                 cache_size: st.cache_size.0,
                 max_event_size: st.max_event_size.0,
             },
-            general: General { name, timezone },
+            general: General {
+                name,
+                timezone,
+                journal: g.journal,
+            },
             accounts,
             smtp,
             mail,

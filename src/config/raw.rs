@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::interfaces::{RawInterface, RawSchedule};
-use super::values::{Dur, Role, Security, Size};
+use super::values::{Dur, JournalLevel, Role, Security, Size};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +196,7 @@ impl Default for RawStorage {
 pub(super) struct RawGeneral {
     pub(super) name: Option<String>,
     pub(super) timezone: Option<String>,
+    pub(super) journal: JournalLevel,
 }
 
 #[derive(Deserialize)]

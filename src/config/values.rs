@@ -36,6 +36,18 @@ pub enum Security {
     Tls,
 }
 
+/// The lowest level of execution log lines that also go to the systemd
+/// journal (`general.journal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalLevel {
+    #[default]
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
 /// A size such as `"1MiB"` or `"512KiB"` (a bare integer counts bytes).
 #[derive(Clone, Copy)]
 pub(super) struct Size(pub(super) u64);

@@ -13,6 +13,7 @@ use crate::app::App;
 pub use crate::category::Category;
 use crate::clock;
 use crate::jobs::{self, JobKey, JobKind};
+use crate::journald;
 use crate::store::{self, Grows, StoreError, Txn};
 
 store::tables! {
@@ -288,6 +289,7 @@ fn successes(
                 detail: None,
             };
             logs.insert((exe.id.as_str(), exe.lines), store::encode(&line).as_slice())?;
+            journald::record(txn, exe, exe.lines, &line);
             exe.lines += 1;
             exe.successes += 1;
         }
@@ -396,6 +398,7 @@ fn append(txn: &mut Txn, exe: &mut Execution, mut line: LogLine) -> Result<(), S
     exe.lines += 1;
     txn.open(LOGS)?
         .insert((exe.id.as_str(), n), store::encode(&line).as_slice())?;
+    journald::record(txn, exe, n, &line);
     txn.open(EXECUTIONS)?
         .insert(exe.id.as_str(), store::encode(&*exe).as_slice())?;
     Ok(())

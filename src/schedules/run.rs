@@ -304,7 +304,7 @@ fn failure(i: &Interface, outcome: &Outcome, now: Timestamp) -> Option<(Category
         } => {
             let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
             let f = judge(status.as_u16(), retry_after, now).err()?;
-            let answer: String = String::from_utf8_lossy(body).chars().take(ANSWER_SHOWN).collect();
+            let answer: String = redact::excerpt(body).0.chars().take(ANSWER_SHOWN).collect();
             Some((f.category, f.message, format!("url: {url}; answer: {}", answer.trim())))
         }
         Outcome::Failed { error, timed_out, .. } => {

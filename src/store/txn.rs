@@ -25,15 +25,30 @@ pub struct Txn {
     /// What operations of the batch gathered for work done once for all
     /// of them ([`Txn::gather`]).
     gathered: Vec<Gathered>,
+    /// What operations of the batch gathered for work done once the
+    /// commit succeeded ([`Txn::on_commit`]).
+    committed: RefCell<Vec<Gathered<()>>>,
 }
 
-struct Gathered {
+struct Gathered<Ctx = Txn> {
     ty: TypeId,
     value: Box<dyn Any>,
-    finish: Finish,
+    finish: Finish<Ctx>,
 }
 
-type Finish = Box<dyn FnOnce(&mut Txn, Box<dyn Any>) -> Result<(), StoreError>>;
+type Finish<Ctx> = Box<dyn FnOnce(&mut Ctx, Box<dyn Any>) -> Result<(), StoreError>>;
+
+/// Work a committed batch leaves to do ([`Txn::on_commit`]).
+pub(super) struct AfterCommit(Vec<Gathered<()>>);
+
+impl AfterCommit {
+    /// Does it: the writer calls this once the batch is committed.
+    pub(super) fn run(self) {
+        for g in self.0 {
+            let _ = (g.finish)(&mut (), g.value);
+        }
+    }
+}
 
 impl Txn {
     pub(super) fn new(inner: WriteTransaction, tables: Arc<Tables>) -> Txn {
@@ -44,6 +59,7 @@ impl Txn {
             log: RefCell::new(Vec::new()),
             counters: RefCell::new(Vec::new()),
             gathered: Vec::new(),
+            committed: RefCell::new(Vec::new()),
         }
     }
 
@@ -92,21 +108,26 @@ impl Txn {
     /// gathered parts after the others' is one of the orders they could
     /// have run in.
     pub fn gather<T: Default + 'static>(&mut self, finish: fn(&mut Txn, T) -> Result<(), StoreError>) -> &mut T {
-        let ty = TypeId::of::<T>();
-        let i = match self.gathered.iter().position(|g| g.ty == ty) {
-            Some(i) => i,
-            None => {
-                self.gathered.push(Gathered {
-                    ty,
-                    value: Box::new(T::default()),
-                    finish: Box::new(move |txn, value| {
-                        finish(txn, *value.downcast::<T>().expect("gathered by its type"))
-                    }),
-                });
-                self.gathered.len() - 1
-            }
-        };
-        self.gathered[i].value.downcast_mut().expect("gathered by its type")
+        gathered(&mut self.gathered, move |txn, value: T| finish(txn, value))
+    }
+
+    /// What the operations of this batch gather of type `T` for work done
+    /// once the batch is committed (journaled, synced if a write of it
+    /// waits for that, and in redb): `finish` takes it then, on the
+    /// writer's thread, and must not block. Nothing is done if the batch
+    /// fails. For telling the world what the store now holds.
+    /// `add` adds to it; a table may be open meanwhile.
+    pub fn on_commit<T: Default + 'static>(&self, finish: fn(T), add: impl FnOnce(&mut T)) {
+        let mut committed = self.committed.borrow_mut();
+        add(gathered(&mut committed, move |_, value: T| {
+            finish(value);
+            Ok(())
+        }))
+    }
+
+    /// The work [`Txn::on_commit`] gathered, for the writer to run after the commit.
+    pub(super) fn after_commit(&mut self) -> AfterCommit {
+        AfterCommit(std::mem::take(self.committed.get_mut()))
     }
 
     /// Does the gathered work, then writes the counters: the writer calls
@@ -134,6 +155,26 @@ impl Txn {
         }
         Ok(())
     }
+}
+
+/// The value of type `T` in `list`, added with `finish` if not there yet.
+fn gathered<Ctx: 'static, T: Default + 'static>(
+    list: &mut Vec<Gathered<Ctx>>,
+    finish: impl FnOnce(&mut Ctx, T) -> Result<(), StoreError> + 'static,
+) -> &mut T {
+    let ty = TypeId::of::<T>();
+    let i = match list.iter().position(|g| g.ty == ty) {
+        Some(i) => i,
+        None => {
+            list.push(Gathered {
+                ty,
+                value: Box::new(T::default()),
+                finish: Box::new(move |ctx, value| finish(ctx, *value.downcast::<T>().expect("gathered by its type"))),
+            });
+            list.len() - 1
+        }
+    };
+    list[i].value.downcast_mut().expect("gathered by its type")
 }
 
 /// Whether a write adds data (refused when the store is full) or only

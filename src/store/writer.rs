@@ -326,6 +326,7 @@ impl Writer {
             all_ok = false;
         }
         let wake = txn.wake_jobs;
+        let after = txn.after_commit();
         // One failed operation may have written half of its change: abort the
         // whole batch rather than commit that. Such failures are storage
         // faults (I/O, a corrupt record), rare enough that failing the
@@ -347,6 +348,7 @@ impl Writer {
                 if wake {
                     self.s.jobs_changed.notify_one();
                 }
+                after.run();
                 if let Some(m) = &mut self.measured {
                     m.since += room.added;
                 }

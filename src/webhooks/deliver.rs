@@ -404,7 +404,11 @@ fn record(
                 Some(format!(
                     "url: {}; response: {}",
                     redact::url(&wh.url),
-                    attempt.response.chars().take(200).collect::<String>()
+                    redact::excerpt(attempt.response.as_bytes())
+                        .0
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
                 )),
             )?;
             if attempt.attempt == 1 && wh.queued > 1 {

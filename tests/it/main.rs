@@ -8,6 +8,7 @@ mod events;
 mod executions;
 mod hardening;
 mod http_sink;
+mod journal;
 mod mail;
 mod notifications;
 mod operations;
