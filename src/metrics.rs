@@ -32,6 +32,9 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// 1 while new work is refused for lack of space.
     pub storage_full: Gauge,
+    /// 1 for the reason new work is refused, if it is (`max_size`,
+    /// `disk_full`, `recovering`): what the alert rules watch.
+    pub store_refusing: Family<Labels, Gauge>,
     deliveries: Family<Labels, Counter>,
     /// Set at each scrape: events each webhook has yet to deliver.
     pub webhook_pending: Family<Labels, Gauge>,
@@ -106,6 +109,17 @@ impl Metrics {
             "1 while new work is refused with 507 storage_full",
             storage_full.clone(),
         );
+        let store_refusing = Family::<Labels, Gauge>::default();
+        registry.register(
+            "store_refusing",
+            "1 while new work is refused, by reason: max_size, disk_full (507), recovering (503, an I/O error)",
+            store_refusing.clone(),
+        );
+        for reason in ["max_size", "disk_full", "recovering"] {
+            store_refusing
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .set(0);
+        }
         let deliveries = Family::<Labels, Counter>::default();
         registry.register(
             "webhook_deliveries",
@@ -146,6 +160,7 @@ impl Metrics {
             jobs_run,
             store_bytes,
             storage_full,
+            store_refusing,
             deliveries,
             webhook_pending,
             webhook_oldest_pending,

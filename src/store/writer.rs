@@ -228,6 +228,14 @@ impl Writer {
 
     fn set_health(&self, health: Health) {
         self.s.metrics.storage_full.set(i64::from(health.is_full()));
+        for h in [Health::MaxSize, Health::DiskFull, Health::Recovering] {
+            let labels = vec![("reason", h.as_str().to_string())];
+            self.s
+                .metrics
+                .store_refusing
+                .get_or_create(&labels)
+                .set(i64::from(h == health));
+        }
         if !self
             .s
             .health

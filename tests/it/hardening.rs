@@ -540,6 +540,7 @@ fn metrics_show_deliveries_backlog_mails_and_storage() {
         format!("herald_webhook_oldest_pending_seconds{{webhook=\"{id}\"}} 90"),
         "herald_mails_queued 1".to_string(),
         "herald_storage_full 0".to_string(),
+        "herald_store_refusing{reason=\"disk_full\"} 0".to_string(),
         "herald_jobs_run_total{kind=\"deliver\",outcome=\"failed\"} 1".to_string(),
     ];
     // Counters move just after the commits they count: scrape until all came.
@@ -554,6 +555,7 @@ fn metrics_show_deliveries_backlog_mails_and_storage() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!text.contains("kind=\"deliver\",outcome=\"ok\""), "{text}");
+    rules_select_served_series(&text);
 
     // The 0.0.4 text format for tools that ask for it.
     let old = scrape(&d, "text/plain;version=0.0.4;q=1,*/*;q=0.1");
@@ -586,6 +588,40 @@ fn metrics_show_deliveries_backlog_mails_and_storage() {
     } else {
         eprintln!("promtool is not installed: the 0.0.4 text was checked by shape only");
     }
+}
+
+/// Each series the alert rules (`config/herald-alerts.yml`) select is one
+/// herald serves, with the labels they match on: a renamed metric or label
+/// would leave an alert that never fires.
+fn rules_select_served_series(text: &str) {
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/herald-alerts.yml")).unwrap();
+    let mut checked = 0;
+    for expr in rules.lines().filter_map(|l| l.trim().strip_prefix("expr:")) {
+        let mut rest = expr;
+        while let Some(at) = rest.find("herald_") {
+            let selector = &rest[at..];
+            let name_end = selector
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(selector.len());
+            let name = &selector[..name_end];
+            let matchers: Vec<&str> = match selector[name_end..].strip_prefix('{') {
+                Some(labels) => labels[..labels.find('}').unwrap()].split(',').map(str::trim).collect(),
+                None => Vec::new(),
+            };
+            let served = text.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(['{', ' ']) && matchers.iter().all(|m| r.contains(m)))
+            });
+            assert!(
+                served,
+                "the rule's {name}{{{}}} is not in /metrics:\n{text}",
+                matchers.join(",")
+            );
+            checked += 1;
+            rest = &selector[name_end..];
+        }
+    }
+    assert!(checked >= 4, "{checked} series checked in {rules}");
 }
 
 /// Smaller findings: a webhook URL's password and secret-looking query
@@ -845,7 +881,16 @@ fn a_full_disk_refuses_work_and_recovers_by_itself() {
     assert_eq!(listed.json()["events"].as_array().unwrap().len(), accepted);
     assert_eq!(d.get("/v1/status", Some(ADMIN)).json()["storage_full"], true);
     assert_eq!(d.get("/readyz", None).body.trim(), "storage_full");
-    assert!(d.get("/metrics", None).body.contains("herald_storage_full 1"));
+    let metrics = d.get("/metrics", None).body;
+    assert!(metrics.contains("herald_storage_full 1"), "{metrics}");
+    assert!(
+        metrics.contains("herald_store_refusing{reason=\"disk_full\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_store_refusing{reason=\"max_size\"} 0"),
+        "{metrics}"
+    );
 
     // Some seconds on a full disk do not flood the log.
     std::thread::sleep(Duration::from_secs(3));
