@@ -16,17 +16,8 @@ read -r -a targets <<< "${targets[*]}"
 # held under 5 MiB until issue 20); armv7 has no stated budget, so the same
 # guard there only catches bloat.
 
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-install_packages() {
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "check-arm: installing ${missing[*]}"
-    sudo_ apt-get update -qq
-    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
+# shellcheck source=cross/packages.sh
+source cross/packages.sh
 
 smoke() { # binary, qemu
   local bin=$1 qemu=$2 dir port log pid code
