@@ -71,6 +71,15 @@ impl Journal {
         }
     }
 
+    /// A socket, and a daemon started with `config` that sends to it.
+    fn with_daemon(config: &str) -> (Journal, Daemon) {
+        let journal = Journal::bind();
+        let mut d = Daemon::prepare_with_clock(&format!("{}{config}", accounts()), None);
+        d.set_env("HERALD_JOURNAL_SOCKET", Some(journal.path.to_str().unwrap()));
+        d.spawn();
+        (journal, d)
+    }
+
     /// Reads what came until `done` holds of what came, or fails after 10 s.
     fn until(&mut self, d: &Daemon, what: &str, done: impl Fn(&[(Entry, String)]) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -98,11 +107,8 @@ fn lines_of(d: &Daemon, execution: &str) -> Vec<Value> {
 
 #[test]
 fn every_execution_line_is_a_journal_entry_with_fields_to_select_on_and_no_secret() {
-    let mut journal = Journal::bind();
     let sink = HttpSink::start(Answer::Status(200));
-    let mut d = Daemon::prepare_with_clock(&format!("{}[general]\nname = \"gw-7\"\n", accounts()), None);
-    d.set_env("HERALD_JOURNAL_SOCKET", Some(journal.path.to_str().unwrap()));
-    d.spawn();
+    let (mut journal, d) = Journal::with_daemon("[general]\nname = \"gw-7\"\n");
 
     // Secrets a line could carry: the webhook's signing secret, a password
     // in its URL, a token in its query, a password in an answer's body,
@@ -225,11 +231,8 @@ fn every_execution_line_is_a_journal_entry_with_fields_to_select_on_and_no_secre
 
 #[test]
 fn general_journal_sets_the_lowest_level_sent() {
-    let mut journal = Journal::bind();
     let sink = HttpSink::start(Answer::Status(500));
-    let mut d = Daemon::prepare_with_clock(&format!("{}[general]\njournal = \"warn\"\n", accounts()), None);
-    d.set_env("HERALD_JOURNAL_SOCKET", Some(journal.path.to_str().unwrap()));
-    d.spawn();
+    let (mut journal, d) = Journal::with_daemon("[general]\njournal = \"warn\"\n");
     let r = d.post(
         "/v1/webhooks",
         Some(ADMIN),
