@@ -8,9 +8,10 @@
 #   HERALD_DEB_VERSION=0.1.0-2 bash cross/deb.sh amd64   another version
 #
 # The packages land in target/debian/herald_VERSION_ARCH.deb (or in
-# $HERALD_DEB_OUT: cargo-deb replaces other versions in its output
-# directory). Installs the
-# Debian packages, Rust targets and cargo-deb it needs when missing.
+# $HERALD_DEB_OUT). cargo-deb deletes other versions of the package it
+# finds there and in target/debian: copy one elsewhere to keep it.
+# Installs the Debian packages, Rust targets and cargo-deb it needs when
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=cross/packages.sh

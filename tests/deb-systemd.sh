@@ -9,7 +9,8 @@
 #      down, and sees their execution lines in the real journal;
 #   3. upgrades in place to NEW.deb: the service restarts on the new binary,
 #      the edited conffile is kept, and once the receiver is up every
-#      buffered event is delivered (nothing lost);
+#      buffered event is delivered (nothing lost); a downgrade back to
+#      OLD.deb then opens the same data;
 #   4. removes the package (stopped, data and conffile kept), then purges
 #      it (data, token and /etc/herald gone).
 #
@@ -167,6 +168,15 @@ until_ok 60 "all $EVENTS buffered events delivered after the upgrade" delivered
 drained() { [ "$(pending)" = 0 ]; }
 until_ok 10 "the webhook's queue empty" drained
 echo "deb-systemd: upgraded to $new_version (MainPID $pid_before -> $pid_after), conffile edit kept, all $EVENTS events delivered"
+
+# 3b. And back: a downgrade to OLD opens the same data.
+old_version=$(dpkg-deb -f "$old_deb" Version)
+run env DEBIAN_FRONTEND=noninteractive dpkg -i /debs/old.deb < /dev/null
+[ "$(run dpkg-query -W -f '${Version}' herald)" = "$old_version" ] || fail "the downgrade did not install $old_version"
+until_ok 20 "the API after the downgrade" api GET /v1/status
+stored=$(api GET '/v1/events?limit=1000' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))')
+[ "$stored" = $EVENTS ] || fail "$stored events after the downgrade, not $EVENTS"
+echo "deb-systemd: downgraded to $old_version: the same $EVENTS events"
 
 # 4. Remove, then purge.
 run env DEBIAN_FRONTEND=noninteractive dpkg -r herald < /dev/null
