@@ -11,15 +11,17 @@
 //! never reaches the journal either.
 //!
 //! The store's writer must never wait on journald: it hands each commit's
-//! entries to a thread of their own over a bounded queue, and when the
-//! journal does not keep up, lines are dropped (counted, and said once a
-//! minute). The execution keeps every line regardless.
+//! entries to a thread of their own over a queue bounded in bytes, and
+//! when the journal does not keep up (or takes nothing for a second),
+//! lines are dropped, counted, and said once a minute. The execution keeps
+//! every line regardless.
 
+use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::clock;
@@ -35,9 +37,12 @@ pub const SOCKET_VAR: &str = "HERALD_JOURNAL_SOCKET";
 /// The largest `MESSAGE` sent, in bytes; the rest of a longer one is
 /// left to the execution, which keeps the line whole.
 const MAX_MESSAGE: usize = 16 << 10;
-/// Commits whose entries may wait for the sending thread; further ones
-/// are dropped.
-const QUEUED: usize = 1024;
+/// Bytes of entries that may wait for the sending thread; a commit's
+/// entries that would pass it are dropped. It bounds the memory a slow
+/// journald can take (a busy commit's 512 lines are about 150 KiB).
+const QUEUED_BYTES: usize = 4 << 20;
+/// How long one entry may wait for journald to take it.
+const STUCK: Duration = Duration::from_secs(1);
 /// How often at most a failure to send is said in herald's own log.
 const SAY_EVERY: Duration = Duration::from_secs(60);
 
@@ -46,7 +51,9 @@ struct Sink {
     min: Level,
     /// `general.name`: which gateway, when a fleet's journals meet.
     gateway: String,
-    queue: SyncSender<Vec<Vec<u8>>>,
+    queue: Sender<Vec<Vec<u8>>>,
+    /// Bytes in `queue` now.
+    queued: AtomicUsize,
     dropped: AtomicU64,
 }
 
@@ -72,17 +79,19 @@ pub fn start(socket: PathBuf, level: JournalLevel, gateway: &str) -> std::io::Re
         JournalLevel::Warn => Level::Warn,
         JournalLevel::Error => Level::Error,
     };
-    let (queue, entries) = mpsc::sync_channel(QUEUED);
+    let (queue, entries) = mpsc::channel();
     let sink = Sink {
         min,
         gateway: gateway.to_string(),
         queue,
+        queued: AtomicUsize::new(0),
         dropped: AtomicU64::new(0),
     };
     if SINK.set(sink).is_err() {
         return Ok(false);
     }
     let out = UnixDatagram::unbound()?;
+    out.set_write_timeout(Some(STUCK))?;
     std::thread::Builder::new()
         .name("journald".into())
         .spawn(move || send(out, socket, entries))?;
@@ -107,10 +116,17 @@ impl Entries {
     fn send(self) {
         let Some(sink) = SINK.get() else { return };
         let n = self.0.len() as u64;
-        if sink.queue.try_send(self.0).is_err() {
+        let bytes = size(&self.0);
+        if sink.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUED_BYTES || sink.queue.send(self.0).is_err() {
+            sink.queued.fetch_sub(bytes, Ordering::Relaxed);
             sink.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
+}
+
+/// What a commit's entries take in the queue.
+fn size(entries: &[Vec<u8>]) -> usize {
+    entries.iter().map(Vec::len).sum()
 }
 
 /// The native-protocol datagram of one line.
@@ -180,10 +196,17 @@ fn send(out: UnixDatagram, socket: PathBuf, entries: Receiver<Vec<Vec<u8>>>) {
     let mut said: Option<Instant> = None;
     let mut last_error = String::new();
     for batch in entries {
-        for entry in batch {
-            if let Err(e) = out.send_to(&entry, &socket) {
-                failed += 1;
+        sink.queued.fetch_sub(size(&batch), Ordering::Relaxed);
+        for (i, entry) in batch.iter().enumerate() {
+            if let Err(e) = out.send_to(entry, &socket) {
                 last_error = e.to_string();
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    // journald takes nothing: the rest of this commit's
+                    // lines go too, rather than one a STUCK each.
+                    failed += (batch.len() - i) as u64;
+                    break;
+                }
+                failed += 1;
             }
         }
         if said.is_some_and(|t| t.elapsed() < SAY_EVERY) {

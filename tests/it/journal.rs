@@ -274,3 +274,40 @@ fn a_bad_general_journal_names_the_key_and_the_values() {
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("general.journal") && err.contains("warn"), "{err}");
 }
+
+/// A journald that takes nothing (its socket is never read) holds up
+/// neither the store nor the deliveries: lines it cannot take are dropped
+/// from the journal, herald says so, and the executions keep them all.
+#[test]
+fn a_journal_that_takes_nothing_holds_up_nothing() {
+    let sink = HttpSink::start(Answer::Status(200));
+    let (_journal, d) = Journal::with_daemon("");
+    let r = d.post(
+        "/v1/webhooks",
+        Some(ADMIN),
+        &json!({"app": "erp", "event": "*", "url": sink.url("/h")}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // More lines than the socket's queue holds (512 datagrams by default).
+    const EVENTS: usize = 1500;
+    for chunk in 0..EVENTS / 100 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"event": "door.opened", "data": chunk * 100 + i}))
+            .collect();
+        let r = d.post("/v1/events", Some(ADMIN), &Value::Array(batch).to_string());
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    sink.wait_for(EVENTS, Duration::from_secs(20));
+    let exe = d.eventually(Duration::from_secs(10), "every delivery counted", || {
+        let list = d.get("/v1/executions?interface=erp", Some(ADMIN)).json();
+        list["executions"].get(0).cloned().filter(|e| e["successes"] == EVENTS)
+    });
+    assert_eq!(exe["errors"], 0);
+    d.eventually(
+        Duration::from_secs(10),
+        "herald saying the journal took nothing",
+        || d.log_text().contains("could not be sent to the journal").then_some(()),
+    );
+    let r = d.post("/v1/events", Some(ADMIN), r#"{"event":"after"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+}
