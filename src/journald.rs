@@ -39,8 +39,9 @@ pub const SOCKET_VAR: &str = "HERALD_JOURNAL_SOCKET";
 const MAX_MESSAGE: usize = 16 << 10;
 /// Bytes of entries that may wait for the sending thread; a commit's
 /// entries that would pass it are dropped. It bounds the memory a slow
-/// journald can take (a busy commit's 512 lines are about 150 KiB).
-const QUEUED_BYTES: usize = 4 << 20;
+/// journald can take: a busy commit's 512 lines are about 150 KiB, and
+/// 1 MiB is a tenth of a second of lines at 30,000 deliveries a second.
+const QUEUED_BYTES: usize = 1 << 20;
 /// How long one entry may wait for journald to take it.
 const STUCK: Duration = Duration::from_secs(1);
 /// How often at most a failure to send is said in herald's own log.
