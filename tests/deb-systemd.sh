@@ -43,7 +43,6 @@ root=$work/root
 mkdir -p "$work/upper" "$work/overlay-work" "$root" "$work/debs"
 cp "$old_deb" "$work/debs/old.deb"
 cp "$new_deb" "$work/debs/new.deb"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/overlay-work" "$root"
 
 nspawn_pid=""
 leader=""
@@ -101,6 +100,9 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", 9999), H).serve_forever()
 EOF
 
+# The upper layer is complete before the overlay is mounted (overlayfs
+# does not promise to see changes made below it while mounted).
+mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/overlay-work" "$root"
 echo "deb-systemd: booting a container with systemd"
 systemd-nspawn -q -D "$root" --boot --register=no --keep-unit --link-journal=no --private-network \
   -M herald-deb --bind-ro="$work/debs:/debs" > "$work/console.log" 2>&1 &
