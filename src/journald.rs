@@ -118,10 +118,24 @@ impl Entries {
         let Some(sink) = SINK.get() else { return };
         let n = self.0.len() as u64;
         let bytes = size(&self.0);
-        if sink.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUED_BYTES || sink.queue.send(self.0).is_err() {
+        if sink.admit(bytes) {
+            if sink.queue.send(self.0).is_ok() {
+                return;
+            }
             sink.queued.fetch_sub(bytes, Ordering::Relaxed);
-            sink.dropped.fetch_add(n, Ordering::Relaxed);
         }
+        sink.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Sink {
+    /// Counts `bytes` more in the queue, unless that passes [`QUEUED_BYTES`].
+    fn admit(&self, bytes: usize) -> bool {
+        if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUED_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -258,6 +272,24 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_queue_takes_entries_up_to_its_bound_in_bytes() {
+        let (queue, _entries) = mpsc::channel();
+        let sink = Sink {
+            min: Level::Info,
+            gateway: String::new(),
+            queue,
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        };
+        assert!(sink.admit(QUEUED_BYTES - 100));
+        assert!(!sink.admit(101), "past the bound");
+        assert!(sink.admit(100), "a refusal leaves the count as it was");
+        assert!(!sink.admit(1));
+        sink.queued.fetch_sub(QUEUED_BYTES, Ordering::Relaxed);
+        assert!(sink.admit(1), "room again once the thread took them");
     }
 
     #[test]
