@@ -179,12 +179,13 @@ fn main() {
                 create_webhook(&addr, "tick", format!("http://{recv}/fanout")).await;
             }
             println!();
-            let (mut ratios, mut wrk_ratios) = (Vec::new(), Vec::new());
+            let (mut ratios, mut wrk_ratios, mut costs) = (Vec::new(), Vec::new(), Vec::new());
             for round in 1..=3 {
                 let base = drive(&recv, CLIENTS, secs, post.clone()).await;
                 let wrk = wrk_rate(&recv, secs).await;
                 state.fanout.store(0, Ordering::Relaxed);
                 let started = Instant::now();
+                let cpu = cpu_us(pid);
                 for _ in 0..fanout_events / 500 {
                     publish_batch(&addr, "tick", 500).await;
                 }
@@ -194,6 +195,7 @@ fn main() {
                 })
                 .await;
                 let rate = expected as f64 / started.elapsed().as_secs_f64();
+                costs.push((cpu_us(pid) - cpu) as f64 / expected as f64);
                 ratios.push(rate / base.per_sec);
                 let by_wrk = match wrk {
                     Some(w) => {
@@ -213,6 +215,10 @@ fn main() {
             println!(
                 "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.7)",
                 median(ratios)
+            );
+            println!(
+                "  herald's CPU per delivery, median {:>5.1} µs",
+                median(costs)
             );
             if !wrk_ratios.is_empty() {
                 println!("  the same against wrk, median       {:>5.2}", median(wrk_ratios));
@@ -265,6 +271,7 @@ fn main() {
         let fill_rate = replay as f64 / fill.elapsed().as_secs_f64();
         state.gone.store(false, Ordering::Relaxed);
         let started = Instant::now();
+        let cpu = cpu_us(pid);
         let (status, body) = call(
             &addr,
             api(
@@ -282,6 +289,7 @@ fn main() {
         })
         .await;
         let replay_rate = want as f64 / started.elapsed().as_secs_f64();
+        let replay_cost = (cpu_us(pid) - cpu) as f64 / want as f64;
         let single = drive_from_another_thread(&recv, secs, post).await;
         println!(
             "  buffered {replay} events at        {:>9.0} events/s (batches of 1000)",
@@ -291,6 +299,7 @@ fn main() {
             "  replay of the buffer              {:>9.0} events/s (goal >= 10,000)",
             replay_rate
         );
+        println!("  herald's CPU per replayed event     {replay_cost:>7.1} µs");
         println!(
             "  one request at a time, 1 connection, other thread {:>7.0} req/s  (replay / that: {:.2}, goal >= 0.95)",
             single.per_sec,

@@ -356,7 +356,11 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// [`rfc3339`] of a timestamp (herald time) to the millisecond.
 pub fn fmt(t: Timestamp) -> String {
-    from_ms(shown(to_ms(t))).strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    // jiff's RFC 3339 printer, not `strftime`, which interprets its format
+    // at every call: every delivery's body carries one of these.
+    const PRINTER: jiff::fmt::temporal::DateTimePrinter =
+        jiff::fmt::temporal::DateTimePrinter::new().precision(Some(3));
+    PRINTER.timestamp_to_string(&from_ms(shown(to_ms(t))))
 }
 
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {

@@ -77,6 +77,25 @@ pub fn start(extra: &str) -> Daemon {
     Daemon { child, addr, _dir: dir }
 }
 
+/// CPU time `pid` has used so far (user + system), in microseconds: what a
+/// delivery costs herald is steadier across runs on a shared machine than
+/// how fast it goes.
+pub fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    ticks * 10_000
+}
+
 pub fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

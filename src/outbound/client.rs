@@ -14,7 +14,9 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::Poll;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +30,9 @@ use crate::net::{Origin, Stream};
 
 /// Idle connections older than this are closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(60);
+/// A connection used this recently is taken as it is when its handle says
+/// it can send: within a run, requests follow each other back to back.
+const FRESH: Duration = Duration::from_millis(100);
 /// Idle connections kept per origin; more are closed.
 const IDLE_PER_ORIGIN: usize = 64;
 
@@ -64,27 +69,124 @@ struct Conn {
     idle_since: Instant,
 }
 
-/// The connection's state machine; `None` once the connection has ended.
-/// Dropping it fails whatever was in flight, so a waiting sender wakes.
-struct Driver(Option<Connection>);
+/// The connection's state machine, and the waker it is polled with.
+struct Driver {
+    /// `None` once the connection has ended. Dropping it fails whatever was
+    /// in flight, so a waiting sender wakes.
+    conn: Option<Connection>,
+    quiet: Arc<Quiet>,
+    waker: Waker,
+}
+
+/// The waker a connection is polled with. The task that drives the
+/// connection also sends on it and reads its answers, and each of those
+/// wakes the connection's waker: with the task's own waker, tokio would
+/// schedule the task again, and wake an idle worker thread to take it, two
+/// or three times per request, for nothing. This one passes on only the
+/// wake-ups that come while the task is not polling (the socket became
+/// readable); those that come while it polls, it notes, and the task polls
+/// again then and there.
+#[derive(Default)]
+struct Quiet {
+    task: Mutex<Option<Waker>>,
+    polling: AtomicBool,
+    woken: AtomicBool,
+}
+
+impl Wake for Quiet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Noted first, then passed on unless the task polls: a wake-up
+        // that comes just as the task stops polling is then seen by the
+        // task (`settle`) or passed on here, never lost.
+        self.woken.store(true, SeqCst);
+        if !self.polling.load(SeqCst)
+            && let Some(task) = &*self.task.lock().unwrap()
+        {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Quiet {
+    fn polls(&self, task: &Waker) {
+        let mut current = self.task.lock().unwrap();
+        if !current.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *current = Some(task.clone());
+        }
+        drop(current);
+        self.polling.store(true, SeqCst);
+    }
+
+    /// Stops polling; whether a wake-up came meanwhile.
+    fn settle(&self) -> bool {
+        self.polling.store(false, SeqCst);
+        self.woken.swap(false, SeqCst)
+    }
+}
+
+/// Rounds of polling again for wake-ups that came while polling, before
+/// the task goes through the scheduler after all.
+const REPOLLS: usize = 8;
 
 impl Driver {
+    fn new(conn: Connection) -> Driver {
+        let quiet = Arc::new(Quiet::default());
+        Driver {
+            conn: Some(conn),
+            waker: Waker::from(quiet.clone()),
+            quiet,
+        }
+    }
+
     /// Runs `work` while driving the connection, since the answer `work`
     /// waits for is read by the driver.
     async fn drive<F: Future>(&mut self, work: F) -> F::Output {
         let mut work = std::pin::pin!(work);
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
+            for _ in 0..REPOLLS {
+                self.quiet.polls(cx.waker());
+                let mut quiet = Context::from_waker(&self.waker);
+                let mut done = work.as_mut().poll(&mut quiet);
+                if done.is_pending() {
+                    if let Some(conn) = &mut self.conn
+                        && conn.as_mut().poll(&mut quiet).is_ready()
+                    {
+                        self.conn = None;
+                    }
+                    // The driver may just have read the answer `work` waits
+                    // for (or failed it by closing): take it now.
+                    done = work.as_mut().poll(&mut quiet);
+                }
+                let woken = self.quiet.settle();
+                if done.is_ready() || !woken {
+                    return done;
+                }
             }
-            if let Some(conn) = &mut self.0
-                && conn.as_mut().poll(cx).is_ready()
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Hands a request to the connection (`send`) and polls the connection
+    /// once, so that the request goes out now; its answer is read later by
+    /// [`Driver::drive`], which polls the connection first.
+    async fn start<T>(&mut self, send: impl FnOnce() -> T) -> T {
+        let mut send = Some(send);
+        std::future::poll_fn(|cx| {
+            self.quiet.polls(cx.waker());
+            let sent = send.take().expect("polled once")();
+            if let Some(conn) = &mut self.conn
+                && conn.as_mut().poll(&mut Context::from_waker(&self.waker)).is_ready()
             {
-                self.0 = None;
+                self.conn = None;
             }
-            // The driver may just have read the answer `work` waits for (or
-            // failed it by closing): take it now rather than on a wake-up.
-            work.as_mut().poll(cx)
+            self.quiet.settle();
+            Poll::Ready(sent)
         })
         .await
     }
@@ -94,11 +196,121 @@ impl Conn {
     /// Whether the connection can take a request: the peer may have closed
     /// it while it sat idle, which only polling the driver finds out.
     async fn usable(&mut self) -> bool {
-        if self.driver.0.is_none() {
+        if self.driver.conn.is_none() {
             return false;
         }
+        // Just used, and wanting the next request: no need to ask the socket.
+        if self.idle_since.elapsed() < FRESH && self.sender.is_ready() {
+            return true;
+        }
         let ready = self.driver.drive(self.sender.ready()).await.is_ok();
-        ready && self.driver.0.is_some()
+        ready && self.driver.conn.is_some()
+    }
+}
+
+/// Requests to one origin, one after the other on one connection: a
+/// delivery run's. The connection goes back to the pool when it ends.
+pub struct Session<'a> {
+    client: &'a HttpClient,
+    origin: Origin,
+    /// The connection of the last exchange, when it can take another.
+    conn: Option<Conn>,
+}
+
+impl Session<'_> {
+    /// Sends `req` (addressed by [`Target::address`]) and reads at most
+    /// `keep` bytes of the answer, all within `timeout`, connecting
+    /// included. `meanwhile` runs once the request is on its way, while the
+    /// answer is awaited: a delivery run builds its next request there, off
+    /// the round trip. It runs once, whatever happens to the request.
+    pub async fn exchange<T>(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+        keep: usize,
+        meanwhile: impl FnOnce() -> T,
+    ) -> (Outcome, T) {
+        let started = Instant::now();
+        let mut meanwhile = Some(meanwhile);
+        let mut done = None;
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let exchanged = tokio::time::timeout_at(deadline, async {
+            let mut req = req;
+            if let Some(mut conn) = self.reusable().await {
+                let spare = copy(&req);
+                let sent = conn.driver.start(|| conn.sender.send_request(req)).await;
+                done = meanwhile.take().map(|f| f());
+                match answer(&mut conn, sent, keep).await {
+                    Ok(answer) => {
+                        self.keep(conn);
+                        return Ok(answer);
+                    }
+                    // A keep-alive connection may be closed by the peer just as a
+                    // request goes out on it. Like browsers, we send once more on
+                    // a new connection: a delivery carries `webhook-id` for the
+                    // receiver to dedupe on, and would be retried anyway.
+                    Err(Failure::NoAnswer(_)) => req = spare,
+                    Err(Failure::Failed(e)) => return Err(e),
+                }
+            }
+            let mut conn = self.client.connect(&self.origin).await?;
+            let sent = conn.driver.start(|| conn.sender.send_request(req)).await;
+            if done.is_none() {
+                done = meanwhile.take().map(|f| f());
+            }
+            match answer(&mut conn, sent, keep).await {
+                Ok(answer) => {
+                    self.keep(conn);
+                    Ok(answer)
+                }
+                Err(Failure::NoAnswer(e) | Failure::Failed(e)) => Err(e),
+            }
+        })
+        .await;
+        let outcome = match exchanged {
+            Ok(Ok((status, headers, body))) => Outcome::Response {
+                status,
+                headers,
+                body,
+                elapsed: started.elapsed(),
+            },
+            Ok(Err(error)) => Outcome::Failed {
+                error,
+                timed_out: false,
+                elapsed: started.elapsed(),
+            },
+            Err(_) => Outcome::Failed {
+                error: format!("no answer within {}s", timeout.as_secs_f32()),
+                timed_out: true,
+                elapsed: started.elapsed(),
+            },
+        };
+        let done = done.or_else(|| meanwhile.take().map(|f| f()));
+        (outcome, done.expect("meanwhile runs once"))
+    }
+
+    fn keep(&mut self, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        self.conn = Some(conn);
+    }
+
+    /// The session's connection if it can take a request, else an idle one
+    /// of the pool that can.
+    async fn reusable(&mut self) -> Option<Conn> {
+        if let Some(mut conn) = self.conn.take()
+            && conn.usable().await
+        {
+            return Some(conn);
+        }
+        self.client.checkout(&self.origin).await
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.client.checkin(self.origin.clone(), conn);
+        }
     }
 }
 
@@ -122,56 +334,28 @@ impl HttpClient {
     /// Sends `req` (an absolute URL) and reads at most `keep` bytes of the
     /// answer, all within `timeout`, connecting included.
     pub async fn send(&self, req: Request<Full<Bytes>>, timeout: Duration, keep: usize) -> Outcome {
-        let started = Instant::now();
-        let failed = |error, timed_out| Outcome::Failed {
-            error,
-            timed_out,
-            elapsed: started.elapsed(),
-        };
-        let (origin, req) = match prepare(req) {
-            Ok(v) => v,
-            Err(e) => return failed(e, false),
-        };
-        match tokio::time::timeout(timeout, self.exchange(origin, req, keep)).await {
-            Ok(Ok((status, headers, body))) => Outcome::Response {
-                status,
-                headers,
-                body,
-                elapsed: started.elapsed(),
+        let mut req = req;
+        match Target::of(req.uri()) {
+            Ok(target) => {
+                target.address(&mut req);
+                self.session(&target).exchange(req, timeout, keep, || ()).await.0
+            }
+            Err(error) => Outcome::Failed {
+                error,
+                timed_out: false,
+                elapsed: Duration::ZERO,
             },
-            Ok(Err(error)) => failed(error, false),
-            Err(_) => failed(format!("no answer within {}s", timeout.as_secs_f32()), true),
         }
     }
 
-    async fn exchange(
-        &self,
-        origin: Origin,
-        mut req: Request<Full<Bytes>>,
-        keep: usize,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-        if let Some(mut conn) = self.checkout(&origin).await {
-            let spare = copy(&req);
-            match request(&mut conn, req, keep).await {
-                Ok(answer) => {
-                    self.checkin(origin, conn);
-                    return Ok(answer);
-                }
-                // A keep-alive connection may be closed by the peer just as a
-                // request goes out on it. Like browsers, we send once more on
-                // a new connection: a delivery carries `webhook-id` for the
-                // receiver to dedupe on, and would be retried anyway.
-                Err(Failure::NoAnswer(_)) => req = spare,
-                Err(Failure::Failed(e)) => return Err(e),
-            }
-        }
-        let mut conn = self.connect(&origin).await?;
-        match request(&mut conn, req, keep).await {
-            Ok(answer) => {
-                self.checkin(origin, conn);
-                Ok(answer)
-            }
-            Err(Failure::NoAnswer(e) | Failure::Failed(e)) => Err(e),
+    /// A session with `target`'s origin: its requests go out one after the
+    /// other on one connection, taken from the pool at the first and given
+    /// back when the session ends.
+    pub fn session(&self, target: &Target) -> Session<'_> {
+        Session {
+            client: self,
+            origin: target.origin.clone(),
+            conn: None,
         }
     }
 
@@ -194,7 +378,7 @@ impl HttpClient {
     }
 
     fn checkin(&self, origin: Origin, mut conn: Conn) {
-        if conn.driver.0.is_none() {
+        if conn.driver.conn.is_none() {
             return;
         }
         conn.idle_since = Instant::now();
@@ -216,7 +400,7 @@ impl HttpClient {
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("connecting to {}:{}: {}", origin.host, origin.port, chain(e)))?;
-        let driver = Driver(Some(Box::pin(driver)));
+        let driver = Driver::new(Box::pin(driver));
         Ok(Conn {
             sender,
             driver,
@@ -225,32 +409,46 @@ impl HttpClient {
     }
 }
 
-/// The origin to connect to, and the request in the form HTTP/1.1 sends:
+/// Where the requests to one URL go, and what HTTP/1.1 sends of the URL:
 /// the path as target and the authority as `Host`. Credentials in the URL
 /// (`http://user:pw@host/`) go as HTTP Basic authentication, as every HTTP
 /// client sends them, unless the request has its own `Authorization`.
-fn prepare(mut req: Request<Full<Bytes>>) -> Result<(Origin, Request<Full<Bytes>>), String> {
-    let origin = Origin::of(req.uri())?;
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (Some(userinfo), host.to_string()),
-        None => (None, authority.clone()),
-    };
-    if let Some(userinfo) = userinfo
-        && !req.headers().contains_key(hyper::header::AUTHORIZATION)
-    {
-        req.headers_mut()
-            .insert(hyper::header::AUTHORIZATION, basic_auth(userinfo)?);
+/// Worked out once for all the requests of a delivery run.
+pub struct Target {
+    origin: Origin,
+    path: hyper::Uri,
+    host: hyper::header::HeaderValue,
+    authorization: Option<hyper::header::HeaderValue>,
+}
+
+impl Target {
+    pub fn of(uri: &hyper::Uri) -> Result<Target, String> {
+        let origin = Origin::of(uri)?;
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Ok(Target {
+            origin,
+            path: path.parse().map_err(|e| format!("{path}: {e}"))?,
+            host: host.parse().map_err(|e| format!("{host}: {e}"))?,
+            authorization: userinfo.map(basic_auth).transpose()?,
+        })
     }
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = target.parse().map_err(|e| format!("{target}: {e}"))?;
-    let host = host.parse().map_err(|e| format!("{host}: {e}"))?;
-    req.headers_mut().insert(hyper::header::HOST, host);
-    Ok((origin, req))
+
+    /// Puts `req` in the form HTTP/1.1 sends to this target.
+    pub fn address(&self, req: &mut Request<Full<Bytes>>) {
+        *req.uri_mut() = self.path.clone();
+        let headers = req.headers_mut();
+        headers.insert(hyper::header::HOST, self.host.clone());
+        if let Some(authorization) = &self.authorization
+            && !headers.contains_key(hyper::header::AUTHORIZATION)
+        {
+            headers.insert(hyper::header::AUTHORIZATION, authorization.clone());
+        }
+    }
 }
 
 /// `Authorization: Basic` for the userinfo of a URL (`user:password`,
@@ -280,14 +478,13 @@ fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     again
 }
 
-/// One request and its answer on `conn`, the body cut at four times `keep`
-/// so a large answer is shortened, not refused.
-async fn request(
+/// The answer to the request in flight on `conn`, the body cut at four
+/// times `keep` so a large answer is shortened, not refused.
+async fn answer(
     conn: &mut Conn,
-    req: Request<Full<Bytes>>,
+    sent: impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
     keep: usize,
 ) -> Result<(StatusCode, HeaderMap, Bytes), Failure> {
-    let sent = conn.sender.send_request(req);
     let resp = match conn.driver.drive(sent).await {
         Ok(resp) => resp,
         Err(e) if closed_early(&e) => return Err(Failure::NoAnswer(chain(e))),
@@ -299,7 +496,7 @@ async fn request(
         Ok(b) => b.to_bytes(),
         Err(_) => {
             // Unread bytes are left on the socket: it cannot be reused.
-            conn.driver.0 = None;
+            conn.driver.conn = None;
             Bytes::new()
         }
     };
@@ -335,6 +532,12 @@ fn chain(e: hyper::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prepare(mut req: Request<Full<Bytes>>) -> Result<(Origin, Request<Full<Bytes>>), String> {
+        let target = Target::of(req.uri())?;
+        target.address(&mut req);
+        Ok((target.origin, req))
+    }
 
     fn prepared(url: &str) -> (Origin, Request<Full<Bytes>>) {
         prepare(Request::post(url).body(Full::new(Bytes::new())).unwrap()).unwrap()

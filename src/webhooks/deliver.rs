@@ -23,7 +23,7 @@ use crate::executions::{self, Category, Level};
 use crate::jobs;
 use crate::jobs::{JobKey, JobKind};
 use crate::mail;
-use crate::outbound::client::Outcome;
+use crate::outbound::client::{Outcome, Session, Target};
 use crate::outbound::{Failure, Signer, judge};
 use crate::redact;
 use crate::store::{self, Grows, StoreError, Txn};
@@ -90,6 +90,7 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
     };
 
     let poster = Poster::new(app, &wh, ctx.settings.timeout);
+    let mut session = poster.session();
     let (mut started, mut handled) = (false, 0);
     let (mut successes, mut failures) = (0, 0);
     // The commit of the batch before, while this one is posted.
@@ -99,14 +100,31 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
         let mut missing: Vec<u64> = Vec::new();
         let mut failed: Option<(u64, Attempt, Failure)> = None;
         let (full, last) = (heads.len() == BATCH, heads.last().map(|(seq, _)| *seq));
-        for (seq, event) in heads {
-            let Some(event) = event else {
-                missing.push(seq);
-                started = true;
-                continue;
+        let mut batch = heads.into_iter().peekable();
+        // The next POST, built while the one before it was in flight.
+        let mut ahead: Option<(u64, Prepared)> = None;
+        loop {
+            let (seq, prepared) = match ahead.take() {
+                Some(next) => next,
+                None => match batch.next() {
+                    None => break,
+                    Some((seq, None)) => {
+                        missing.push(seq);
+                        started = true;
+                        continue;
+                    }
+                    Some((seq, Some(event))) => (seq, poster.prepare(&event, !started)),
+                },
             };
-            let (attempt, verdict) = poster.post(&event, !started).await;
             started = true;
+            // Only a present event is built ahead: an expired one is taken
+            // off the queue only once the events before it are delivered.
+            let build_next = || match batch.peek() {
+                Some((_, Some(_))) => batch.next().and_then(|(seq, event)| Some((seq, poster.prepare(&event?, false)))),
+                _ => None,
+            };
+            let ((attempt, verdict), next) = poster.post(session.as_mut(), prepared, build_next).await;
+            ahead = next;
             match verdict {
                 Ok(()) => delivered.push((seq, attempt)),
                 Err(f) => {
@@ -201,31 +219,47 @@ fn delivery_body(wh: &Webhook, event: &StoredEvent) -> Vec<u8> {
 struct Poster<'a> {
     app: &'a App,
     wh: &'a Webhook,
-    url: Result<hyper::Uri, String>,
+    target: Result<Target, String>,
     signer: Signer,
     timeout: Duration,
 }
 
+/// One event's POST, built before it is sent: the run builds the next one
+/// while the one before is in flight.
+struct Prepared {
+    now: Timestamp,
+    attempt: Attempt,
+    request: Result<hyper::Request<Full<Bytes>>, String>,
+}
+
 impl<'a> Poster<'a> {
     fn new(app: &'a App, wh: &'a Webhook, timeout: Duration) -> Poster<'a> {
+        let target = wh
+            .url
+            .parse()
+            .map_err(|e| format!("{e}"))
+            .and_then(|url| Target::of(&url))
+            .map_err(|e| format!("the URL {:?} cannot be used: {e}", redact::url(&wh.url)));
         Poster {
             app,
             wh,
-            url: wh
-                .url
-                .parse()
-                .map_err(|e| format!("the URL {:?} cannot be used: {e}", redact::url(&wh.url))),
+            target,
             signer: Signer::new(&wh.secret),
             timeout,
         }
     }
 
-    /// One POST of one event; the attempt record and the verdict.
-    async fn post(&self, event: &StoredEvent, first_in_run: bool) -> (Attempt, Result<(), Failure>) {
+    /// The run's connection to the receiver; none when the URL is unusable.
+    fn session(&self) -> Option<Session<'a>> {
+        self.target.as_ref().ok().map(|t| self.app.http.session(t))
+    }
+
+    /// The POST of one event, signed, and its attempt record so far.
+    fn prepare(&self, event: &StoredEvent, first_in_run: bool) -> Prepared {
         use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
         let now = self.app.clock.now();
         let timestamp = clock::wall_of(now).as_second();
-        let mut attempt = Attempt {
+        let attempt = Attempt {
             event_id: event.id.clone(),
             attempt: if first_in_run { self.wh.head_attempts + 1 } else { 1 },
             at: clock::to_ms(now),
@@ -235,13 +269,12 @@ impl<'a> Poster<'a> {
             next_retry_at: None,
             response: String::new(),
         };
-        let body = delivery_body(self.wh, event);
-        let signature = self.signer.sign(&event.id, timestamp, &body);
-        let built = self.url.clone().and_then(|url| {
+        let request = self.target.as_ref().map_err(Clone::clone).and_then(|target| {
+            let body = delivery_body(self.wh, event);
+            let signature = self.signer.sign(&event.id, timestamp, &body);
             let value = |v: String| HeaderValue::try_from(v).map_err(|e| format!("cannot build the request: {e}"));
             let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
             *req.method_mut() = hyper::Method::POST;
-            *req.uri_mut() = url;
             let h = req.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             h.insert(
@@ -254,11 +287,31 @@ impl<'a> Poster<'a> {
                 HeaderValue::from(timestamp),
             );
             h.insert(HeaderName::from_static("webhook-signature"), value(signature)?);
+            target.address(&mut req);
             Ok(req)
         });
-        let request = match built {
-            Ok(r) => r,
-            Err(message) => {
+        Prepared { now, attempt, request }
+    }
+
+    /// Sends a prepared POST; the attempt record and the verdict, and what
+    /// `meanwhile` made while the POST was in flight.
+    async fn post<T>(
+        &self,
+        session: Option<&mut Session<'a>>,
+        prepared: Prepared,
+        meanwhile: impl FnOnce() -> T,
+    ) -> ((Attempt, Result<(), Failure>), T) {
+        let Prepared {
+            now,
+            mut attempt,
+            request,
+        } = prepared;
+        let (request, session) = match (request, session) {
+            (Ok(request), Some(session)) => (request, session),
+            (request, _) => {
+                // No session is there only when the URL is unusable, and
+                // then neither is any request.
+                let message = request.err().unwrap_or_else(|| "the URL cannot be used".into());
                 attempt.error = Some(message.clone());
                 let f = Failure {
                     category: Category::Technical,
@@ -267,10 +320,11 @@ impl<'a> Poster<'a> {
                     retry_after: None,
                     gone: false,
                 };
-                return (attempt, Err(f));
+                return ((attempt, Err(f)), meanwhile());
             }
         };
-        let verdict = match self.app.http.send(request, self.timeout, RESPONSE_KEPT).await {
+        let (outcome, made) = session.exchange(request, self.timeout, RESPONSE_KEPT, meanwhile).await;
+        let verdict = match outcome {
             Outcome::Response {
                 status,
                 headers,
@@ -307,7 +361,7 @@ impl<'a> Poster<'a> {
                 })
             }
         };
-        (attempt, verdict)
+        ((attempt, verdict), made)
     }
 }
 
