@@ -216,10 +216,7 @@ fn main() {
                 "  ratio deliveries / receiver, median {:>5.2}      (goal >= 0.7)",
                 median(ratios)
             );
-            println!(
-                "  herald's CPU per delivery, median {:>5.1} µs",
-                median(costs)
-            );
+            println!("  herald's CPU per delivery, median {:>5.1} µs", median(costs));
             if !wrk_ratios.is_empty() {
                 println!("  the same against wrk, median       {:>5.2}", median(wrk_ratios));
             }

@@ -120,7 +120,9 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
             // Only a present event is built ahead: an expired one is taken
             // off the queue only once the events before it are delivered.
             let build_next = || match batch.peek() {
-                Some((_, Some(_))) => batch.next().and_then(|(seq, event)| Some((seq, poster.prepare(&event?, false)))),
+                Some((_, Some(_))) => batch
+                    .next()
+                    .and_then(|(seq, event)| Some((seq, poster.prepare(&event?, false)))),
                 _ => None,
             };
             let ((attempt, verdict), next) = poster.post(session.as_mut(), prepared, build_next).await;
