@@ -532,6 +532,49 @@ fn chain(e: hyper::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A task's waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_connection_waker_passes_on_only_what_comes_while_the_task_is_away() {
+        let task = Arc::new(Task::default());
+        let task_waker = Waker::from(task.clone());
+        let quiet = Arc::new(Quiet::default());
+        let waker = Waker::from(quiet.clone());
+
+        // While the task polls (sends, reads an answer), a wake-up is noted
+        // for the task to poll again, and the scheduler hears nothing.
+        quiet.polls(&task_waker);
+        waker.wake_by_ref();
+        waker.clone().wake();
+        assert_eq!(task.0.load(SeqCst), 0);
+        assert!(quiet.settle(), "the task learns it must poll again");
+        assert!(!quiet.settle(), "once");
+
+        // Between polls (the socket became readable): the task is woken.
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(SeqCst), 1);
+        // The note it leaves is cleared by the next poll's settling.
+        quiet.polls(&task_waker);
+        quiet.settle();
+
+        // A task polled with another waker (moved to another worker) is woken
+        // through that one.
+        let other = Arc::new(Task::default());
+        quiet.polls(&Waker::from(other.clone()));
+        quiet.settle();
+        waker.wake_by_ref();
+        assert_eq!((task.0.load(SeqCst), other.0.load(SeqCst)), (1, 1));
+    }
 
     fn prepare(mut req: Request<Full<Bytes>>) -> Result<(Origin, Request<Full<Bytes>>), String> {
         let target = Target::of(req.uri())?;
