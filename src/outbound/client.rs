@@ -555,7 +555,8 @@ mod tests {
         // for the task to poll again, and the scheduler hears nothing.
         quiet.polls(&task_waker);
         waker.wake_by_ref();
-        waker.clone().wake();
+        let held = waker.clone();
+        held.wake();
         assert_eq!(task.0.load(SeqCst), 0);
         assert!(quiet.settle(), "the task learns it must poll again");
         assert!(!quiet.settle(), "once");
