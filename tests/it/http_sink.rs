@@ -32,6 +32,9 @@ pub enum Answer {
     /// Answer with the status, then close the connection without saying
     /// so, as receivers that drop idle keep-alive connections do.
     Close(u16),
+    /// Answer with the status and `connection: close`, then close, as
+    /// servers that take one request per connection do.
+    CloseSaying(u16),
     /// Never answer (until the sink is dropped).
     Hang,
     /// Status and this JSON body.
@@ -165,6 +168,7 @@ fn connection(
         let a = answer.lock().unwrap().clone();
         let (status, extra) = match &a {
             Answer::Status(s) | Answer::Close(s) | Answer::Body(s, _) => (*s, String::new()),
+            Answer::CloseSaying(s) => (*s, "connection: close\r\n".to_string()),
             Answer::RetryAfter(s, secs) => (*s, format!("retry-after: {secs}\r\n")),
             Answer::Hang => {
                 while !stop.load(Ordering::Relaxed) {
@@ -184,7 +188,7 @@ fn connection(
             body.len()
         );
         out.write_all(reply.as_bytes())?;
-        if let Answer::Close(_) = a {
+        if let Answer::Close(_) | Answer::CloseSaying(_) = a {
             return Ok(());
         }
     }

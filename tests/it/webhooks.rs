@@ -306,6 +306,40 @@ fn a_receiver_that_drops_idle_connections_loses_no_delivery() {
     }
 }
 
+/// A delivery run holds one connection for all its requests, and takes a
+/// new one for each request when the receiver closes each after answering.
+#[test]
+fn a_run_keeps_its_connection_unless_the_receiver_closes_it() {
+    for (answer, connections) in [(Answer::Status(200), 1..=1), (Answer::CloseSaying(200), 60..=60)] {
+        let sink = HttpSink::start(answer.clone());
+        let d = Daemon::start(&accounts());
+        let wh = create(
+            &d,
+            ADMIN,
+            json!({"app": "erp", "event": "tick", "url": sink.url("/hook")}),
+        );
+        // One publish of 60, so that one run posts them back to back.
+        let events: Vec<Value> = (0..60).map(|i| json!({"event": "tick", "data": {"i": i}})).collect();
+        let r = d.post("/v1/events", Some(ADMIN), &Value::from(events).to_string());
+        assert_eq!(r.status, 202, "{}", r.body);
+        let got = sink.wait_for(60, Duration::from_secs(10));
+        let seen: Vec<i64> = got.iter().map(|r| r.json()["data"]["i"].as_i64().unwrap()).collect();
+        assert_eq!(seen, (0..60).collect::<Vec<_>>(), "{answer:?}");
+        assert!(
+            connections.contains(&sink.connections()),
+            "{answer:?}: 60 deliveries took {} connections",
+            sink.connections()
+        );
+        let id = wh["id"].as_str().unwrap();
+        d.eventually(Duration::from_secs(5), "60 attempts recorded", || {
+            let list = attempts(&d, id);
+            (list.len() == 60).then_some(list)
+        })
+        .iter()
+        .for_each(|a| assert_eq!(a["attempt"].as_u64(), Some(1), "{answer:?}: {a}"));
+    }
+}
+
 #[test]
 fn a_hanging_receiver_does_not_delay_another() {
     let hanging = HttpSink::start(Answer::Hang);
