@@ -236,12 +236,14 @@ struct Prepared {
 
 impl<'a> Poster<'a> {
     fn new(app: &'a App, wh: &'a Webhook, timeout: Duration) -> Poster<'a> {
+        let shown = redact::url(&wh.url);
         let target = wh
             .url
-            .parse()
-            .map_err(|e| format!("{e}"))
-            .and_then(|url| Target::of(&url))
-            .map_err(|e| format!("the URL {:?} cannot be used: {e}", redact::url(&wh.url)));
+            .parse::<hyper::Uri>()
+            .map_err(|e| e.to_string())
+            // The reason may quote the URL: never with its credentials.
+            .and_then(|url| Target::of(&url).map_err(|e| e.replace(&url.to_string(), &shown)))
+            .map_err(|e| format!("the URL {shown:?} cannot be used: {e}"));
         Poster {
             app,
             wh,
