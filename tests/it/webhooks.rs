@@ -340,6 +340,29 @@ fn a_run_keeps_its_connection_unless_the_receiver_closes_it() {
     }
 }
 
+/// The next POST is built while one is in flight, but sent only after a
+/// success: a failed event holds back the rest of its batch.
+#[test]
+fn a_failure_holds_back_the_post_built_after_it() {
+    let sink = HttpSink::start(Answer::Status(500));
+    let d = Daemon::start(&format!("[webhooks]\nretry_schedule = [\"1h\"]\n{}", accounts()));
+    let wh = create(&d, ADMIN, json!({"app": "erp", "event": "tick", "url": sink.url("/")}));
+    let id = wh["id"].as_str().unwrap();
+    let events: Vec<Value> = (0..60).map(|i| json!({"event": "tick", "data": {"i": i}})).collect();
+    let r = d.post("/v1/events", Some(ADMIN), &Value::from(events).to_string());
+    assert_eq!(r.status, 202, "{}", r.body);
+    let first = &sink.wait_for(1, Duration::from_secs(5))[0];
+    assert_eq!(first.json()["data"]["i"], 0);
+    let list = d.eventually(Duration::from_secs(5), "the failed attempt", || {
+        let list = attempts(&d, id);
+        (!list.is_empty()).then_some(list)
+    });
+    settle();
+    assert_eq!(sink.received().len(), 1, "nothing after the failed event");
+    assert_eq!((list.len(), list[0]["status_code"].as_u64()), (1, Some(500)));
+    assert_eq!(webhook(&d, id)["pending"], 60);
+}
+
 #[test]
 fn a_hanging_receiver_does_not_delay_another() {
     let hanging = HttpSink::start(Answer::Hang);
