@@ -119,11 +119,9 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
             started = true;
             // Only a present event is built ahead: an expired one is taken
             // off the queue only once the events before it are delivered.
-            let build_next = || match batch.peek() {
-                Some((_, Some(_))) => batch
-                    .next()
-                    .and_then(|(seq, event)| Some((seq, poster.prepare(&event?, false)))),
-                _ => None,
+            let build_next = || {
+                let (seq, event) = batch.next_if(|(_, event)| event.is_some())?;
+                Some((seq, poster.prepare(event.as_ref()?, false)))
             };
             let ((attempt, verdict), next) = poster.post(session.as_mut(), prepared, build_next).await;
             ahead = next;
