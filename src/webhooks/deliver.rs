@@ -150,6 +150,13 @@ pub async fn run(app: &App, id: String) -> Result<jobs::Ran, StoreError> {
         // The last commit of the run says what comes next (the job again,
         // or not): before it, the run still holds the queue's head.
         let ends = next.is_empty();
+        if ends {
+            // The connection goes back to the pool before the commit that
+            // may start the next run (a new event, the other webhooks on
+            // the same receiver) is queued, not once it is done: that run
+            // would find the pool empty and connect again.
+            session = None;
+        }
         // Redone safely after a crash (deliveries are at least once, receivers
         // dedupe on webhook-id): no fsync of its own.
         let (id, ctx) = (id.clone(), ctx.clone());
